@@ -1,0 +1,324 @@
+/* procpool: one worker-process pool API for Linux, the BSDs, macOS and Windows.
+ *
+ * A program built on procpool names its work as tasks: functions listed in a table that
+ * exists, identical, in every process of the program. The program calls pp_main() first
+ * in main(); in a worker process that call never returns (it serves tasks), in the parent
+ * it records the table and returns 0. The parent then creates a pool and hands it work.
+ *
+ * Workers are started by one of three methods (see pp_start_method). Whatever the method,
+ * a task's argument and result are bytes: they are copied to and from the worker, never
+ * shared. Results are delivered on a libuv loop: the caller's, or one the pool owns.
+ *
+ * Errors: every function that can fail returns 0 or a negative error code. procpool's own
+ * codes (PP_E*) lie in a range of their own; failures of the OS or of libuv pass through
+ * as libuv's UV_E* codes. pp_strerror() and pp_errname() describe both.
+ *
+ * Threads: a pool, and everything reached through it, belongs to the thread that runs its
+ * loop. Nothing here is thread-safe except pp_strerror, pp_errname and
+ * pp_start_method_name. Distinct pools on distinct loops may be used from distinct threads.
+ */
+#ifndef PROCPOOL_H
+#define PROCPOOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* PP_EXTERN marks the exported functions. Building the library as a DLL defines
+ * PROCPOOL_BUILDING_SHARED; a program that links the DLL defines PROCPOOL_SHARED.
+ * Linking the static library needs no define, as with libuv's USING_UV_SHARED. */
+#if defined(_WIN32)
+#  if defined(PROCPOOL_BUILDING_SHARED)
+#    define PP_EXTERN __declspec(dllexport)
+#  elif defined(PROCPOOL_SHARED)
+#    define PP_EXTERN __declspec(dllimport)
+#  else
+#    define PP_EXTERN
+#  endif
+#elif defined(__GNUC__) && __GNUC__ >= 4
+#  define PP_EXTERN __attribute__((visibility("default")))
+#else
+#  define PP_EXTERN
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#  define PP_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#  define PP_PRINTF(fmt, args)
+#endif
+
+#define PP_VERSION_MAJOR 0
+#define PP_VERSION_MINOR 1
+#define PP_VERSION_PATCH 0
+
+/* ---- Errors ------------------------------------------------------------------------ */
+
+/* procpool's own error codes. They never clash with libuv's UV_E* codes, which lie
+ * between -1 and -4096. Every error result also carries a message (pp_result.message)
+ * that names the task, the worker and the cause. */
+#define PP__ERRBASE (-30000)
+enum {
+  PP_EINVAL = PP__ERRBASE - 1,     /* a bad argument or option, or a call at the wrong time */
+  PP_ENOMEM = PP__ERRBASE - 2,     /* out of memory */
+  PP_ENOTSUP = PP__ERRBASE - 3,    /* the start method does not exist on this OS */
+  PP_ENOTASK = PP__ERRBASE - 4,    /* no task of that name in the task table */
+  PP_ETASK = PP__ERRBASE - 5,      /* the task reported failure (pp_fail, or a non-zero return) */
+  PP_EWORKER = PP__ERRBASE - 6,    /* the worker died while it ran the task */
+  PP_ETIMEDOUT = PP__ERRBASE - 7,  /* the task ran past task_timeout_ms; its worker was killed */
+  PP_ECANCELED = PP__ERRBASE - 8,  /* pp_cancel or pp_pool_terminate ended the task */
+  PP_ECLOSED = PP__ERRBASE - 9,    /* the pool is closing or closed */
+  PP_EPROTO = PP__ERRBASE - 10,    /* a worker sent malformed data; it was killed */
+  PP_E2BIG = PP__ERRBASE - 11,     /* an argument or result is over max_message_bytes */
+  PP_EINIT = PP__ERRBASE - 12,     /* the initializer failed in a worker */
+  PP_ESPAWN = PP__ERRBASE - 13,    /* a worker could not be started, or died before it was ready */
+  PP_ENOENT = PP__ERRBASE - 14     /* pp_cancel: no pending task has that id */
+};
+
+/* A static, human-readable description of err: one of procpool's codes, a libuv code,
+ * or 0. Unknown codes give "unknown error". Never NULL; thread-safe. */
+PP_EXTERN const char *pp_strerror(int err);
+
+/* The symbolic name of err: "PP_ENOTASK", "ENOENT" (libuv's name for UV_ENOENT), "OK"
+ * for 0, "UNKNOWN" otherwise. Never NULL; thread-safe. */
+PP_EXTERN const char *pp_errname(int err);
+
+/* ---- The worker side --------------------------------------------------------------- */
+
+/* One running task, opaque. Valid only during the task function's call. */
+typedef struct pp_call pp_call;
+
+/* A task: it receives the argument bytes (arg is NULL when len is 0; otherwise it stays
+ * valid for the call and is suitably aligned for any type). It returns 0 on success, after
+ * an optional pp_reply; any other value fails the task (return pp_fail(...) to say why). */
+typedef int (*pp_task_fn)(pp_call *call, const void *arg, size_t len);
+
+/* A task table: an array ending with {NULL, NULL}. Names are unique and at most 255
+ * bytes; the table must be the same, in the same order, in every process of the program
+ * (it normally is one static array). At most 65535 tasks. */
+typedef struct pp_task {
+  const char *name;
+  pp_task_fn fn;
+} pp_task;
+
+/* Sets the task's result bytes (copied; a later call replaces an earlier one). Returns 0,
+ * PP_EINVAL (call is NULL, or data is NULL with len > 0), PP_E2BIG (over the pool's
+ * max_message_bytes: the task then fails with PP_E2BIG whatever it returns) or PP_ENOMEM. */
+PP_EXTERN int pp_reply(pp_call *call, const void *data, size_t len);
+
+/* Fails the task with a printf-style message (truncated to 4000 bytes) that reaches the
+ * parent in pp_result.message. Returns PP_ETASK, so a task can end with
+ * `return pp_fail(call, "...")`. A failure wins over any pp_reply. */
+PP_EXTERN int pp_fail(pp_call *call, const char *fmt, ...) PP_PRINTF(2, 3);
+
+/* Call first in main(), before anything that must not run in a worker.
+ *
+ * In a process started as a worker (its command line carries procpool's mark), pp_main
+ * serves tasks from `tasks` and never returns: the process exits when the parent closes
+ * the pool or dies. Any code before pp_main runs in every spawned worker too.
+ *
+ * In any other process it records `tasks` as the program's task table and returns 0.
+ * It returns PP_EINVAL when tasks is NULL or the table is malformed (a NULL fn, a
+ * duplicate, empty or over-long name, too many tasks). The table is borrowed and must stay
+ * valid for as long as a pool exists. */
+PP_EXTERN int pp_main(int argc, char **argv, const pp_task *tasks);
+
+/* ---- Start methods ----------------------------------------------------------------- */
+
+/* How workers are started.
+ *   PP_START_SPAWN: the program is executed afresh (uv_spawn) and reaches the worker loop
+ *     through pp_main. A worker sees only what the program's static initialisation gives:
+ *     not the parent's later changes to globals, not its heap. Windows' only method.
+ *   PP_START_FORK: the parent forks; a worker sees a copy of the parent's memory as it was
+ *     at that moment. Unix only.
+ *   PP_START_FORKSERVER: workers are forked from a server process started like a spawned
+ *     worker: cheap to start, and they see a fresh program's state. Unix only.
+ *   PP_START_DEFAULT: the platform's default method (spawn, in this version).
+ * The environment variable PROCPOOL_START_METHOD ("fork", "spawn", "forkserver"), when set
+ * and not empty, overrides the method of every pool: PROCPOOL_START_METHOD=spawn gives
+ * every OS Windows' behaviour. */
+typedef enum pp_start_method {
+  PP_START_DEFAULT = 0,
+  PP_START_FORK,
+  PP_START_SPAWN,
+  PP_START_FORKSERVER
+} pp_start_method;
+
+/* "default", "fork", "spawn", "forkserver"; "unknown" for any other value. */
+PP_EXTERN const char *pp_start_method_name(pp_start_method m);
+
+/* ---- The parent side: pools -------------------------------------------------------- */
+
+typedef struct pp_pool pp_pool;
+
+/* Pool options. All zero means the defaults; pp_pool_options_init sets all zero.
+ * Every field is checked by pp_pool_new; a value out of range is PP_EINVAL. */
+typedef struct pp_pool_options {
+  /* Worker processes. 0: the CPUs available to the process (uv_available_parallelism).
+   * At most 4096. */
+  unsigned workers;
+  /* See pp_start_method; PROCPOOL_START_METHOD overrides it. */
+  pp_start_method start_method;
+  /* A task run once in each worker before any other, with initarg as its argument (copied
+   * by pp_pool_new). It is the portable way to give workers state: it reaches them by the
+   * same path under every method. A failure (pp_fail or non-zero) fails the worker's start
+   * and, if no worker can start, every queued task with PP_EINIT and its message. NULL:
+   * none. */
+  const char *initializer;
+  const void *initarg;
+  size_t initarg_len;
+  /* 0: unlimited. Otherwise a worker is retired after that many tasks and a new one
+   * started in its place. */
+  unsigned max_tasks_per_worker;
+  /* 0: none. Otherwise a task still running that long after it reached its worker fails
+   * with PP_ETIMEDOUT; its worker is killed and replaced. */
+  uint64_t task_timeout_ms;
+  /* NULL: this program (uv_exepath). Otherwise the path of a program whose main() calls
+   * pp_main with the same task table. Copied by pp_pool_new. */
+  const char *worker_executable;
+  /* 0: 256 MiB. The largest argument, result or initarg, in bytes, at most 4 GiB - 1 MiB.
+   * A larger argument fails pp_submit with PP_E2BIG before anything is sent; a larger
+   * result fails its task with PP_E2BIG and leaves the worker serving. */
+  size_t max_message_bytes;
+  /* 0: 60 s. How long a worker may take from its start to ready (through pp_main and the
+   * initializer) before it is killed and counts as a failed start. */
+  uint64_t start_timeout_ms;
+} pp_pool_options;
+
+/* Sets *opts to the defaults (all zero). */
+PP_EXTERN void pp_pool_options_init(pp_pool_options *opts);
+
+/* Creates a pool and starts its workers; tasks submitted before a worker is ready wait in
+ * the pool's queue. loop: the libuv loop that delivers results (the caller runs it), or
+ * NULL for a loop the pool owns and runs inside pp_pool_wait, pp_apply, pp_map and
+ * pp_pool_close. opts: NULL for the defaults.
+ *
+ * On success *pool is set and the caller owns it until pp_pool_close or
+ * pp_pool_terminate. On failure *pool is NULL and nothing is left to clean up. Errors:
+ * PP_EINVAL (NULL pool, an option out of range, pp_main not called first while
+ * worker_executable is NULL), PP_ENOTASK (initializer not in the task table), PP_ENOTSUP
+ * (method not available here; the message on stderr names PROCPOOL_START_METHOD when it
+ * was the cause), PP_ENOMEM, or the libuv error that stopped the first worker from
+ * starting (UV_ENOENT for a missing worker_executable, UV_EMFILE, ...).
+ *
+ * On Unix, a pool sets SIGPIPE to SIG_IGN if it is SIG_DFL, so that a worker that goes
+ * away cannot kill the parent; an application's own handler is left alone. */
+PP_EXTERN int pp_pool_new(pp_pool **pool, uv_loop_t *loop, const pp_pool_options *opts);
+
+/* The method the pool actually uses, after the default and PROCPOOL_START_METHOD were
+ * resolved. Never PP_START_DEFAULT. */
+PP_EXTERN pp_start_method pp_pool_start_method(const pp_pool *pool);
+
+/* The number of worker slots (options.workers after the default was resolved). */
+PP_EXTERN unsigned pp_pool_workers(const pp_pool *pool);
+
+/* The message of the failure that made the pool give up starting workers (after repeated
+ * PP_ESPAWN or PP_EINIT failures), or NULL while it has none. Owned by the pool. */
+PP_EXTERN const char *pp_pool_error(const pp_pool *pool);
+
+/* ---- Submitting work --------------------------------------------------------------- */
+
+/* A task's outcome.
+ *   id:      the id pp_submit returned.
+ *   status:  0 on success, else a negative error code (PP_ETASK, PP_EWORKER, ...).
+ *   data:    the result bytes on success (NULL when len is 0), malloc'd.
+ *   len:     their length.
+ *   message: on failure, a NUL-terminated description a person can act on (the task's
+ *            name and id, the worker's pid, an exit code or signal, the task's pp_fail
+ *            text); NULL on success. malloc'd. */
+typedef struct pp_result {
+  uint64_t id;
+  int status;
+  void *data;
+  size_t len;
+  char *message;
+} pp_result;
+
+/* Called once, on the pool's loop, for every task pp_submit accepted, whatever becomes of
+ * it (success, failure, worker death, timeout, cancel, close, terminate). The result is
+ * borrowed for the call: the pool frees data and message afterwards. To keep either, take
+ * the pointer and set the field to NULL. The callback may submit, cancel, close or
+ * terminate; it must not call the blocking functions (pp_apply, pp_map, pp_pool_wait, or
+ * pp_pool_close on a private loop), which then return PP_EINVAL. */
+typedef void (*pp_result_cb)(pp_pool *pool, pp_result *result, void *user);
+
+/* Queues the task `task` with a copy of the len bytes at arg (arg may be NULL when len is
+ * 0). cb (may be NULL) gets the outcome; user is passed through. *id (if id is not NULL)
+ * receives the task's id, unique within the pool and never 0.
+ *
+ * Returns 0 when the task was accepted: cb will be called exactly once, never from
+ * within pp_submit. Otherwise nothing was queued and cb will not be called: PP_EINVAL
+ * (NULL pool or task, arg NULL with len > 0, or called from a worker), PP_ENOTASK (no such
+ * task), PP_E2BIG (len over max_message_bytes), PP_ECLOSED (after pp_pool_close or
+ * pp_pool_terminate), PP_ENOMEM, or the error that made the pool give up starting
+ * workers (PP_ESPAWN, PP_EINIT: see pp_pool_error). */
+PP_EXTERN int pp_submit(pp_pool *pool, const char *task, const void *arg, size_t len,
+                        pp_result_cb cb, void *user, uint64_t *id);
+
+/* Cancels a pending task. A queued task's callback runs with PP_ECANCELED before
+ * pp_cancel returns; a running task's worker is killed, and the callback runs with
+ * PP_ECANCELED once the worker is gone (a replacement is started). Returns 0, PP_EINVAL
+ * (NULL pool) or PP_ENOENT (no pending task has that id: it already finished, or never
+ * existed). A result that races with the cancel is dropped: the task ends canceled. */
+PP_EXTERN int pp_cancel(pp_pool *pool, uint64_t id);
+
+/* Runs the pool's loop until no task is pending. Returns 0, PP_EINVAL (NULL pool, or
+ * called from a result callback) or the error of uv_run. On a caller's loop it runs that
+ * loop (UV_RUN_ONCE, repeatedly), so other handles' callbacks run too; do not call it from
+ * any callback of that loop. */
+PP_EXTERN int pp_pool_wait(pp_pool *pool);
+
+/* One argument of pp_map. */
+typedef struct pp_input {
+  const void *data;
+  size_t len;
+} pp_input;
+
+/* Runs one task and waits for it, running the pool's loop (same rules as pp_pool_wait).
+ * *out receives the result, which the caller frees with pp_result_free. Returns
+ * out->status: 0, a task's error, or a submit error (then out->message says why).
+ * PP_EINVAL with out untouched when pool or out is NULL. */
+PP_EXTERN int pp_apply(pp_pool *pool, const char *task, const void *arg, size_t len,
+                       pp_result *out);
+
+/* Runs task once for each of the n args and waits for all; out[i] receives the result of
+ * args[i] (free each with pp_result_free). At most a few tasks per worker are queued at a
+ * time, so a huge n does not hold n copies of the arguments. Returns 0 when every task
+ * succeeded, else the status of the first (lowest index) that failed; every out[i] is
+ * filled either way. PP_EINVAL with out untouched when pool or task is NULL, or args or out
+ * is NULL with n > 0. */
+PP_EXTERN int pp_map(pp_pool *pool, const char *task, size_t n, const pp_input *args,
+                     pp_result *out);
+
+/* Frees result->data and result->message and zeroes *result. NULL is fine; a zeroed or
+ * already freed result is fine. */
+PP_EXTERN void pp_result_free(pp_result *result);
+
+/* ---- Ending a pool ----------------------------------------------------------------- */
+
+typedef void (*pp_close_cb)(void *user);
+
+/* Stops accepting work (pp_submit returns PP_ECLOSED), lets every queued and running task
+ * finish and deliver its result, then stops the workers and frees the pool. cb (may be
+ * NULL) is called once all of it is done; the pool pointer is invalid from then on.
+ * On a caller's loop it returns at once and the loop finishes the work; on a private loop
+ * it runs the loop until done, calls cb, closes the loop and returns. Returns 0,
+ * PP_EINVAL (NULL pool; or a private-loop pool closed from its own result callback) or
+ * PP_ECLOSED (already closing: the first call's cb still runs). */
+PP_EXTERN int pp_pool_close(pp_pool *pool, pp_close_cb cb, void *user);
+
+/* Like pp_pool_close, but queued and running tasks end at once with PP_ECANCELED (their
+ * callbacks run) and the workers are killed. May be called while a pp_pool_close is in
+ * progress: it hurries it (the close's cb still runs, once). Returns 0, PP_EINVAL or
+ * PP_ECLOSED (already terminating). */
+PP_EXTERN int pp_pool_terminate(pp_pool *pool, pp_close_cb cb, void *user);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PROCPOOL_H */

@@ -1,0 +1,28 @@
+/* Small OS details the core needs, behind neutral names. Implemented in src/unix/os.c
+ * and src/win/os.c. */
+#ifndef PP_OS_H
+#define PP_OS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "procpool.h"
+
+/* Once per pool, in the parent: on Unix, SIGPIPE to SIG_IGN if it is SIG_DFL. */
+void pp__os_parent_init(void);
+
+/* Describes how a process ended, as libuv reports it, in words: "exited with code 3",
+ * "killed by signal 11 (SIGSEGV)", on Windows "ended with 0xC0000005 (access
+ * violation)". */
+void pp__os_describe_exit(int64_t exit_status, int term_signal, char *buf, size_t size);
+
+/* The method PP_START_DEFAULT means on this OS. */
+pp_start_method pp__os_default_method(void);
+
+/* 0 when the method can be used here, else PP_ENOTSUP. */
+int pp__os_method_supported(pp_start_method m);
+
+/* The signal that kills a worker at once (SIGKILL; TerminateProcess on Windows). */
+int pp__os_kill_signal(void);
+
+#endif

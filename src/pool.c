@@ -1,0 +1,1275 @@
+/* The pool: options, the queue, the workers' life cycle, the parent's end of the
+ * protocol, and the delivery of every task's one result. Everything runs on the pool's
+ * loop; nothing here blocks except the functions documented as blocking. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "os.h"
+#include "pool.h"
+#include "protocol.h"
+#include "serve.h"
+#include "worker.h"
+
+#define PP__DEFAULT_MAX_MESSAGE ((size_t) 256 << 20)
+#define PP__DEFAULT_START_TIMEOUT_MS 60000
+#define PP__MAX_WORKERS 4096
+/* How long a worker that ended may keep its channel open (a grandchild that inherited it)
+ * before the pool stops waiting for the last bytes, and how long a retired worker may
+ * take to exit after its channel closed before it is killed. */
+#define PP__EXIT_GRACE_MS 1000
+#define PP__RETIRE_GRACE_MS 5000
+
+static void pp__pump(pp_pool *pool);
+static void pp__maintain(pp_pool *pool);
+static void pp__maybe_shutdown(pp_pool *pool);
+static int pp__pool_end(pp_pool *pool);
+static void pp__worker_kill(pp__worker *w);
+static void pp__worker_finish(pp__worker *w);
+
+/* ---- Small helpers ------------------------------------------------------------------ */
+
+static char *pp__vstrdupf(const char *fmt, va_list ap) {
+  va_list ap2;
+  int n;
+  char *s;
+
+  va_copy(ap2, ap);
+  n = vsnprintf(NULL, 0, fmt, ap2);
+  va_end(ap2);
+  if (n < 0)
+    return NULL;
+  s = malloc((size_t) n + 1);
+  if (s != NULL)
+    vsnprintf(s, (size_t) n + 1, fmt, ap);
+  return s;
+}
+
+static char *pp__strdupf(const char *fmt, ...) PP_PRINTF(1, 2);
+static char *pp__strdupf(const char *fmt, ...) {
+  va_list ap;
+  char *s;
+
+  va_start(ap, fmt);
+  s = pp__vstrdupf(fmt, ap);
+  va_end(ap);
+  return s;
+}
+
+static char *pp__strdup(const char *s) { return s ? pp__strdupf("%s", s) : NULL; }
+
+/* ---- Options ------------------------------------------------------------------------ */
+
+void pp_pool_options_init(pp_pool_options *opts) {
+  if (opts != NULL)
+    memset(opts, 0, sizeof(*opts));
+}
+
+const char *pp_start_method_name(pp_start_method m) {
+  switch (m) {
+    case PP_START_DEFAULT: return "default";
+    case PP_START_FORK: return "fork";
+    case PP_START_SPAWN: return "spawn";
+    case PP_START_FORKSERVER: return "forkserver";
+    default: return "unknown";
+  }
+}
+
+/* Resolves the method: PROCPOOL_START_METHOD first, then the option, then the OS's
+ * default. The error names the variable when the variable was the cause. */
+static int pp__resolve_method(pp_start_method asked, pp_start_method *out) {
+  char env[32];
+  size_t size = sizeof(env);
+  pp_start_method m = asked;
+  int from_env = 0;
+
+  if (asked < PP_START_DEFAULT || asked > PP_START_FORKSERVER)
+    return PP_EINVAL;
+  if (uv_os_getenv("PROCPOOL_START_METHOD", env, &size) == 0 && env[0] != '\0') {
+    from_env = 1;
+    if (strcmp(env, "spawn") == 0)
+      m = PP_START_SPAWN;
+    else if (strcmp(env, "fork") == 0)
+      m = PP_START_FORK;
+    else if (strcmp(env, "forkserver") == 0)
+      m = PP_START_FORKSERVER;
+    else if (strcmp(env, "default") == 0)
+      m = PP_START_DEFAULT;
+    else {
+      fprintf(stderr, "procpool: PROCPOOL_START_METHOD='%s' is not a start method; use "
+                      "spawn, fork, forkserver or default\n", env);
+      return PP_EINVAL;
+    }
+  }
+  if (m == PP_START_DEFAULT)
+    m = pp__os_default_method();
+  if (pp__os_method_supported(m) != 0) {
+    fprintf(stderr, "procpool: the start method '%s'%s is not available on this OS or in "
+                    "this version; use spawn%s\n", pp_start_method_name(m),
+            from_env ? " (from PROCPOOL_START_METHOD)" : "",
+            from_env ? " or unset PROCPOOL_START_METHOD" : "");
+    return PP_ENOTSUP;
+  }
+  *out = m;
+  return 0;
+}
+
+static int pp__resolve_options(pp_pool *pool, const pp_pool_options *o) {
+  const pp_task *table;
+  size_t n, i;
+  int err;
+
+  err = pp__resolve_method(o->start_method, &pool->method);
+  if (err != 0)
+    return err;
+  pool->ops = &pp__spawn_ops;
+  pool->nworkers = o->workers ? o->workers : uv_available_parallelism();
+  if (pool->nworkers == 0)
+    pool->nworkers = 1;
+  if (pool->nworkers > PP__MAX_WORKERS)
+    return PP_EINVAL;
+  if (o->initarg == NULL && o->initarg_len > 0)
+    return PP_EINVAL;
+  pool->max_message = o->max_message_bytes ? o->max_message_bytes : PP__DEFAULT_MAX_MESSAGE;
+  if (pool->max_message > PP__MAX_MESSAGE_LIMIT || o->initarg_len > pool->max_message)
+    return o->initarg_len > pool->max_message ? PP_E2BIG : PP_EINVAL;
+  pool->max_tasks = o->max_tasks_per_worker;
+  pool->timeout_ms = o->task_timeout_ms;
+  pool->start_timeout_ms = o->start_timeout_ms ? o->start_timeout_ms
+                                               : PP__DEFAULT_START_TIMEOUT_MS;
+
+  table = pp__table_get(&n);
+  if (o->worker_executable == NULL) {
+    /* Without pp_main first, a spawned copy of this program would run its whole main()
+     * again, pools included: refuse rather than multiply. */
+    if (table == NULL) {
+      fprintf(stderr, "procpool: call pp_main(argc, argv, tasks) first in main() before "
+                      "creating a pool, or set worker_executable\n");
+      return PP_EINVAL;
+    }
+  }
+  if (table != NULL) {
+    pool->names = malloc((n + 1) * sizeof(*pool->names));
+    if (pool->names == NULL)
+      return PP_ENOMEM;
+    for (i = 0; i < n; i++)
+      pool->names[i] = table[i].name;
+    pool->ntasks = n;
+  }
+  if (o->initializer != NULL) {
+    size_t len = strlen(o->initializer);
+    if (len == 0 || len > PP__MAX_NAME)
+      return PP_EINVAL;
+    if (pool->names != NULL) {
+      for (i = 0; i < pool->ntasks; i++)
+        if (strcmp(pool->names[i], o->initializer) == 0)
+          break;
+      if (i == pool->ntasks)
+        return PP_ENOTASK;
+    }
+    pool->initializer = pp__strdup(o->initializer);
+    if (pool->initializer == NULL)
+      return PP_ENOMEM;
+  }
+  if (o->initarg_len > 0) {
+    pool->initarg = malloc(o->initarg_len);
+    if (pool->initarg == NULL)
+      return PP_ENOMEM;
+    memcpy(pool->initarg, o->initarg, o->initarg_len);
+    pool->initarg_len = o->initarg_len;
+  }
+  if (o->worker_executable != NULL) {
+    if (o->worker_executable[0] == '\0')
+      return PP_EINVAL;
+    pool->exe = pp__strdup(o->worker_executable);
+  } else {
+    char path[4096];
+    size_t size = sizeof(path);
+    err = uv_exepath(path, &size);
+    if (err != 0)
+      return err;
+    pool->exe = pp__strdup(path);
+  }
+  return pool->exe == NULL ? PP_ENOMEM : 0;
+}
+
+/* ---- Tasks -------------------------------------------------------------------------- */
+
+static int pp__find_task(const pp_pool *pool, const char *name, uint32_t *index) {
+  size_t i;
+
+  for (i = 0; i < pool->ntasks; i++)
+    if (strcmp(pool->names[i], name) == 0) {
+      *index = (uint32_t) i;
+      return 0;
+    }
+  return PP_ENOTASK;
+}
+
+static void pp__task_free(pp__task *t) {
+  if (t != NULL && !t->writing)
+    free(t);
+}
+
+/* Decides the task's outcome, once: calls its callback and releases it. data and msg
+ * (malloc'd, may be NULL) pass to the result. A task already done is left alone: its
+ * outcome was decided by whoever came first. */
+static void pp__task_finish(pp__task *t, int status, void *data, size_t len, char *msg) {
+  pp_pool *pool = t->pool;
+  pp_result r;
+
+  if (t->state == PP__T_DONE) {
+    free(data);
+    free(msg);
+    return;
+  }
+  if (t->state == PP__T_QUEUED)
+    pp__q_remove(&t->node);
+  if (t->worker != NULL && t->worker->running == t)
+    t->worker->running = NULL;
+  t->worker = NULL;
+  t->state = PP__T_DONE;
+  pp__tasktab_del(&pool->tasks, t->id);
+  pool->pending--;
+
+  if (status != 0 && msg == NULL)
+    msg = pp__strdupf("task '%s' (id %llu): %s", t->name, (unsigned long long) t->id,
+                      pp_strerror(status));
+  r.id = t->id;
+  r.status = status;
+  r.data = data;
+  r.len = len;
+  r.message = msg;
+  if (t->cb != NULL) {
+    pool->cb_depth++;
+    t->cb(pool, &r, t->user);
+    pool->cb_depth--;
+  }
+  pp_result_free(&r);
+  pp__task_free(t);
+  pp__maybe_shutdown(pool);
+}
+
+static void pp__task_fail(pp__task *t, int status, const char *fmt, ...) PP_PRINTF(3, 4);
+static void pp__task_fail(pp__task *t, int status, const char *fmt, ...) {
+  va_list ap;
+  char *msg;
+
+  va_start(ap, fmt);
+  msg = pp__vstrdupf(fmt, ap);
+  va_end(ap);
+  pp__task_finish(t, status, NULL, 0, msg);
+}
+
+void pp_result_free(pp_result *result) {
+  if (result == NULL)
+    return;
+  free(result->data);
+  free(result->message);
+  memset(result, 0, sizeof(*result));
+}
+
+/* ---- Workers: start, frames, end ------------------------------------------------------ */
+
+static void pp__worker_count(pp__worker *w, int counted) {
+  if (w->counted == counted)
+    return;
+  w->counted = counted;
+  if (counted)
+    w->pool->active++;
+  else
+    w->pool->active--;
+}
+
+static void pp__worker_set_idle(pp__worker *w, int idle) {
+  pp__q_remove(&w->idle_node);
+  if (idle)
+    pp__q_insert_tail(&w->pool->idle, &w->idle_node);
+}
+
+void pp__worker_on_handle_closed(uv_handle_t *handle) {
+  pp__worker *w = (pp__worker *) handle->data;
+  pp_pool *pool = w->pool;
+
+  if (--w->open_handles > 0)
+    return;
+  pp__q_remove(&w->node);
+  pp__q_remove(&w->idle_node);
+  free(w->rx);
+  free(w->big);
+  free(w);
+  pp__maybe_shutdown(pool);
+}
+
+static void pp__worker_close(pp__worker *w) {
+  uv_timer_stop(&w->timer);
+  if (!uv_is_closing((uv_handle_t *) &w->pipe))
+    uv_close((uv_handle_t *) &w->pipe, pp__worker_on_handle_closed);
+  if (!uv_is_closing((uv_handle_t *) &w->timer))
+    uv_close((uv_handle_t *) &w->timer, pp__worker_on_handle_closed);
+  w->pool->ops->close(w);
+}
+
+/* The pool gives up starting workers: it keeps those it has, and when none is left, fails
+ * what is queued with the reason. */
+static void pp__start_failed(pp_pool *pool, int err, char *msg) {
+  pool->start_failures++;
+  if (pool->start_failures <= pool->nworkers + 2 || pool->broken) {
+    free(msg);
+    return;
+  }
+  pool->broken = err;
+  pool->broken_msg = msg ? msg : pp__strdupf("%s", pp_strerror(err));
+}
+
+static void pp__fail_queue_if_broken(pp_pool *pool) {
+  if (!pool->broken || pool->active > 0)
+    return;
+  while (!pp__q_empty(&pool->queue)) {
+    pp__task *t = PP__CONTAINER_OF(pp__q_head(&pool->queue), pp__task, node);
+    pp__task_fail(t, pool->broken, "task '%s' (id %llu) could not run: %s", t->name,
+                  (unsigned long long) t->id,
+                  pool->broken_msg ? pool->broken_msg : pp_strerror(pool->broken));
+  }
+}
+
+static void pp__on_timer(uv_timer_t *timer);
+static void pp__on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void pp__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void pp__on_init_written(uv_write_t *req, int status);
+
+static void pp__worker_start(pp_pool *pool) {
+  pp__worker *w;
+  char why[512] = "";
+  uint8_t *p;
+  size_t ilen, size;
+  uv_buf_t buf;
+  int err;
+
+  w = calloc(1, sizeof(*w));
+  if (w != NULL)
+    w->rx = malloc(PP__RX_CAP);
+  if (w == NULL || w->rx == NULL) {
+    if (w != NULL)
+      free(w);
+    pp__start_failed(pool, PP_ESPAWN, pp__strdupf("cannot start a worker: out of memory"));
+    return;
+  }
+  w->pool = pool;
+  w->state = PP__W_STARTING;
+  pp__q_init(&w->idle_node);
+  pp__q_insert_tail(&pool->workers, &w->node);
+  pp__worker_count(w, 1);
+  uv_pipe_init(pool->loop, &w->pipe, 0);
+  uv_timer_init(pool->loop, &w->timer);
+  w->pipe.data = w;
+  w->timer.data = w;
+  w->open_handles = 2;
+
+  err = pool->ops->start(w, why, sizeof(why));
+  if (err != 0) {
+    pp__worker_count(w, 0);
+    w->state = PP__W_GOING;
+    w->finished = 1;
+    pp__worker_close(w);
+    if (pool->first_err == 0)
+      pool->first_err = err;
+    pp__start_failed(pool, PP_ESPAWN, pp__strdupf("%s", why));
+    return;
+  }
+  w->rx_len = 0;
+  uv_read_start((uv_stream_t *) &w->pipe, pp__on_alloc, pp__on_read);
+  uv_timer_start(&w->timer, pp__on_timer, pool->start_timeout_ms, 0);
+
+  /* The init frame goes out at once, without waiting for the hello: the worker reads it
+   * after it has greeted, so a worker is ready after one round trip. */
+  ilen = pool->initializer ? strlen(pool->initializer) : 0;
+  size = PP__HDR_SIZE + PP__INIT_FIXED + ilen + pool->initarg_len;
+  w->init_buf = p = malloc(size);
+  if (p == NULL) {
+    pp__worker_kill(w);
+    return;
+  }
+  pp__hdr_encode(p, PP__F_INIT, 0, 0, (uint32_t) (size - PP__HDR_SIZE));
+  p += PP__HDR_SIZE;
+  pp__put_u16(p, PP__PROTO_VERSION);
+  pp__put_u16(p + 2, 0);
+  pp__put_u64(p + 4, pool->max_message);
+  p[12] = (uint8_t) ilen;
+  memcpy(p + PP__INIT_FIXED, pool->initializer ? pool->initializer : "", ilen);
+  if (pool->initarg_len > 0)
+    memcpy(p + PP__INIT_FIXED + ilen, pool->initarg, pool->initarg_len);
+  buf = uv_buf_init((char *) w->init_buf, (unsigned int) size);
+  w->init_req.data = w;
+  if (uv_write(&w->init_req, (uv_stream_t *) &w->pipe, &buf, 1, pp__on_init_written) != 0) {
+    free(w->init_buf);
+    w->init_buf = NULL;
+  }
+}
+
+static void pp__on_init_written(uv_write_t *req, int status) {
+  pp__worker *w = (pp__worker *) req->data;
+
+  (void) status;  /* A failed write shows up as the worker's end, handled there. */
+  free(w->init_buf);
+  w->init_buf = NULL;
+}
+
+/* Replaces workers until the pool has its number of them, unless it is ending or gave
+ * up. A start that fails at once counts as a failed start, so this loop is bounded. */
+static void pp__maintain(pp_pool *pool) {
+  while (!pool->closing && !pool->broken && pool->active < pool->nworkers)
+    pp__worker_start(pool);
+  pp__fail_queue_if_broken(pool);
+}
+
+/* Ends a worker that must not go on: its running task must already be decided. */
+static void pp__worker_kill(pp__worker *w) {
+  if (w->state == PP__W_GOING && w->finished)
+    return;
+  w->state = PP__W_GOING;
+  pp__worker_set_idle(w, 0);
+  pp__worker_count(w, 0);
+  uv_read_stop((uv_stream_t *) &w->pipe);
+  w->pool->ops->kill(w);
+  if (w->exited)
+    pp__worker_finish(w);
+  pp__maintain(w->pool);
+}
+
+/* Closes an idle worker's channel so that it exits by itself; it is killed if it has not
+ * exited after a grace period. */
+static void pp__worker_retire(pp__worker *w) {
+  w->state = PP__W_GOING;
+  pp__worker_set_idle(w, 0);
+  pp__worker_count(w, 0);
+  if (!uv_is_closing((uv_handle_t *) &w->pipe))
+    uv_close((uv_handle_t *) &w->pipe, pp__worker_on_handle_closed);
+  uv_timer_start(&w->timer, pp__on_timer, PP__RETIRE_GRACE_MS, 0);
+  pp__maintain(w->pool);
+}
+
+/* The worker's process has ended and its channel is drained: decide what its end means
+ * for its task and for the pool, and release it. */
+static void pp__worker_finish(pp__worker *w) {
+  pp_pool *pool = w->pool;
+  char how[128];
+  int was_starting = w->state == PP__W_STARTING;
+  int was_alive = w->state != PP__W_GOING;
+
+  if (w->finished)
+    return;
+  w->finished = 1;
+  pp__os_describe_exit(w->exit_status, w->term_signal, how, sizeof(how));
+  w->state = PP__W_GOING;
+  pp__worker_set_idle(w, 0);
+  pp__worker_count(w, 0);
+  if (was_starting) {
+    if (!w->got_hello)
+      pp__start_failed(pool, PP_ESPAWN,
+                       pp__strdupf("worker pid %ld %s before it reached pp_main (does main() "
+                                   "call pp_main first? is '%s' a program with the same "
+                                   "tasks?)", w->pid, how, pool->exe));
+    else
+      pp__start_failed(pool, PP_EINIT,
+                       pp__strdupf("worker pid %ld %s while it ran the initializer '%s'",
+                                   w->pid, how, pool->initializer ? pool->initializer
+                                                                  : "(none)"));
+  } else if (w->running != NULL && was_alive) {
+    pp__task *t = w->running;
+    pp__task_fail(t, PP_EWORKER, "task '%s' (id %llu) failed: worker pid %ld %s while it "
+                  "ran the task", t->name, (unsigned long long) t->id, w->pid, how);
+  }
+  pp__worker_close(w);
+  pp__maintain(pool);
+  pp__pump(pool);
+}
+
+void pp__worker_on_exit(pp__worker *w, int64_t exit_status, int term_signal) {
+  w->exited = 1;
+  w->exit_status = exit_status;
+  w->term_signal = term_signal;
+  /* The process may have written a result just before it ended: keep reading until the
+   * channel is drained, unless nothing more is wanted from it. */
+  if (w->eof || w->state == PP__W_GOING || uv_is_closing((uv_handle_t *) &w->pipe))
+    pp__worker_finish(w);
+  else
+    uv_timer_start(&w->timer, pp__on_timer, PP__EXIT_GRACE_MS, 0);
+}
+
+static void pp__on_timer(uv_timer_t *timer) {
+  pp__worker *w = (pp__worker *) timer->data;
+  pp_pool *pool = w->pool;
+
+  if (w->exited) {
+    /* Ended, but something else holds its channel open: stop waiting for it. */
+    pp__worker_finish(w);
+  } else if (w->state == PP__W_STARTING) {
+    char *msg = pp__strdupf("worker pid %ld was not ready within %llu ms (stuck before "
+                            "pp_main, or in the initializer?); it was killed", w->pid,
+                            (unsigned long long) pool->start_timeout_ms);
+    w->state = PP__W_GOING;
+    pp__start_failed(pool, PP_ESPAWN, msg);
+    pp__worker_kill(w);
+  } else if (w->state == PP__W_READY && w->running != NULL && !w->eof) {
+    pp__task *t = w->running;
+    pp__task_fail(t, PP_ETIMEDOUT, "task '%s' (id %llu) ran longer than task_timeout_ms "
+                  "(%llu ms); worker pid %ld was killed", t->name, (unsigned long long) t->id,
+                  (unsigned long long) pool->timeout_ms, w->pid);
+    pp__worker_kill(w);
+  } else {
+    /* A retired worker that did not exit, or one that closed its channel and stayed. */
+    pp__worker_kill(w);
+  }
+  pp__pump(pool);
+}
+
+/* A worker broke the protocol: it is killed, and its task fails with PP_EPROTO. */
+static void pp__worker_proto(pp__worker *w, const char *why) {
+  pp_pool *pool = w->pool;
+
+  if (w->state == PP__W_STARTING) {
+    pp__start_failed(pool, PP_ESPAWN,
+                     pp__strdupf("worker pid %ld sent malformed data while starting (%s); "
+                                 "it was killed", w->pid, why));
+  } else if (w->running != NULL) {
+    pp__task *t = w->running;
+    pp__task_fail(t, PP_EPROTO, "task '%s' (id %llu) failed: worker pid %ld sent malformed "
+                  "data (%s); it was killed", t->name, (unsigned long long) t->id, w->pid,
+                  why);
+  }
+  pp__worker_kill(w);
+}
+
+static int pp__on_hello(pp__worker *w, const uint8_t *p, size_t len) {
+  pp_pool *pool = w->pool;
+  pp__hello h;
+  const char *why;
+  const uint8_t *name;
+  size_t nlen, pos = 0, i;
+
+  if (pp__hello_decode(p, len, &h, &why) != 0) {
+    pp__worker_proto(w, why);
+    return -1;
+  }
+  w->got_hello = 1;
+  if (pool->names == NULL) {
+    /* A worker_executable and no table in this process: the first worker's table is
+     * the pool's. */
+    pool->names = calloc((size_t) h.ntasks + 1, sizeof(*pool->names));
+    if (pool->names == NULL) {
+      pp__worker_proto(w, "out of memory");
+      return -1;
+    }
+    pool->names_owned = 1;
+    for (i = 0; i < h.ntasks; i++) {
+      char *s;
+      pp__hello_name(&h, &pos, &name, &nlen);
+      s = malloc(nlen + 1);
+      if (s == NULL) {
+        pp__worker_proto(w, "out of memory");
+        return -1;
+      }
+      memcpy(s, name, nlen);
+      s[nlen] = '\0';
+      pool->names[i] = s;
+      pool->ntasks = i + 1;
+    }
+    return 0;
+  }
+  if (h.ntasks != pool->ntasks)
+    goto differs;
+  for (i = 0; i < h.ntasks; i++) {
+    pp__hello_name(&h, &pos, &name, &nlen);
+    if (strlen(pool->names[i]) != nlen || memcmp(pool->names[i], name, nlen) != 0)
+      goto differs;
+  }
+  return 0;
+
+differs:
+  pp__worker_proto(w, "its task table differs from this program's: is the worker "
+                      "program built from the same sources?");
+  return -1;
+}
+
+static void pp__on_ready(pp__worker *w, const pp__hdr *h, const uint8_t *p) {
+  pp_pool *pool = w->pool;
+
+  if (h->aux != PP__R_OK) {
+    char *msg = pp__strdupf("the initializer '%s' failed in worker pid %ld: %.*s",
+                            pool->initializer ? pool->initializer : "(none)", w->pid,
+                            (int) h->len, (const char *) p);
+    w->state = PP__W_GOING;
+    pp__start_failed(pool, h->aux == PP__R_NOTASK ? PP_ENOTASK : PP_EINIT, msg);
+    pp__worker_kill(w);
+    return;
+  }
+  uv_timer_stop(&w->timer);
+  w->state = PP__W_READY;
+  pool->start_failures = 0;
+  pp__worker_set_idle(w, 1);
+  pp__pump(pool);
+}
+
+/* A result for the worker's running task. data is malloc'd when owned, else it points
+ * into the reader's buffer and is copied. */
+static void pp__on_result(pp__worker *w, const pp__hdr *h, uint8_t *data, int owned) {
+  pp_pool *pool = w->pool;
+  pp__task *t = w->running;
+  int status;
+  void *copy = NULL;
+
+  if (t == NULL || t->id != h->id) {
+    if (owned)
+      free(data);
+    pp__worker_proto(w, "a result for a task it was not given");
+    return;
+  }
+  switch (h->aux) {
+    case PP__R_OK: status = 0; break;
+    case PP__R_FAIL: status = PP_ETASK; break;
+    case PP__R_NOTASK: status = PP_ENOTASK; break;
+    case PP__R_TOOBIG: status = PP_E2BIG; break;
+    default:
+      if (owned)
+        free(data);
+      pp__worker_proto(w, "a result of an unknown kind");
+      return;
+  }
+  if (status != 0 && h->len > PP__MAX_ERRMSG) {
+    if (owned)
+      free(data);
+    pp__worker_proto(w, "an error message over the size limit");
+    return;
+  }
+  uv_timer_stop(&w->timer);
+  w->running = NULL;
+  t->worker = NULL;
+  if (w->state == PP__W_READY) {
+    if (pool->max_tasks != 0 && w->assigned >= pool->max_tasks)
+      pp__worker_retire(w);
+    else
+      pp__worker_set_idle(w, 1);
+  }
+
+  if (status == 0) {
+    if (h->len > 0) {
+      if (owned) {
+        copy = data;
+        owned = 0;
+      } else if ((copy = malloc(h->len)) != NULL) {
+        memcpy(copy, data, h->len);
+      } else {
+        status = PP_ENOMEM;
+      }
+    }
+    if (status == 0) {
+      pp__task_finish(t, 0, copy, h->len, NULL);
+    } else {
+      pp__task_fail(t, status, "task '%s' (id %llu): no memory for its result of %lu bytes",
+                    t->name, (unsigned long long) t->id, (unsigned long) h->len);
+    }
+  } else if (status == PP_ETASK) {
+    pp__task_fail(t, status, "task '%s' (id %llu) failed in worker pid %ld: %.*s", t->name,
+                  (unsigned long long) t->id, w->pid, (int) h->len, (const char *) data);
+  } else {
+    pp__task_fail(t, status, "task '%s' (id %llu): %.*s", t->name,
+                  (unsigned long long) t->id, (int) h->len, (const char *) data);
+  }
+  if (owned)
+    free(data);
+  pp__pump(pool);
+}
+
+/* Handles one whole frame. Returns 0 to go on reading, -1 when the worker was let go. */
+static int pp__on_frame(pp__worker *w, const pp__hdr *h, uint8_t *p, int owned) {
+  if (w->state == PP__W_STARTING && !w->got_hello) {
+    if (h->type != PP__F_HELLO) {
+      if (owned)
+        free(p);
+      pp__worker_proto(w, "its first frame is not a hello (is it a procpool program?)");
+      return -1;
+    }
+    return pp__on_hello(w, p, h->len);
+  }
+  if (w->state == PP__W_STARTING && h->type == PP__F_READY) {
+    pp__on_ready(w, h, p);
+  } else if (w->state == PP__W_READY && h->type == PP__F_RESULT) {
+    pp__on_result(w, h, p, owned);
+    owned = 0;
+  } else {
+    if (owned)
+      free(p);
+    pp__worker_proto(w, "a frame out of order");
+    return -1;
+  }
+  if (owned)
+    free(p);
+  return w->state == PP__W_GOING ? -1 : 0;
+}
+
+static void pp__on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  pp__worker *w = (pp__worker *) h->data;
+
+  (void) suggested;
+  if (w->big != NULL)
+    *buf = uv_buf_init((char *) w->big + w->big_got, (unsigned int) (w->big_len - w->big_got));
+  else
+    *buf = uv_buf_init((char *) w->rx + w->rx_len, (unsigned int) (PP__RX_CAP - w->rx_len));
+}
+
+static void pp__on_eof(pp__worker *w) {
+  w->eof = 1;
+  uv_read_stop((uv_stream_t *) &w->pipe);
+  if (w->exited)
+    pp__worker_finish(w);
+  else if (w->state != PP__W_GOING)
+    /* It closed its channel but lives on: give it a moment to exit, so the message can
+     * say how it ended, then kill it. */
+    uv_timer_start(&w->timer, pp__on_timer, PP__EXIT_GRACE_MS, 0);
+}
+
+static void pp__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  pp__worker *w = (pp__worker *) s->data;
+  pp_pool *pool = w->pool;
+  size_t off = 0;
+  pp__hdr h;
+  const char *why;
+
+  (void) buf;
+  if (nread < 0) {
+    pp__on_eof(w);
+    return;
+  }
+  if (nread == 0)
+    return;
+  if (w->big != NULL) {
+    w->big_got += (size_t) nread;
+    if (w->big_got == w->big_len) {
+      uint8_t *p = w->big;
+      w->big = NULL;
+      pp__hdr_decode(w->big_hdr, &h);
+      pp__on_frame(w, &h, p, 1);
+    }
+    return;
+  }
+  w->rx_len += (size_t) nread;
+  while (w->rx_len - off >= PP__HDR_SIZE && w->state != PP__W_GOING) {
+    size_t have;
+    pp__hdr_decode(w->rx + off, &h);
+    if (pp__hdr_check_from_worker(&h, pool->max_message, &why) != 0) {
+      pp__worker_proto(w, why);
+      break;
+    }
+    have = w->rx_len - off - PP__HDR_SIZE;
+    if (h.len > PP__RX_CAP - PP__HDR_SIZE) {
+      /* Too large for the buffer: read the rest straight into the result's block. */
+      w->big = malloc(h.len);
+      if (w->big == NULL) {
+        pp__worker_proto(w, "no memory for a large result");
+        break;
+      }
+      memcpy(w->big_hdr, w->rx + off, PP__HDR_SIZE);
+      memcpy(w->big, w->rx + off + PP__HDR_SIZE, have);
+      w->big_len = h.len;
+      w->big_got = have;
+      off = w->rx_len;
+      if (have == h.len) {
+        uint8_t *p = w->big;
+        w->big = NULL;
+        pp__on_frame(w, &h, p, 1);
+      }
+      break;
+    }
+    if (have < h.len)
+      break;
+    off += PP__HDR_SIZE + h.len;
+    if (pp__on_frame(w, &h, w->rx + off - h.len, 0) != 0)
+      break;
+  }
+  if (w->state == PP__W_GOING) {
+    w->rx_len = 0;
+    return;
+  }
+  memmove(w->rx, w->rx + off, w->rx_len - off);
+  w->rx_len -= off;
+}
+
+/* ---- Dispatch ------------------------------------------------------------------------ */
+
+static void pp__on_task_written(uv_write_t *req, int status) {
+  pp__task *t = (pp__task *) req->data;
+
+  (void) status;  /* A failed write means the worker is gone; its end decides the task. */
+  t->writing = 0;
+  if (t->state == PP__T_DONE)
+    pp__task_free(t);
+}
+
+static void pp__pump(pp_pool *pool) {
+  while (!pp__q_empty(&pool->queue) && !pp__q_empty(&pool->idle)) {
+    pp__task *t = PP__CONTAINER_OF(pp__q_head(&pool->queue), pp__task, node);
+    pp__worker *w = PP__CONTAINER_OF(pp__q_head(&pool->idle), pp__worker, idle_node);
+    uv_buf_t bufs[2];
+    int err;
+
+    if (t->index == PP__NO_INDEX && pp__find_task(pool, t->name, &t->index) != 0) {
+      pp__task_fail(t, PP_ENOTASK, "task '%s' (id %llu): the workers have no task of that "
+                    "name", t->name, (unsigned long long) t->id);
+      continue;
+    }
+    pp__q_remove(&t->node);
+    pp__worker_set_idle(w, 0);
+    t->state = PP__T_RUNNING;
+    t->worker = w;
+    w->running = t;
+    w->assigned++;
+    pp__hdr_encode(t->hdr, PP__F_TASK, (uint16_t) t->index, t->id, (uint32_t) t->len);
+    bufs[0] = uv_buf_init((char *) t->hdr, PP__HDR_SIZE);
+    bufs[1] = uv_buf_init((char *) t->arg, (unsigned int) t->len);
+    t->req.data = t;
+    err = uv_write(&t->req, (uv_stream_t *) &w->pipe, bufs, t->len ? 2 : 1,
+                   pp__on_task_written);
+    if (err != 0) {
+      /* Nothing reached the worker: the task goes back to the head of the queue and the
+       * worker, whose channel is broken, is let go. */
+      t->state = PP__T_QUEUED;
+      t->worker = NULL;
+      w->running = NULL;
+      pp__q_insert_head(&pool->queue, &t->node);
+      pp__worker_kill(w);
+      continue;
+    }
+    t->writing = 1;
+    if (pool->timeout_ms != 0)
+      uv_timer_start(&w->timer, pp__on_timer, pool->timeout_ms, 0);
+    if (pool->max_tasks != 0 && w->assigned >= pool->max_tasks) {
+      /* Its last task: start the replacement now, while this one runs. */
+      pp__worker_count(w, 0);
+      pp__maintain(pool);
+    }
+  }
+}
+
+/* ---- The public API ----------------------------------------------------------------- */
+
+static void pp__pool_free(pp_pool *pool) {
+  size_t i;
+
+  if (pool->names_owned)
+    for (i = 0; i < pool->ntasks; i++)
+      free((char *) pool->names[i]);
+  free((void *) pool->names);
+  pp__tasktab_free(&pool->tasks);
+  free(pool->broken_msg);
+  free(pool->exe);
+  free(pool->initializer);
+  free(pool->initarg);
+  free(pool);
+}
+
+int pp_pool_new(pp_pool **out, uv_loop_t *loop, const pp_pool_options *opts) {
+  pp_pool_options defaults;
+  pp_pool *pool;
+  uv_fs_t req;
+  int err;
+
+  if (out == NULL)
+    return PP_EINVAL;
+  *out = NULL;
+  if (opts == NULL) {
+    pp_pool_options_init(&defaults);
+    opts = &defaults;
+  }
+  pool = calloc(1, sizeof(*pool));
+  if (pool == NULL)
+    return PP_ENOMEM;
+  pp__q_init(&pool->queue);
+  pp__q_init(&pool->workers);
+  pp__q_init(&pool->idle);
+  pp__tasktab_init(&pool->tasks);
+  pool->next_id = 1;
+  err = pp__resolve_options(pool, opts);
+  if (err != 0)
+    goto fail;
+  /* A missing or non-executable worker program is the commonest set-up error: say so
+   * here, with the OS's own code, rather than through every task. */
+  err = uv_fs_access(NULL, &req, pool->exe, X_OK, NULL);
+  uv_fs_req_cleanup(&req);
+  if (err != 0) {
+    fprintf(stderr, "procpool: cannot use '%s' as the worker program: %s\n", pool->exe,
+            uv_strerror(err));
+    goto fail;
+  }
+  if (loop == NULL) {
+    err = uv_loop_init(&pool->own_loop);
+    if (err != 0)
+      goto fail;
+    pool->own = 1;
+    loop = &pool->own_loop;
+  }
+  pool->loop = loop;
+  uv_idle_init(loop, &pool->final);
+  pool->final.data = pool;
+  pp__os_parent_init();
+
+  pp__maintain(pool);
+  if (pool->broken && pool->active == 0) {
+    /* Not one worker could be started: undo everything. The handles close on the loop's
+     * next turn, which releases the pool's memory. */
+    fprintf(stderr, "procpool: %s\n", pool->broken_msg ? pool->broken_msg : "no worker");
+    err = pool->first_err ? pool->first_err : pool->broken;
+    pool->orphan = 1;
+    pool->closing = 1;
+    pp__maybe_shutdown(pool);
+    if (pool->own)
+      pp__pool_end(pool);
+    return err;
+  }
+  *out = pool;
+  return 0;
+
+fail:
+  pp__pool_free(pool);
+  return err;
+}
+
+pp_start_method pp_pool_start_method(const pp_pool *pool) {
+  return pool ? pool->method : PP_START_DEFAULT;
+}
+
+unsigned pp_pool_workers(const pp_pool *pool) { return pool ? pool->nworkers : 0; }
+
+const char *pp_pool_error(const pp_pool *pool) {
+  return pool && pool->broken ? pool->broken_msg : NULL;
+}
+
+int pp_submit(pp_pool *pool, const char *task, const void *arg, size_t len,
+              pp_result_cb cb, void *user, uint64_t *id) {
+  uint32_t index = PP__NO_INDEX;
+  size_t nlen;
+  pp__task *t;
+
+  if (pool == NULL || task == NULL || (arg == NULL && len > 0))
+    return PP_EINVAL;
+  if (pool->closing)
+    return PP_ECLOSED;
+  if (pool->broken && pool->active == 0)
+    return pool->broken;
+  if (len > pool->max_message)
+    return PP_E2BIG;
+  if (pool->names != NULL && pp__find_task(pool, task, &index) != 0)
+    return PP_ENOTASK;
+  nlen = strlen(task);
+  if (nlen == 0 || nlen > PP__MAX_NAME)
+    return PP_ENOTASK;
+  t = malloc(offsetof(pp__task, name) + nlen + 1 + len);
+  if (t == NULL)
+    return PP_ENOMEM;
+  t->pool = pool;
+  t->id = pool->next_id;
+  t->index = index;
+  t->state = PP__T_QUEUED;
+  t->writing = 0;
+  t->cb = cb;
+  t->user = user;
+  t->worker = NULL;
+  t->len = len;
+  memcpy(t->name, task, nlen + 1);
+  t->arg = (uint8_t *) t->name + nlen + 1;
+  if (len > 0)
+    memcpy(t->arg, arg, len);
+  if (pp__tasktab_put(&pool->tasks, t->id, t) != 0) {
+    free(t);
+    return PP_ENOMEM;
+  }
+  pool->next_id++;
+  pool->pending++;
+  pp__q_insert_tail(&pool->queue, &t->node);
+  if (id != NULL)
+    *id = t->id;
+  pp__pump(pool);
+  return 0;
+}
+
+int pp_cancel(pp_pool *pool, uint64_t id) {
+  pp__task *t;
+
+  if (pool == NULL)
+    return PP_EINVAL;
+  t = (pp__task *) pp__tasktab_get(&pool->tasks, id);
+  if (t == NULL)
+    return PP_ENOENT;
+  if (t->state == PP__T_RUNNING && t->worker != NULL) {
+    pp__worker *w = t->worker;
+    pp__task_fail(t, PP_ECANCELED, "task '%s' (id %llu) was canceled while it ran; worker "
+                  "pid %ld was killed", t->name, (unsigned long long) id, w->pid);
+    pp__worker_kill(w);
+  } else {
+    pp__task_fail(t, PP_ECANCELED, "task '%s' (id %llu) was canceled before it ran",
+                  t->name, (unsigned long long) id);
+  }
+  pp__pump(pool);
+  return 0;
+}
+
+/* Runs the pool's loop until *done is set, or with done NULL until nothing is pending.
+ * Returns PP_ECLOSED if the loop runs dry first: that would be a hang, never a wait. */
+static int pp__run_until(pp_pool *pool, const size_t *done, size_t target) {
+  int err = 0;
+
+  pool->blocking++;
+  while (done ? *done < target : pool->pending > 0) {
+    if (uv_run(pool->loop, UV_RUN_ONCE) == 0 && (done ? *done < target : pool->pending > 0)) {
+      err = PP_ECLOSED;
+      break;
+    }
+  }
+  pool->blocking--;
+  return err;
+}
+
+int pp_pool_wait(pp_pool *pool) {
+  if (pool == NULL || pool->cb_depth > 0 || pool->finished)
+    return PP_EINVAL;
+  return pp__run_until(pool, NULL, 0);
+}
+
+typedef struct pp__sync {
+  pp_result *out;
+  size_t done;
+} pp__sync;
+
+static void pp__sync_cb(pp_pool *pool, pp_result *r, void *user) {
+  pp__sync *s = (pp__sync *) user;
+
+  (void) pool;
+  *s->out = *r;
+  r->data = NULL;
+  r->message = NULL;
+  s->done = 1;
+}
+
+static void pp__submit_error(pp_pool *pool, const char *task, int err, pp_result *out) {
+  memset(out, 0, sizeof(*out));
+  out->status = err;
+  if (pool->broken && err == pool->broken && pool->broken_msg != NULL)
+    out->message = pp__strdupf("task '%s' could not run: %s", task, pool->broken_msg);
+  else
+    out->message = pp__strdupf("task '%s' was not submitted: %s (%s)", task,
+                               pp_strerror(err), pp_errname(err));
+}
+
+int pp_apply(pp_pool *pool, const char *task, const void *arg, size_t len, pp_result *out) {
+  pp__sync s;
+  int err;
+
+  if (pool == NULL || out == NULL)
+    return PP_EINVAL;
+  if (pool->cb_depth > 0) {
+    pp__submit_error(pool, task ? task : "(null)", PP_EINVAL, out);
+    return PP_EINVAL;
+  }
+  memset(out, 0, sizeof(*out));
+  s.out = out;
+  s.done = 0;
+  err = pp_submit(pool, task, arg, len, pp__sync_cb, &s, &out->id);
+  if (err != 0) {
+    pp__submit_error(pool, task ? task : "(null)", err, out);
+    return err;
+  }
+  if (pp__run_until(pool, &s.done, 1) != 0)
+    pp_cancel(pool, out->id);
+  return out->status;
+}
+
+typedef struct pp__map {
+  pp_result *out;
+  size_t done;
+} pp__map;
+
+typedef struct pp__map_item {
+  pp__map *map;
+  size_t index;
+} pp__map_item;
+
+static void pp__map_cb(pp_pool *pool, pp_result *r, void *user) {
+  pp__map_item *item = (pp__map_item *) user;
+
+  (void) pool;
+  item->map->out[item->index] = *r;
+  r->data = NULL;
+  r->message = NULL;
+  item->map->done++;
+}
+
+int pp_map(pp_pool *pool, const char *task, size_t n, const pp_input *args, pp_result *out) {
+  pp__map map;
+  pp__map_item *items;
+  size_t window, next = 0, i;
+  int status = 0;
+
+  if (pool == NULL || task == NULL || (n > 0 && (args == NULL || out == NULL)))
+    return PP_EINVAL;
+  if (pool->cb_depth > 0)
+    return PP_EINVAL;
+  if (n == 0)
+    return 0;
+  items = malloc(n * sizeof(*items));
+  if (items == NULL)
+    return PP_ENOMEM;
+  memset(out, 0, n * sizeof(*out));
+  map.out = out;
+  map.done = 0;
+  /* A bounded window keeps a huge map from holding every argument's copy at once. */
+  window = (size_t) pool->nworkers * 4;
+  pool->blocking++;
+  while (map.done < n) {
+    while (next < n && next - map.done < window) {
+      int err;
+      items[next].map = &map;
+      items[next].index = next;
+      err = pp_submit(pool, task, args[next].data, args[next].len, pp__map_cb, &items[next],
+                      &out[next].id);
+      if (err != 0) {
+        pp__submit_error(pool, task, err, &out[next]);
+        map.done++;
+      }
+      next++;
+    }
+    if (map.done < n && pp__run_until(pool, &map.done, map.done + 1) != 0) {
+      for (i = 0; i < next; i++)
+        pp_cancel(pool, out[i].id);
+      for (i = next; i < n; i++)
+        pp__submit_error(pool, task, PP_ECANCELED, &out[i]);
+      break;
+    }
+  }
+  pool->blocking--;
+  free(items);
+  for (i = 0; i < n; i++)
+    if (out[i].status != 0) {
+      status = out[i].status;
+      break;
+    }
+  return status;
+}
+
+/* Calls the close callbacks last, after the pool's memory is gone, so that a callback
+ * may free whatever the pool's user pointers refer to. */
+static void pp__pool_release(pp_pool *pool) {
+  pp_close_cb ccb = pool->close_cb, tcb = pool->term_cb;
+  void *cu = pool->close_user, *tu = pool->term_user;
+  int orphan = pool->orphan;
+
+  pp__pool_free(pool);
+  if (orphan)
+    return;
+  if (ccb)
+    ccb(cu);
+  if (tcb)
+    tcb(tu);
+}
+
+static void pp__pool_on_final_closed(uv_handle_t *h) {
+  pp_pool *pool = (pp_pool *) h->data;
+
+  pool->final_closed = 1;
+  if (!pool->own)
+    pp__pool_release(pool);
+}
+
+/* Once the pool is closing and nothing is pending, lets every worker end; once they are
+ * gone, closes the last handle, whose callback releases the pool. The release is never
+ * synchronous, so callers up the stack may go on using the pool. */
+static void pp__maybe_shutdown(pp_pool *pool) {
+  pp__qnode *q;
+
+  if (!pool->closing || pool->pending > 0 || pool->finished)
+    return;
+  for (q = pp__q_head(&pool->workers); q != &pool->workers;) {
+    pp__worker *w = PP__CONTAINER_OF(q, pp__worker, node);
+    q = q->next;
+    if (w->state == PP__W_READY)
+      pp__worker_retire(w);
+    else if (w->state == PP__W_STARTING)
+      pp__worker_kill(w);
+  }
+  if (!pp__q_empty(&pool->workers))
+    return;
+  pool->finished = 1;
+  uv_close((uv_handle_t *) &pool->final, pp__pool_on_final_closed);
+}
+
+/* On a private loop, runs it until the pool is released, then closes the loop. */
+static int pp__pool_end(pp_pool *pool) {
+  if (!pool->own) {
+    pp__maybe_shutdown(pool);
+    return 0;
+  }
+  pool->blocking++;
+  pp__maybe_shutdown(pool);
+  while (!pool->final_closed)
+    uv_run(pool->loop, UV_RUN_ONCE);
+  pool->blocking--;
+  /* uv_loop_close fails while a closed handle's callback is still to run. */
+  while (uv_loop_close(&pool->own_loop) == UV_EBUSY)
+    uv_run(&pool->own_loop, UV_RUN_NOWAIT);
+  pp__pool_release(pool);
+  return 0;
+}
+
+int pp_pool_close(pp_pool *pool, pp_close_cb cb, void *user) {
+  if (pool == NULL)
+    return PP_EINVAL;
+  if (pool->closing)
+    return PP_ECLOSED;
+  if (pool->own && (pool->cb_depth > 0 || pool->blocking > 0))
+    return PP_EINVAL;
+  pool->closing = 1;
+  pool->close_cb = cb;
+  pool->close_user = user;
+  return pp__pool_end(pool);
+}
+
+int pp_pool_terminate(pp_pool *pool, pp_close_cb cb, void *user) {
+  pp__qnode *q;
+  int nested;
+
+  if (pool == NULL)
+    return PP_EINVAL;
+  if (pool->terminating)
+    return PP_ECLOSED;
+  /* On a private loop the pool may only be ended from outside its loop, or, to hurry a
+   * pp_pool_close that is running the loop, from one of its callbacks. */
+  nested = pool->cb_depth > 0 || pool->blocking > 0;
+  if (pool->own && nested && !pool->closing)
+    return PP_EINVAL;
+  pool->terminating = 1;
+  pool->closing = 1;
+  pool->term_cb = cb;
+  pool->term_user = user;
+  pool->pending++;  /* Hold off the shutdown until everything below is done. */
+  while (!pp__q_empty(&pool->queue)) {
+    pp__task *t = PP__CONTAINER_OF(pp__q_head(&pool->queue), pp__task, node);
+    pp__task_fail(t, PP_ECANCELED, "task '%s' (id %llu) was canceled: the pool was "
+                  "terminated", t->name, (unsigned long long) t->id);
+  }
+  for (q = pp__q_head(&pool->workers); q != &pool->workers;) {
+    pp__worker *w = PP__CONTAINER_OF(q, pp__worker, node);
+    q = q->next;
+    if (w->running != NULL) {
+      pp__task *t = w->running;
+      pp__task_fail(t, PP_ECANCELED, "task '%s' (id %llu) was canceled while it ran in "
+                    "worker pid %ld: the pool was terminated", t->name,
+                    (unsigned long long) t->id, w->pid);
+    }
+    if (w->state != PP__W_GOING || !w->exited)
+      pp__worker_kill(w);
+  }
+  pool->pending--;
+  if (pool->own && nested)
+    return 0;
+  return pp__pool_end(pool);
+}

@@ -1,0 +1,125 @@
+/* The pool's internal types, shared by the core (pool.c) and the start methods
+ * (worker.h). */
+#ifndef PP_POOL_H
+#define PP_POOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "procpool.h"
+#include "queue.h"
+#include "tasktab.h"
+
+typedef struct pp__worker pp__worker;
+typedef struct pp__task pp__task;
+typedef struct pp__method_ops pp__method_ops;
+
+#define PP__NO_INDEX 0xFFFFFFFFu
+
+struct pp__task {
+  pp__qnode node;          /* in pool->queue while queued */
+  pp_pool *pool;
+  uint64_t id;
+  uint32_t index;          /* in the task table; PP__NO_INDEX until known */
+  int state;               /* PP__T_QUEUED, PP__T_RUNNING, PP__T_DONE */
+  int writing;             /* a uv_write of this task is in flight */
+  pp_result_cb cb;
+  void *user;
+  pp__worker *worker;      /* while running */
+  uv_write_t req;
+  uint8_t hdr[16];
+  size_t len;
+  uint8_t *arg;            /* points into this allocation, after name */
+  char name[1];            /* the task's name, NUL-terminated; arg follows */
+};
+
+enum { PP__T_QUEUED = 1, PP__T_RUNNING, PP__T_DONE };
+
+enum {
+  PP__W_STARTING = 1,      /* launched; waiting for its hello and ready */
+  PP__W_READY,             /* serving */
+  PP__W_GOING              /* retired or killed; waiting for it to end */
+};
+
+#define PP__RX_CAP (64 * 1024)
+
+struct pp__worker {
+  pp__qnode node;          /* in pool->workers */
+  pp__qnode idle_node;     /* in pool->idle while ready with nothing to run */
+  pp_pool *pool;
+  int state;
+  int counted;             /* counts toward pool->active */
+  int got_hello;
+  int exited;
+  int eof;
+  int finished;
+  int open_handles;
+  long pid;
+  int64_t exit_status;
+  int term_signal;
+  unsigned assigned;       /* tasks handed to it */
+  pp__task *running;
+  uv_pipe_t pipe;
+  uv_timer_t timer;
+  uv_process_t proc;       /* spawn: the process */
+  uv_write_t init_req;
+  uint8_t *init_buf;
+  /* The reader: small frames are parsed out of rx; a payload too large for it is read
+   * straight into its own block, which becomes the result's data without a copy. */
+  uint8_t *rx;
+  size_t rx_len;
+  uint8_t big_hdr[16];
+  uint8_t *big;
+  size_t big_len;
+  size_t big_got;
+};
+
+struct pp_pool {
+  uv_loop_t *loop;
+  uv_loop_t own_loop;
+  int own;                 /* the loop is own_loop */
+  pp_start_method method;
+  const pp__method_ops *ops;
+  unsigned nworkers;
+  unsigned active;         /* workers counted toward nworkers */
+  unsigned start_failures; /* consecutive failed starts */
+  int broken;              /* 0, or PP_ESPAWN / PP_EINIT once starting workers gave up */
+  char *broken_msg;
+  char *exe;
+  char *initializer;
+  uint8_t *initarg;
+  size_t initarg_len;
+  unsigned max_tasks;
+  uint64_t timeout_ms;
+  uint64_t start_timeout_ms;
+  size_t max_message;
+  /* The task table: the program's own (pp_main), or learned from the first worker. */
+  const char **names;
+  size_t ntasks;
+  int names_owned;
+  uint64_t next_id;
+  size_t pending;          /* queued + running */
+  pp__qnode queue;
+  pp__qnode workers;
+  pp__qnode idle;
+  pp__tasktab tasks;
+  uv_idle_t final;         /* closed last: its close callback releases the pool */
+  int final_closed;
+  int orphan;              /* pp_pool_new failed: release without callbacks */
+  int first_err;           /* the first error that stopped a worker from starting */
+  int cb_depth;            /* > 0 inside a result callback */
+  int blocking;            /* > 0 inside pp_pool_wait, pp_apply, pp_map, pp_pool_close */
+  int closing;
+  int terminating;
+  int finished;
+  pp_close_cb close_cb;
+  void *close_user;
+  pp_close_cb term_cb;
+  void *term_user;
+};
+
+/* Called by the start methods. */
+void pp__worker_on_exit(pp__worker *w, int64_t exit_status, int term_signal);
+void pp__worker_on_handle_closed(uv_handle_t *handle);
+
+#endif

@@ -1,0 +1,91 @@
+/* The wire protocol between a pool and its workers: length-prefixed binary frames, all
+ * integers little-endian. doc/protocol.md is the reference; this is its one
+ * implementation. Every decoder here checks bounds and returns PP_EPROTO with a static
+ * reason, never reads past what it was given, and allocates nothing. */
+#ifndef PP_PROTOCOL_H
+#define PP_PROTOCOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PP__PROTO_VERSION 1
+#define PP__PROTO_MAGIC 0x57525050u /* "PPRW" read as little-endian bytes */
+#define PP__HDR_SIZE 16
+
+/* Hard limits that hold whatever the pool's options say. */
+#define PP__MAX_NAME 255
+#define PP__MAX_TASKS 65535
+#define PP__MAX_ERRMSG 4096          /* bytes of an error message on the wire */
+#define PP__MAX_MESSAGE_LIMIT ((size_t) UINT32_MAX - (1u << 20))
+
+enum pp__frame_type {
+  PP__F_HELLO = 1,  /* worker -> pool: first frame: magic, version, pid, task names */
+  PP__F_INIT = 2,   /* pool -> worker: limits, initializer name and argument */
+  PP__F_READY = 3,  /* worker -> pool: aux 0: ready; aux 1: initializer failed, payload msg */
+  PP__F_TASK = 4,   /* pool -> worker: aux task index, id, payload the argument */
+  PP__F_RESULT = 5  /* worker -> pool: aux a pp__result_kind, id, payload data or message */
+};
+
+enum pp__result_kind {
+  PP__R_OK = 0,      /* payload: the result bytes */
+  PP__R_FAIL = 1,    /* payload: the task's message (PP_ETASK) */
+  PP__R_NOTASK = 2,  /* payload: message (PP_ENOTASK) */
+  PP__R_TOOBIG = 3   /* payload: message (PP_E2BIG) */
+};
+
+typedef struct pp__hdr {
+  uint32_t len;   /* payload bytes after the header */
+  uint8_t type;
+  uint8_t flags;  /* 0 in version 1 */
+  uint16_t aux;
+  uint64_t id;
+} pp__hdr;
+
+void pp__put_u16(uint8_t *p, uint16_t v);
+void pp__put_u32(uint8_t *p, uint32_t v);
+void pp__put_u64(uint8_t *p, uint64_t v);
+uint16_t pp__get_u16(const uint8_t *p);
+uint32_t pp__get_u32(const uint8_t *p);
+uint64_t pp__get_u64(const uint8_t *p);
+
+void pp__hdr_encode(uint8_t out[PP__HDR_SIZE], uint8_t type, uint16_t aux, uint64_t id,
+                    uint32_t len);
+void pp__hdr_decode(const uint8_t in[PP__HDR_SIZE], pp__hdr *h);
+
+/* Checks a header that a worker sent to the pool: a known type, zero flags, a length
+ * within the limit for its type. max_message is the pool's max_message_bytes. */
+int pp__hdr_check_from_worker(const pp__hdr *h, size_t max_message, const char **why);
+
+/* HELLO payload: magic u32, version u16, ntasks u16, pid u32, then ntasks names, each a
+ * u8 length and that many bytes. */
+size_t pp__hello_size(const char *const *names, size_t ntasks);
+void pp__hello_encode(uint8_t *out, uint32_t pid, const char *const *names, size_t ntasks);
+
+typedef struct pp__hello {
+  uint16_t version;
+  uint16_t ntasks;
+  uint32_t pid;
+  const uint8_t *names;     /* the packed names, to walk with pp__hello_name */
+  size_t names_len;
+} pp__hello;
+
+int pp__hello_decode(const uint8_t *p, size_t len, pp__hello *out, const char **why);
+/* Walks the names of a decoded HELLO: *pos starts at 0; returns 0 and sets *name and *nlen,
+ * or PP_EPROTO past the end or on a truncated entry. */
+int pp__hello_name(const pp__hello *h, size_t *pos, const uint8_t **name, size_t *nlen);
+
+/* INIT payload: version u16, flags u16 (0), max_message u64, initializer name as a u8
+ * length (0: none) and bytes, then the initializer's argument to the end. */
+#define PP__INIT_FIXED 13
+typedef struct pp__init {
+  uint16_t version;
+  uint64_t max_message;
+  const char *initializer;  /* not NUL-terminated; NULL when none */
+  size_t initializer_len;
+  const uint8_t *initarg;
+  size_t initarg_len;
+} pp__init;
+
+int pp__init_decode(const uint8_t *p, size_t len, pp__init *out, const char **why);
+
+#endif

@@ -1,0 +1,400 @@
+/* The worker side: pp_main, the task table, and the blocking loop that serves tasks over
+ * the channel. The same loop serves every start method. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "channel.h"
+#include "procpool.h"
+#include "protocol.h"
+#include "serve.h"
+
+/* The program's task table, recorded by pp_main in every process. */
+static const pp_task *pp__table;
+static size_t pp__ntasks;
+
+struct pp_call {
+  const char *name;
+  size_t max_message;
+  void *data;
+  size_t len;
+  int kind;             /* a pp__result_kind: what the result frame will say */
+  size_t msg_len;
+  char msg[PP__MAX_ERRMSG];
+};
+
+/* A reader that batches small frames into few read calls. The buffer is allocated with
+ * malloc so it is suitably aligned; a payload that does not start at an aligned offset
+ * is copied to `scratch`, one that does not fit is read into its own block. */
+#define PP__RX_CAP (64 * 1024)
+#define PP__ALIGN 16
+
+typedef struct pp__reader {
+  pp__chan *chan;
+  uint8_t *buf;
+  size_t off;
+  size_t end;
+  uint8_t *scratch;
+  size_t scratch_cap;
+  uint8_t *big;
+} pp__reader;
+
+int pp__table_check(const pp_task *tasks, size_t *count) {
+  size_t i, j;
+
+  if (tasks == NULL)
+    return PP_EINVAL;
+  for (i = 0; tasks[i].name != NULL; i++) {
+    size_t n = strlen(tasks[i].name);
+    if (tasks[i].fn == NULL || n == 0 || n > PP__MAX_NAME || i >= PP__MAX_TASKS)
+      return PP_EINVAL;
+    for (j = 0; j < i; j++)
+      if (strcmp(tasks[i].name, tasks[j].name) == 0)
+        return PP_EINVAL;
+  }
+  if (count != NULL)
+    *count = i;
+  return 0;
+}
+
+const pp_task *pp__table_get(size_t *count) {
+  *count = pp__ntasks;
+  return pp__table;
+}
+
+static int pp__table_find(const char *name, size_t len) {
+  size_t i;
+
+  for (i = 0; i < pp__ntasks; i++)
+    if (strlen(pp__table[i].name) == len && memcmp(pp__table[i].name, name, len) == 0)
+      return (int) i;
+  return -1;
+}
+
+int pp_reply(pp_call *call, const void *data, size_t len) {
+  void *copy = NULL;
+
+  if (call == NULL || (data == NULL && len > 0))
+    return PP_EINVAL;
+  if (len > call->max_message) {
+    call->kind = PP__R_TOOBIG;
+    call->msg_len = (size_t) snprintf(
+        call->msg, sizeof(call->msg),
+        "task '%s' made a result of %zu bytes, over the pool's max_message_bytes (%zu)",
+        call->name, len, call->max_message);
+    return PP_E2BIG;
+  }
+  if (len > 0) {
+    copy = malloc(len);
+    if (copy == NULL)
+      return PP_ENOMEM;
+    memcpy(copy, data, len);
+  }
+  free(call->data);
+  call->data = copy;
+  call->len = len;
+  return 0;
+}
+
+int pp_fail(pp_call *call, const char *fmt, ...) {
+  va_list ap;
+  int n;
+
+  if (call == NULL)
+    return PP_ETASK;
+  /* An oversize result is the more precise diagnosis; keep it. */
+  if (call->kind == PP__R_TOOBIG)
+    return PP_ETASK;
+  call->kind = PP__R_FAIL;
+  if (fmt == NULL)
+    fmt = "(no message)";
+  va_start(ap, fmt);
+  n = vsnprintf(call->msg, sizeof(call->msg), fmt, ap);
+  va_end(ap);
+  if (n < 0)
+    n = 0;
+  call->msg_len = (size_t) n < sizeof(call->msg) ? (size_t) n : sizeof(call->msg) - 1;
+  return PP_ETASK;
+}
+
+static PP__NORETURN void pp__worker_die(pp__serve_ctx *ctx, int code, const char *what,
+                                        int err) {
+  if (err != 0)
+    fprintf(stderr, "procpool worker %lu: %s: %s (%s)\n", (unsigned long) uv_os_getpid(),
+            what, pp_strerror(err), pp_errname(err));
+  else
+    fprintf(stderr, "procpool worker %lu: %s\n", (unsigned long) uv_os_getpid(), what);
+  ctx->exit(code);
+  abort();
+}
+
+static int pp__reader_fill(pp__reader *r, size_t want) {
+  while (r->end - r->off < want) {
+    size_t got;
+    int err;
+    if (r->off > 0 && r->off == r->end)
+      r->off = r->end = 0;
+    if (PP__RX_CAP - r->off < want) {
+      memmove(r->buf, r->buf + r->off, r->end - r->off);
+      r->end -= r->off;
+      r->off = 0;
+    }
+    err = pp__chan_read(r->chan, r->buf + r->end, PP__RX_CAP - r->end, &got);
+    if (err != 0)
+      return err;
+    r->end += got;
+  }
+  return 0;
+}
+
+/* Reads one frame. *payload stays valid until the next call. */
+static int pp__reader_next(pp__reader *r, pp__hdr *h, const uint8_t **payload,
+                           size_t limit, const char **why) {
+  int err;
+
+  free(r->big);
+  r->big = NULL;
+  err = pp__reader_fill(r, PP__HDR_SIZE);
+  if (err != 0) {
+    *why = "reading from the pool";
+    return err;
+  }
+  pp__hdr_decode(r->buf + r->off, h);
+  r->off += PP__HDR_SIZE;
+  if (h->flags != 0 || h->len > limit) {
+    *why = "the pool sent a frame with unknown flags or over the size limit";
+    return PP_EPROTO;
+  }
+  if (h->len == 0) {
+    *payload = NULL;
+    return 0;
+  }
+  if (h->len <= PP__RX_CAP / 2) {
+    err = pp__reader_fill(r, h->len);
+    if (err != 0) {
+      *why = "reading from the pool";
+      return err;
+    }
+    if ((r->off % PP__ALIGN) == 0) {
+      *payload = r->buf + r->off;
+    } else {
+      if (r->scratch == NULL) {
+        r->scratch = malloc(PP__RX_CAP / 2);
+        if (r->scratch == NULL)
+          return PP_ENOMEM;
+      }
+      memcpy(r->scratch, r->buf + r->off, h->len);
+      *payload = r->scratch;
+    }
+    r->off += h->len;
+    return 0;
+  } else {
+    size_t have = r->end - r->off;
+    size_t got;
+    r->big = malloc(h->len);
+    if (r->big == NULL) {
+      *why = "allocating a large argument";
+      return PP_ENOMEM;
+    }
+    memcpy(r->big, r->buf + r->off, have);
+    r->off = r->end = 0;
+    while (have < h->len) {
+      err = pp__chan_read(r->chan, r->big + have, h->len - have, &got);
+      if (err != 0) {
+        *why = "reading from the pool";
+        return err;
+      }
+      have += got;
+    }
+    *payload = r->big;
+    return 0;
+  }
+}
+
+static int pp__send(pp__chan *chan, uint8_t type, uint16_t aux, uint64_t id,
+                    const void *data, size_t len) {
+  uint8_t hdr[PP__HDR_SIZE];
+  pp__iov iov[2];
+
+  pp__hdr_encode(hdr, type, aux, id, (uint32_t) len);
+  iov[0].base = hdr;
+  iov[0].len = sizeof(hdr);
+  iov[1].base = data;
+  iov[1].len = len;
+  return pp__chan_write(chan, iov, 2);
+}
+
+static int pp__send_hello(pp__chan *chan) {
+  const char **names;
+  uint8_t *buf;
+  size_t i, size;
+  int err;
+
+  names = malloc((pp__ntasks + 1) * sizeof(*names));
+  if (names == NULL)
+    return PP_ENOMEM;
+  for (i = 0; i < pp__ntasks; i++)
+    names[i] = pp__table[i].name;
+  size = pp__hello_size(names, pp__ntasks);
+  buf = malloc(size);
+  if (buf == NULL) {
+    free(names);
+    return PP_ENOMEM;
+  }
+  pp__hello_encode(buf, (uint32_t) uv_os_getpid(), names, pp__ntasks);
+  err = pp__send(chan, PP__F_HELLO, 0, 0, buf, size);
+  free(buf);
+  free(names);
+  return err;
+}
+
+/* Runs task `index` and returns the frame kind; *call holds the result or message. */
+static void pp__run(pp_call *call, size_t index, const void *arg, size_t len) {
+  int r;
+
+  call->name = pp__table[index].name;
+  r = pp__table[index].fn(call, len ? arg : NULL, len);
+  if (r != 0 && call->kind == PP__R_OK) {
+    call->kind = PP__R_FAIL;
+    call->msg_len = (size_t) snprintf(call->msg, sizeof(call->msg),
+                                      "task '%s' returned %d (%s) without a message",
+                                      call->name, r, pp_errname(r));
+  }
+}
+
+static void pp__call_reset(pp_call *call, size_t max_message) {
+  free(call->data);
+  call->data = NULL;
+  call->len = 0;
+  call->kind = PP__R_OK;
+  call->msg_len = 0;
+  call->msg[0] = '\0';
+  call->max_message = max_message;
+}
+
+static int pp__send_result(pp__chan *chan, uint8_t type, uint64_t id, pp_call *call) {
+  if (call->kind == PP__R_OK)
+    return pp__send(chan, type, PP__R_OK, id, call->data, call->len);
+  return pp__send(chan, type, (uint16_t) call->kind, id, call->msg, call->msg_len);
+}
+
+void pp__serve(pp__serve_ctx *ctx) {
+  pp__reader r;
+  pp_call call;
+  size_t max_message = 0;
+  int inited = 0;
+  int err;
+
+  memset(&r, 0, sizeof(r));
+  memset(&call, 0, sizeof(call));
+  r.chan = &ctx->chan;
+  r.buf = malloc(PP__RX_CAP);
+  if (r.buf == NULL)
+    pp__worker_die(ctx, PP__EXIT_SETUP, "out of memory", 0);
+  err = pp__send_hello(&ctx->chan);
+  if (err != 0)
+    pp__worker_die(ctx, PP__EXIT_SETUP, "could not greet the pool", err);
+
+  for (;;) {
+    pp__hdr h;
+    const uint8_t *payload;
+    const char *why = NULL;
+    size_t limit = inited ? max_message : PP__MAX_MESSAGE_LIMIT + PP__INIT_FIXED + PP__MAX_NAME;
+
+    err = pp__reader_next(&r, &h, &payload, limit, &why);
+    if (err == UV_EOF)
+      break;  /* The pool closed the channel, or died: either way, the end. */
+    if (err != 0)
+      pp__worker_die(ctx, PP__EXIT_PROTO, why, err);
+
+    if (h.type == PP__F_INIT && !inited) {
+      pp__init init;
+      int index = -1;
+      if (pp__init_decode(payload, h.len, &init, &why) != 0)
+        pp__worker_die(ctx, PP__EXIT_PROTO, why, 0);
+      max_message = (size_t) init.max_message;
+      inited = 1;
+      pp__call_reset(&call, max_message);
+      if (init.initializer != NULL) {
+        index = pp__table_find(init.initializer, init.initializer_len);
+        if (index < 0) {
+          call.kind = PP__R_NOTASK;
+          call.msg_len = (size_t) snprintf(call.msg, sizeof(call.msg),
+                                           "the initializer '%.*s' is not in the worker's "
+                                           "task table",
+                                           (int) init.initializer_len, init.initializer);
+        } else {
+          pp__run(&call, (size_t) index, init.initarg, init.initarg_len);
+        }
+      }
+      err = pp__send_result(&ctx->chan, PP__F_READY, 0, &call);
+    } else if (h.type == PP__F_TASK && inited) {
+      pp__call_reset(&call, max_message);
+      if (h.aux < pp__ntasks) {
+        pp__run(&call, h.aux, payload, h.len);
+      } else {
+        call.kind = PP__R_NOTASK;
+        call.msg_len = (size_t) snprintf(call.msg, sizeof(call.msg),
+                                         "task number %u is not in the worker's table",
+                                         (unsigned) h.aux);
+      }
+      err = pp__send_result(&ctx->chan, PP__F_RESULT, h.id, &call);
+    } else {
+      pp__worker_die(ctx, PP__EXIT_PROTO, "the pool sent an unexpected frame", 0);
+    }
+    if (err != 0) {
+      if (err == UV_EPIPE || err == UV_ECONNRESET)
+        break;
+      pp__worker_die(ctx, PP__EXIT_PROTO, "could not send a result", err);
+    }
+  }
+  pp__call_reset(&call, 0);
+  free(r.big);
+  free(r.scratch);
+  free(r.buf);
+  pp__chan_close(&ctx->chan);
+  ctx->exit(0);
+  abort();
+}
+
+static PP__NORETURN void pp__spawned_exit(int code) {
+  /* A spawned worker is a program of its own: a normal exit flushes what its tasks
+   * printed and runs its own atexit handlers. */
+  fflush(NULL);
+  exit(code);
+}
+
+int pp_main(int argc, char **argv, const pp_task *tasks) {
+  size_t n;
+  int i;
+  size_t mlen = strlen(PP__WORKER_MARK);
+
+  if (pp__table_check(tasks, &n) != 0) {
+    /* In a worker, a bad table can only end the process; say why on stderr, and the pool
+     * reports the early exit as PP_ESPAWN. */
+    for (i = 1; i < argc; i++)
+      if (argv[i] != NULL && strncmp(argv[i], PP__WORKER_MARK, mlen) == 0) {
+        fprintf(stderr, "procpool worker: pp_main was given a malformed task table\n");
+        exit(PP__EXIT_SETUP);
+      }
+    return PP_EINVAL;
+  }
+  pp__table = tasks;
+  pp__ntasks = n;
+
+  for (i = 1; i < argc; i++) {
+    if (argv[i] != NULL && strncmp(argv[i], PP__WORKER_MARK, mlen) == 0) {
+      pp__serve_ctx ctx;
+      int err = pp__chan_open(argv[i] + mlen, &ctx.chan);
+      if (err != 0) {
+        fprintf(stderr, "procpool worker: cannot open the channel '%s': %s\n",
+                argv[i] + mlen, pp_strerror(err));
+        exit(PP__EXIT_SETUP);
+      }
+      ctx.exit = pp__spawned_exit;
+      pp__serve(&ctx);
+    }
+  }
+  return 0;
+}

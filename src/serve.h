@@ -1,0 +1,41 @@
+/* The worker side's contract with the start methods: every method ends up calling
+ * pp__serve with an open channel, and says how the process must end. */
+#ifndef PP_SERVE_H
+#define PP_SERVE_H
+
+#include <stddef.h>
+
+#include "channel.h"
+#include "procpool.h"
+
+#if defined(_MSC_VER)
+#  define PP__NORETURN __declspec(noreturn)
+#elif defined(__GNUC__) || defined(__clang__)
+#  define PP__NORETURN __attribute__((noreturn))
+#else
+#  define PP__NORETURN
+#endif
+
+/* The mark on a spawned worker's command line, followed by the channel's spec. */
+#define PP__WORKER_MARK "--procpool-worker="
+
+/* Exit codes of a worker that gives up; the pool reports them in its messages. */
+#define PP__EXIT_SETUP 121   /* could not open its channel or greet the pool */
+#define PP__EXIT_PROTO 122   /* the pool sent something it cannot read */
+
+typedef struct pp__serve_ctx {
+  pp__chan chan;
+  /* How the process ends: exit() for a spawned program, _exit() for a forked one. */
+  PP__NORETURN void (*exit)(int code);
+} pp__serve_ctx;
+
+/* Serves tasks until the pool closes the channel, then ends the process. */
+PP__NORETURN void pp__serve(pp__serve_ctx *ctx);
+
+/* 0 when tasks is a well-formed table (sets *count), else PP_EINVAL. */
+int pp__table_check(const pp_task *tasks, size_t *count);
+
+/* The table pp_main recorded, or NULL (count 0) when pp_main was not called. */
+const pp_task *pp__table_get(size_t *count);
+
+#endif

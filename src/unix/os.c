@@ -1,0 +1,63 @@
+#include "../os.h"
+
+#include <signal.h>
+#include <stdio.h>
+
+void pp__os_parent_init(void) {
+  struct sigaction sa;
+
+  /* A worker that dies leaves a socket whose next write raises SIGPIPE, and libuv writes
+   * with plain write(2). Ignoring it turns that into EPIPE; an application that installed
+   * its own handler keeps it. */
+  if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL &&
+      !(sa.sa_flags & SA_SIGINFO)) {
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+  }
+}
+
+static const char *pp__signal_name(int sig) {
+  switch (sig) {
+    case SIGHUP: return "SIGHUP";
+    case SIGINT: return "SIGINT";
+    case SIGQUIT: return "SIGQUIT";
+    case SIGILL: return "SIGILL";
+    case SIGTRAP: return "SIGTRAP";
+    case SIGABRT: return "SIGABRT";
+    case SIGBUS: return "SIGBUS";
+    case SIGFPE: return "SIGFPE";
+    case SIGKILL: return "SIGKILL";
+    case SIGUSR1: return "SIGUSR1";
+    case SIGSEGV: return "SIGSEGV";
+    case SIGUSR2: return "SIGUSR2";
+    case SIGPIPE: return "SIGPIPE";
+    case SIGALRM: return "SIGALRM";
+    case SIGTERM: return "SIGTERM";
+    case SIGXCPU: return "SIGXCPU";
+    case SIGXFSZ: return "SIGXFSZ";
+    case SIGSYS: return "SIGSYS";
+    default: return NULL;
+  }
+}
+
+void pp__os_describe_exit(int64_t exit_status, int term_signal, char *buf, size_t size) {
+  const char *name;
+
+  if (term_signal == 0) {
+    snprintf(buf, size, "exited with code %lld", (long long) exit_status);
+    return;
+  }
+  name = pp__signal_name(term_signal);
+  if (name != NULL)
+    snprintf(buf, size, "killed by signal %d (%s)", term_signal, name);
+  else
+    snprintf(buf, size, "killed by signal %d", term_signal);
+}
+
+pp_start_method pp__os_default_method(void) { return PP_START_SPAWN; }
+
+int pp__os_method_supported(pp_start_method m) {
+  return m == PP_START_SPAWN ? 0 : PP_ENOTSUP;
+}
+
+int pp__os_kill_signal(void) { return SIGKILL; }

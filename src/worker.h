@@ -1,0 +1,28 @@
+/* The start methods' contract with the core. A method launches a worker process and
+ * connects it to w->pipe; the core does everything else (protocol, tasks, replacement).
+ * spawn lives in src/spawn.c, on libuv, for every OS. */
+#ifndef PP_WORKER_H
+#define PP_WORKER_H
+
+#include <stddef.h>
+
+#include "pool.h"
+
+struct pp__method_ops {
+  /* Starts w's process. The core has initialised w->pipe (not yet connected) and counts
+   * it and w->timer in w->open_handles. On return, success or not, every handle the
+   * method initialised is counted there too and is closed by close() with
+   * pp__worker_on_handle_closed as its callback. On success w->pipe is connected to the
+   * worker, w->pid is set, and the method calls pp__worker_on_exit exactly once, when the
+   * process has ended. On failure it returns a UV_E* or PP_E* code and may write a
+   * reason into why. */
+  int (*start)(pp__worker *w, char *why, size_t why_size);
+  /* Kills the process at once; harmless when it already ended. */
+  void (*kill)(pp__worker *w);
+  /* Closes the method's own handles, once the process has ended or never started. */
+  void (*close)(pp__worker *w);
+};
+
+extern const pp__method_ops pp__spawn_ops;
+
+#endif
