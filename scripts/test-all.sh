@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# From a fresh Debian or Ubuntu machine: installs what the tests need, then runs the
+# whole test suite: native, again under AddressSanitizer and UndefinedBehaviorSanitizer,
+# and the Windows build under wine when mingw-w64 and wine are there (CI installs them:
+# see .ci/run). Ends with one line "N passed, N failed, N skipped" over every run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/deps.sh gcc meson ninja-build pkg-config libuv1-dev python3
+
+logs=()
+status=0
+
+run_suite() {  # name, build dir, meson setup arguments...
+  local name=$1 dir=$2
+  shift 2
+  echo "=== $name"
+  if [ -d "$dir" ]; then
+    meson setup --reconfigure "$dir" "$@" >/dev/null
+  else
+    meson setup "$dir" "$@" >/dev/null
+  fi
+  meson compile -C "$dir" >/dev/null
+  meson test -C "$dir" --print-errorlogs --num-processes 2 || status=1
+  logs+=("$dir/meson-logs/testlog.json")
+}
+
+run_suite "native" build-test
+run_suite "asan+ubsan" build-asan -Db_sanitize=address,undefined -Db_lundef=false \
+  -Dbuildtype=debug
+
+if [ -x scripts/test-windows.sh ] && { [ "${CI:-}" = true ] || command -v wine >/dev/null; }; then
+  echo "=== windows (mingw-w64, under wine)"
+  bash scripts/test-windows.sh || status=1
+  [ -f build-win/meson-logs/testlog.json ] && logs+=("build-win/meson-logs/testlog.json")
+else
+  echo "=== windows: skipped (no wine here; CI installs it)"
+fi
+
+python3 - "${logs[@]}" <<'PY'
+import json, sys
+passed = failed = skipped = 0
+for path in sys.argv[1:]:
+    with open(path) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            r = json.loads(line)["result"]
+            if r in ("OK", "EXPECTEDFAIL"):
+                passed += 1
+            elif r == "SKIP":
+                skipped += 1
+            else:
+                failed += 1
+print(f"{passed} passed, {failed} failed, {skipped} skipped")
+PY
+exit $status
