@@ -132,10 +132,12 @@ static void run_method(pp_start_method m, char cells[NROWS][32], char *used, siz
     snprintf(cells[3], sizeof(cells[3]), "%s", pp_errname(err));
   pp_result_free(&r);
 
-  /* The parent changes the global again; the next task runs in a replacement worker. */
+  /* The parent changes the global again. The worker that runs the next task was started
+   * before the change; the one after it is its replacement, started after. */
   before = level;
   level = 43;
-  if (get_int(pool, "read_level", &value, cells[4], sizeof(cells[4])) == 0)
+  if (get_int(pool, "read_level", &value, cells[4], sizeof(cells[4])) == 0 &&
+      get_int(pool, "read_level", &value, cells[4], sizeof(cells[4])) == 0)
     snprintf(cells[4], sizeof(cells[4]), "%s (%d)", value == 43 ? "yes" : "no", value);
   level = before;
 

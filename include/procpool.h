@@ -46,7 +46,11 @@ extern "C" {
 #  define PP_EXTERN
 #endif
 
-#if defined(__GNUC__) || defined(__clang__)
+/* On MinGW, `printf` in a format attribute means msvcrt's dialect, which lacks %zu; the
+ * library formats with MinGW's C99 printf, so its formats are checked as such. */
+#if defined(__MINGW32__)
+#  define PP_PRINTF(fmt, args) __attribute__((format(gnu_printf, fmt, args)))
+#elif defined(__GNUC__) || defined(__clang__)
 #  define PP_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
 #else
 #  define PP_PRINTF(fmt, args)
@@ -132,15 +136,24 @@ PP_EXTERN int pp_main(int argc, char **argv, const pp_task *tasks);
 /* How workers are started.
  *   PP_START_SPAWN: the program is executed afresh (uv_spawn) and reaches the worker loop
  *     through pp_main. A worker sees only what the program's static initialisation gives:
- *     not the parent's later changes to globals, not its heap. Windows' only method.
- *   PP_START_FORK: the parent forks; a worker sees a copy of the parent's memory as it was
- *     at that moment. Unix only.
- *   PP_START_FORKSERVER: workers are forked from a server process started like a spawned
- *     worker: cheap to start, and they see a fresh program's state. Unix only.
- *   PP_START_DEFAULT: the platform's default method (spawn, in this version).
- * The environment variable PROCPOOL_START_METHOD ("fork", "spawn", "forkserver"), when set
- * and not empty, overrides the method of every pool: PROCPOOL_START_METHOD=spawn gives
- * every OS Windows' behaviour. */
+ *     not the parent's later changes to globals, not its heap. Windows' only method;
+ *     available everywhere.
+ *   PP_START_FORK: the pool forks its workers; a worker sees a copy of the parent's memory
+ *     as it was at that moment (a replacement: as it is when the replacement starts). It
+ *     keeps no descriptor of the parent's but stdin (the null device), stdout and
+ *     stderr. Forking a process that runs threads is risky (a lock held by another
+ *     thread stays locked in the worker): the pool warns once when it sees threads.
+ *     Unix only.
+ *   PP_START_FORKSERVER: a server process is started once, like a spawned worker, and
+ *     workers are forked from it: cheap to start, and they see a fresh program's state,
+ *     as under spawn; their parent is the server. One server serves every pool of the
+ *     process that uses the same worker program. Unix only.
+ *   PP_START_DEFAULT: forkserver on Linux and the BSDs, spawn on macOS (where fork is
+ *     unsafe under the system frameworks) and Windows. So by default a worker sees a
+ *     fresh program on every OS.
+ * The environment variable PROCPOOL_START_METHOD ("fork", "spawn", "forkserver",
+ * "default"), when set and not empty, overrides the method of every pool:
+ * PROCPOOL_START_METHOD=spawn gives every OS Windows' behaviour. */
 typedef enum pp_start_method {
   PP_START_DEFAULT = 0,
   PP_START_FORK,
@@ -150,6 +163,15 @@ typedef enum pp_start_method {
 
 /* "default", "fork", "spawn", "forkserver"; "unknown" for any other value. */
 PP_EXTERN const char *pp_start_method_name(pp_start_method m);
+
+/* Receives procpool's warnings: things that work but deserve a look, such as forking a
+ * process that runs several threads. The message is borrowed for the call. */
+typedef void (*pp_warning_cb)(const char *message, void *user);
+
+/* Sends warnings to cb instead of stderr (the default); NULL restores stderr. A
+ * process-wide setting: set it before creating pools, not while other threads create
+ * them. */
+PP_EXTERN void pp_set_warning_handler(pp_warning_cb cb, void *user);
 
 /* ---- The parent side: pools -------------------------------------------------------- */
 
@@ -171,8 +193,10 @@ typedef struct pp_pool_options {
   const char *initializer;
   const void *initarg;
   size_t initarg_len;
-  /* 0: unlimited. Otherwise a worker is retired after that many tasks and a new one
-   * started in its place. */
+  /* 0: unlimited. Otherwise a worker is retired after that many tasks, and a new one is
+   * started in its place once the old one has delivered its last result. (Under fork the
+   * new one therefore sees the parent's memory as it is then, as does the replacement of
+   * a worker that died.) */
   unsigned max_tasks_per_worker;
   /* 0: none. Otherwise a task still running that long after it reached its worker fails
    * with PP_ETIMEDOUT; its worker is killed and replaced. */

@@ -59,6 +59,32 @@ static char *pp__strdupf(const char *fmt, ...) {
 
 static char *pp__strdup(const char *s) { return s ? pp__strdupf("%s", s) : NULL; }
 
+/* ---- Warnings ----------------------------------------------------------------------- */
+
+static pp_warning_cb pp__warning_cb;
+static void *pp__warning_user;
+
+void pp_set_warning_handler(pp_warning_cb cb, void *user) {
+  pp__warning_cb = cb;
+  pp__warning_user = user;
+}
+
+void pp__warn_once(int *once, const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+
+  if (*once)
+    return;
+  *once = 1;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  if (pp__warning_cb != NULL)
+    pp__warning_cb(msg, pp__warning_user);
+  else
+    fprintf(stderr, "procpool: warning: %s\n", msg);
+}
+
 /* ---- Options ------------------------------------------------------------------------ */
 
 void pp_pool_options_init(pp_pool_options *opts) {
@@ -123,7 +149,13 @@ static int pp__resolve_options(pp_pool *pool, const pp_pool_options *o) {
   err = pp__resolve_method(o->start_method, &pool->method);
   if (err != 0)
     return err;
-  pool->ops = &pp__spawn_ops;
+  switch (pool->method) {
+    case PP_START_FORK: pool->ops = pp__fork_ops; break;
+    case PP_START_FORKSERVER: pool->ops = pp__forkserver_ops; break;
+    default: pool->ops = &pp__spawn_ops; break;
+  }
+  if (pool->ops == NULL)
+    return PP_ENOTSUP;
   pool->nworkers = o->workers ? o->workers : uv_available_parallelism();
   if (pool->nworkers == 0)
     pool->nworkers = 1;
@@ -357,6 +389,8 @@ static void pp__worker_start(pp_pool *pool) {
     return;
   }
   w->pool = pool;
+  w->token = ++pool->next_token;
+  w->m_fd = -1;
   w->state = PP__W_STARTING;
   pp__q_init(&w->idle_node);
   pp__q_insert_tail(&pool->workers, &w->node);
@@ -496,6 +530,23 @@ void pp__worker_on_exit(pp__worker *w, int64_t exit_status, int term_signal) {
     pp__worker_finish(w);
   else
     uv_timer_start(&w->timer, pp__on_timer, PP__EXIT_GRACE_MS, 0);
+}
+
+void pp__worker_on_start_failed(pp__worker *w, const char *why) {
+  pp_pool *pool = w->pool;
+
+  if (w->state != PP__W_STARTING)
+    return;
+  w->exited = 1;
+  w->state = PP__W_GOING;
+  if (pool->first_err == 0)
+    pool->first_err = PP_ESPAWN;
+  pp__start_failed(pool, PP_ESPAWN, pp__strdupf("%s", why));
+  w->finished = 1;
+  pp__worker_set_idle(w, 0);
+  pp__worker_count(w, 0);
+  pp__worker_close(w);
+  pp__maintain(pool);
 }
 
 static void pp__on_timer(uv_timer_t *timer) {
@@ -844,11 +895,6 @@ static void pp__pump(pp_pool *pool) {
     t->writing = 1;
     if (pool->timeout_ms != 0)
       uv_timer_start(&w->timer, pp__on_timer, pool->timeout_ms, 0);
-    if (pool->max_tasks != 0 && w->assigned >= pool->max_tasks) {
-      /* Its last task: start the replacement now, while this one runs. */
-      pp__worker_count(w, 0);
-      pp__maintain(pool);
-    }
   }
 }
 
@@ -913,6 +959,18 @@ int pp_pool_new(pp_pool **out, uv_loop_t *loop, const pp_pool_options *opts) {
   uv_idle_init(loop, &pool->final);
   pool->final.data = pool;
   pp__os_parent_init();
+  if (pool->ops->pool_init != NULL) {
+    err = pool->ops->pool_init(pool);
+    if (err != 0) {
+      pool->method_ended = 1;
+      pool->orphan = 1;
+      pool->closing = 1;
+      pp__maybe_shutdown(pool);
+      if (pool->own)
+        pp__pool_end(pool);
+      return err;
+    }
+  }
 
   pp__maintain(pool);
   if (pool->broken && pool->active == 0) {
@@ -1198,8 +1256,20 @@ static void pp__maybe_shutdown(pp_pool *pool) {
   }
   if (!pp__q_empty(&pool->workers))
     return;
+  if (!pool->method_ended) {
+    pool->method_ended = 1;
+    if (pool->ops != NULL && pool->ops->pool_end != NULL)
+      pool->ops->pool_end(pool);
+  }
+  if (pool->open_handles > 0)
+    return;
   pool->finished = 1;
   uv_close((uv_handle_t *) &pool->final, pp__pool_on_final_closed);
+}
+
+void pp__pool_handle_closed(pp_pool *pool) {
+  pool->open_handles--;
+  pp__maybe_shutdown(pool);
 }
 
 /* On a private loop, runs it until the pool is released, then closes the loop. */

@@ -61,7 +61,14 @@ struct pp__worker {
   pp__task *running;
   uv_pipe_t pipe;
   uv_timer_t timer;
-  uv_process_t proc;       /* spawn: the process */
+  union {                  /* the start method's handle for the process, if any */
+    uv_handle_t handle;    /* its type is UV_UNKNOWN_HANDLE until one is initialised */
+    uv_process_t proc;     /* spawn */
+    uv_poll_t pidfd;       /* fork on Linux: readable once the process has ended */
+    uv_signal_t sigchld;   /* fork elsewhere */
+  } m;
+  int m_fd;                /* the start method's descriptor for the process, or -1 */
+  uint64_t token;          /* the worker's number within its pool, never 0 */
   uv_write_t init_req;
   uint8_t *init_buf;
   /* The reader: small frames are parsed out of rx; a payload too large for it is read
@@ -80,6 +87,10 @@ struct pp_pool {
   int own;                 /* the loop is own_loop */
   pp_start_method method;
   const pp__method_ops *ops;
+  void *method_data;       /* the start method's own, per pool */
+  int open_handles;        /* pool-level handles of the method still open */
+  int method_ended;
+  uint64_t next_token;
   unsigned nworkers;
   unsigned active;         /* workers counted toward nworkers */
   unsigned start_failures; /* consecutive failed starts */
@@ -120,6 +131,13 @@ struct pp_pool {
 
 /* Called by the start methods. */
 void pp__worker_on_exit(pp__worker *w, int64_t exit_status, int term_signal);
+void pp__worker_on_start_failed(pp__worker *w, const char *why);
 void pp__worker_on_handle_closed(uv_handle_t *handle);
+/* A pool-level handle of the method's (counted in pool->open_handles) has closed. */
+void pp__pool_handle_closed(pp_pool *pool);
+
+/* Reports a warning: to the handler set with pp_set_warning_handler, else to stderr.
+ * Each distinct `once` flag reports once per process. */
+void pp__warn_once(int *once, const char *fmt, ...) PP_PRINTF(2, 3);
 
 #endif

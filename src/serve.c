@@ -365,36 +365,49 @@ static PP__NORETURN void pp__spawned_exit(int code) {
   exit(code);
 }
 
-int pp_main(int argc, char **argv, const pp_task *tasks) {
-  size_t n;
+/* The mark that makes this process a worker or a forkserver, or NULL. */
+static const char *pp__find_mark(int argc, char **argv, const char *mark) {
+  size_t mlen = strlen(mark);
   int i;
-  size_t mlen = strlen(PP__WORKER_MARK);
+
+  for (i = 1; i < argc; i++)
+    if (argv[i] != NULL && strncmp(argv[i], mark, mlen) == 0)
+      return argv[i] + mlen;
+  return NULL;
+}
+
+int pp_main(int argc, char **argv, const pp_task *tasks) {
+  const char *worker = pp__find_mark(argc, argv, PP__WORKER_MARK);
+  const char *server = pp__find_mark(argc, argv, PP__FORKSERVER_MARK);
+  size_t n;
 
   if (pp__table_check(tasks, &n) != 0) {
     /* In a worker, a bad table can only end the process; say why on stderr, and the pool
      * reports the early exit as PP_ESPAWN. */
-    for (i = 1; i < argc; i++)
-      if (argv[i] != NULL && strncmp(argv[i], PP__WORKER_MARK, mlen) == 0) {
-        fprintf(stderr, "procpool worker: pp_main was given a malformed task table\n");
-        exit(PP__EXIT_SETUP);
-      }
+    if (worker != NULL || server != NULL) {
+      fprintf(stderr, "procpool worker: pp_main was given a malformed task table\n");
+      exit(PP__EXIT_SETUP);
+    }
     return PP_EINVAL;
   }
   pp__table = tasks;
   pp__ntasks = n;
 
-  for (i = 1; i < argc; i++) {
-    if (argv[i] != NULL && strncmp(argv[i], PP__WORKER_MARK, mlen) == 0) {
-      pp__serve_ctx ctx;
-      int err = pp__chan_open(argv[i] + mlen, &ctx.chan);
-      if (err != 0) {
-        fprintf(stderr, "procpool worker: cannot open the channel '%s': %s\n",
-                argv[i] + mlen, pp_strerror(err));
-        exit(PP__EXIT_SETUP);
-      }
-      ctx.exit = pp__spawned_exit;
-      pp__serve(&ctx);
+  if (server != NULL) {
+    pp__forkserver_main(server);
+    fprintf(stderr, "procpool: this OS has no forkserver\n");
+    exit(PP__EXIT_SETUP);
+  }
+  if (worker != NULL) {
+    pp__serve_ctx ctx;
+    int err = pp__chan_open(worker, &ctx.chan);
+    if (err != 0) {
+      fprintf(stderr, "procpool worker: cannot open the channel '%s': %s\n", worker,
+              pp_strerror(err));
+      exit(PP__EXIT_SETUP);
     }
+    ctx.exit = pp__spawned_exit;
+    pp__serve(&ctx);
   }
   return 0;
 }

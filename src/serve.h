@@ -16,8 +16,10 @@
 #  define PP__NORETURN
 #endif
 
-/* The mark on a spawned worker's command line, followed by the channel's spec. */
+/* The mark on a spawned worker's command line, followed by the channel's spec; and the
+ * mark of a forkserver, where there is one. */
 #define PP__WORKER_MARK "--procpool-worker="
+#define PP__FORKSERVER_MARK "--procpool-forkserver="
 
 /* Exit codes of a worker that gives up; the pool reports them in its messages. */
 #define PP__EXIT_SETUP 121   /* could not open its channel or greet the pool */
@@ -25,12 +27,18 @@
 
 typedef struct pp__serve_ctx {
   pp__chan chan;
-  /* How the process ends: exit() for a spawned program, _exit() for a forked one. */
-  PP__NORETURN void (*exit)(int code);
+  /* How the process ends: exit() for a spawned program, _exit() for a forked one. Not
+   * marked noreturn: MSVC's __declspec(noreturn) is refused on a function pointer, and
+   * every call is followed by abort(). */
+  void (*exit)(int code);
 } pp__serve_ctx;
 
 /* Serves tasks until the pool closes the channel, then ends the process. */
 PP__NORETURN void pp__serve(pp__serve_ctx *ctx);
+
+/* Runs the forkserver on the inherited connection that spec names; never returns where
+ * forkservers exist (src/unix/forkserver.c). Elsewhere it returns PP_ENOTSUP. */
+int pp__forkserver_main(const char *spec);
 
 /* 0 when tasks is a well-formed table (sets *count), else PP_EINVAL. */
 int pp__table_check(const pp_task *tasks, size_t *count);

@@ -45,27 +45,28 @@ static int pp__spawn_start(pp__worker *w, char *why, size_t why_size) {
   opts.stdio_count = PP__CHANNEL_FD + 1;
   opts.flags = UV_PROCESS_WINDOWS_HIDE;
 
-  w->proc.data = w;
+  w->m.proc.data = w;
   /* uv_spawn initialises the handle even when it fails, so it is always closed. */
-  err = uv_spawn(pool->loop, &w->proc, &opts);
+  err = uv_spawn(pool->loop, &w->m.proc, &opts);
   w->open_handles++;
   if (err != 0) {
     snprintf(why, why_size, "cannot start the worker program '%s': %s (%s)", pool->exe,
              uv_strerror(err), uv_err_name(err));
     return err;
   }
-  w->pid = (long) w->proc.pid;
+  w->pid = (long) w->m.proc.pid;
   return 0;
 }
 
 static void pp__spawn_kill(pp__worker *w) {
   if (!w->exited)
-    uv_process_kill(&w->proc, pp__os_kill_signal());
+    uv_process_kill(&w->m.proc, pp__os_kill_signal());
 }
 
 static void pp__spawn_close(pp__worker *w) {
-  if (!uv_is_closing((uv_handle_t *) &w->proc))
-    uv_close((uv_handle_t *) &w->proc, pp__worker_on_handle_closed);
+  if (!uv_is_closing((uv_handle_t *) &w->m.proc))
+    uv_close((uv_handle_t *) &w->m.proc, pp__worker_on_handle_closed);
 }
 
-const pp__method_ops pp__spawn_ops = { pp__spawn_start, pp__spawn_kill, pp__spawn_close };
+const pp__method_ops pp__spawn_ops = { NULL, NULL, pp__spawn_start, pp__spawn_kill,
+                                       pp__spawn_close };

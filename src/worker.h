@@ -9,20 +9,31 @@
 #include "pool.h"
 
 struct pp__method_ops {
+  /* Sets up what the method needs for a pool (pool->method_data), before any worker.
+   * May be NULL. Returns 0 or an error for pp_pool_new. */
+  int (*pool_init)(pp_pool *pool);
+  /* Once the pool's workers are all gone: releases pool->method_data. Each pool-level
+   * handle it had counted in pool->open_handles ends with a call of
+   * pp__pool_handle_closed from its close callback. May be NULL. */
+  void (*pool_end)(pp_pool *pool);
   /* Starts w's process. The core has initialised w->pipe (not yet connected) and counts
    * it and w->timer in w->open_handles. On return, success or not, every handle the
    * method initialised is counted there too and is closed by close() with
    * pp__worker_on_handle_closed as its callback. On success w->pipe is connected to the
-   * worker, w->pid is set, and the method calls pp__worker_on_exit exactly once, when the
-   * process has ended. On failure it returns a UV_E* or PP_E* code and may write a
-   * reason into why. */
+   * worker, w->pid is set (or is set later, for a method that starts workers
+   * asynchronously), and the method calls pp__worker_on_exit exactly once, when the
+   * process has ended, or pp__worker_on_start_failed if it could not be started after
+   * all. On failure it returns a UV_E* or PP_E* code and writes a reason into why. */
   int (*start)(pp__worker *w, char *why, size_t why_size);
   /* Kills the process at once; harmless when it already ended. */
   void (*kill)(pp__worker *w);
-  /* Closes the method's own handles, once the process has ended or never started. */
+  /* Closes the method's own handles of w, once the process has ended or never started. */
   void (*close)(pp__worker *w);
 };
 
 extern const pp__method_ops pp__spawn_ops;
+/* The Unix-only methods: NULL where they do not exist (src/win/methods.c). */
+extern const pp__method_ops *const pp__fork_ops;
+extern const pp__method_ops *const pp__forkserver_ops;
 
 #endif

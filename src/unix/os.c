@@ -43,6 +43,11 @@ static const char *pp__signal_name(int sig) {
 void pp__os_describe_exit(int64_t exit_status, int term_signal, char *buf, size_t size) {
   const char *name;
 
+  if (term_signal == 0 && exit_status == -1) {
+    snprintf(buf, size, "ended, but its exit status was collected elsewhere (a waitpid(-1) "
+                        "or wait() in the program?)");
+    return;
+  }
   if (term_signal == 0) {
     snprintf(buf, size, "exited with code %lld", (long long) exit_status);
     return;
@@ -54,10 +59,19 @@ void pp__os_describe_exit(int64_t exit_status, int term_signal, char *buf, size_
     snprintf(buf, size, "killed by signal %d", term_signal);
 }
 
-pp_start_method pp__os_default_method(void) { return PP_START_SPAWN; }
+/* fork is unsafe under macOS's system frameworks, so spawn is its default; elsewhere a
+ * forkserver gives cheap starts and the same fresh state as spawn. */
+pp_start_method pp__os_default_method(void) {
+#if defined(__APPLE__)
+  return PP_START_SPAWN;
+#else
+  return PP_START_FORKSERVER;
+#endif
+}
 
 int pp__os_method_supported(pp_start_method m) {
-  return m == PP_START_SPAWN ? 0 : PP_ENOTSUP;
+  return m == PP_START_SPAWN || m == PP_START_FORK || m == PP_START_FORKSERVER ? 0
+                                                                               : PP_ENOTSUP;
 }
 
 int pp__os_kill_signal(void) { return SIGKILL; }

@@ -1,0 +1,722 @@
+/* The forkserver start method. On first use, the process starts a server: the program
+ * executed afresh (fork, then exec, so it holds nothing of the parent), which enters
+ * pp__forkserver_main through pp_main. Workers are forked from that server, so they
+ * start cheaply yet see only a fresh program's state, as spawned ones do.
+ *
+ * One server serves every pool of the process. The process holds one master connection
+ * to it, used under a lock only to hand the server a connection of each pool's own; a
+ * pool then talks to the server on its own loop. All connections are anonymous socket
+ * pairs, inherited or passed with SCM_RIGHTS: nothing has a name another user could
+ * reach. The server forks a worker per request, gets the worker's end of its channel
+ * from the pool with the request, and reports each worker's pid and, once it has reaped
+ * it, its wait status.
+ *
+ * The server ends when the master connection closes: when the last pool that uses it
+ * ends, or when this process dies. If it dies first, its pools kill the workers it had
+ * started (nothing could report their end any more) and a new server is started. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../serve.h"
+#include "../worker.h"
+#include "unix.h"
+
+/* One message, either way, on any connection. Both ends are this program, built once,
+ * so native byte order and layout are fine. */
+typedef struct pp__fs_msg {
+  uint32_t type;
+  int32_t value;    /* FORKED: the pid; FAILED: an errno value; EXITED: the wait status */
+  uint64_t token;   /* the worker's token, from the pool */
+} pp__fs_msg;
+
+enum {
+  PP__FS_ADD = 1,   /* pool -> server, on the master connection: a new connection (fd) */
+  PP__FS_FORK,      /* pool -> server: fork a worker on this channel (fd) */
+  PP__FS_KILL,      /* pool -> server: kill that worker */
+  PP__FS_FORKED,    /* server -> pool */
+  PP__FS_FAILED,    /* server -> pool */
+  PP__FS_EXITED     /* server -> pool */
+};
+
+#define PP__FS_MARK "--procpool-forkserver="
+#define PP__FS_MAX_CONNS 4096
+
+/* ---- Sending and receiving a message with at most one descriptor ------------------- */
+
+static int pp__fs_send(int fd, const pp__fs_msg *m, int pass_fd) {
+  union {
+    struct cmsghdr align;
+    char buf[CMSG_SPACE(sizeof(int))];
+  } cbuf;
+  struct msghdr msg;
+  struct iovec iov;
+  ssize_t r;
+
+  memset(&msg, 0, sizeof(msg));
+  iov.iov_base = (void *) m;
+  iov.iov_len = sizeof(*m);
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  if (pass_fd >= 0) {
+    struct cmsghdr *c;
+    memset(&cbuf, 0, sizeof(cbuf));
+    msg.msg_control = cbuf.buf;
+    msg.msg_controllen = sizeof(cbuf.buf);
+    c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+  }
+  do
+    r = sendmsg(fd, &msg, MSG_NOSIGNAL);
+  while (r == -1 && errno == EINTR);
+  if (r == -1)
+    return uv_translate_sys_error(errno);
+  /* Messages are far below a socket's buffer; a short write means the peer is gone. */
+  return r == (ssize_t) sizeof(*m) ? 0 : UV_EPIPE;
+}
+
+/* Receives one whole message. *got_fd is -1 or a descriptor that came with it (made
+ * close-on-exec on arrival). Returns 0, UV_EOF, UV_EAGAIN (nothing there, with
+ * dontwait) or an error. */
+static int pp__fs_recv(int fd, pp__fs_msg *m, int *got_fd, int dontwait) {
+  union {
+    struct cmsghdr align;
+    char buf[CMSG_SPACE(sizeof(int))];
+  } cbuf;
+  struct msghdr msg;
+  struct iovec iov;
+  size_t have = 0;
+
+  *got_fd = -1;
+  while (have < sizeof(*m)) {
+    struct cmsghdr *c;
+    ssize_t r;
+    memset(&msg, 0, sizeof(msg));
+    iov.iov_base = (char *) m + have;
+    iov.iov_len = sizeof(*m) - have;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.buf;
+    msg.msg_controllen = sizeof(cbuf.buf);
+    do
+      r = recvmsg(fd, &msg, (have == 0 && dontwait ? MSG_DONTWAIT : 0) | MSG_CMSG_CLOEXEC);
+    while (r == -1 && errno == EINTR);
+    if (r == -1)
+      return errno == EAGAIN || errno == EWOULDBLOCK ? UV_EAGAIN
+                                                     : uv_translate_sys_error(errno);
+    if (r == 0)
+      return UV_EOF;
+    for (c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c))
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+        int extra;
+        memcpy(&extra, CMSG_DATA(c), sizeof(int));
+        if (*got_fd < 0)
+          *got_fd = extra;
+        else
+          close(extra);
+      }
+    have += (size_t) r;
+  }
+  return 0;
+}
+
+/* ---- The server -------------------------------------------------------------------- */
+
+typedef struct pp__fs_child {
+  pid_t pid;
+  int conn;
+  uint64_t token;
+} pp__fs_child;
+
+static int pp__fs_sigpipe[2] = { -1, -1 };
+
+static void pp__fs_on_sigchld(int sig) {
+  int saved = errno;
+  char c = 0;
+  ssize_t r = write(pp__fs_sigpipe[1], &c, 1);
+
+  (void) sig;
+  (void) r;
+  errno = saved;
+}
+
+static PP__NORETURN void pp__fs_worker_exit(int code) {
+  fflush(NULL);
+  _exit(code);
+}
+
+/* Forks one worker serving on chan. Returns its pid, or -errno. */
+static pid_t pp__fs_fork_worker(int chan) {
+  uv_file rep[2];
+  pid_t pid;
+  int err = 0, report;
+
+  if (uv_pipe(rep, 0, 0) != 0)
+    return -EMFILE;
+  pid = pp__unix_fork(&err);
+  if (pid == 0) {
+    pp__serve_ctx ctx;
+    int keep[2];
+    keep[0] = chan;
+    keep[1] = rep[1];
+    report = pp__unix_child_reset(keep, 2);
+    if (report != 0)
+      pp__unix_child_fail(rep[1], report);
+    close(rep[1]);
+    ctx.chan.h = chan;
+    ctx.exit = pp__fs_worker_exit;
+    pp__serve(&ctx);
+  }
+  close(rep[1]);
+  report = pid > 0 ? pp__unix_read_report(rep[0]) : 0;
+  close(rep[0]);
+  if (pid == -1)
+    return -(err ? -err : EAGAIN);
+  if (report != 0) {
+    int status;
+    while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
+      ;
+    return -report;
+  }
+  return pid;
+}
+
+static void pp__fs_reap(pp__fs_child *kids, size_t *nkids) {
+  for (;;) {
+    int status;
+    size_t i;
+    /* Every child of the server is a worker it forked: waiting for any is right here. */
+    pid_t pid = waitpid(-1, &status, WNOHANG);
+    if (pid <= 0) {
+      if (pid == -1 && errno == EINTR)
+        continue;
+      return;
+    }
+    for (i = 0; i < *nkids; i++) {
+      if (kids[i].pid != pid)
+        continue;
+      if (kids[i].conn >= 0) {
+        pp__fs_msg m;
+        m.type = PP__FS_EXITED;
+        m.value = status;
+        m.token = kids[i].token;
+        pp__fs_send(kids[i].conn, &m, -1);
+      }
+      kids[i] = kids[--*nkids];
+      break;
+    }
+  }
+}
+
+int pp__forkserver_main(const char *spec) {
+  struct pollfd *pfd;
+  pp__fs_child *kids = NULL;
+  size_t nkids = 0, capkids = 0;
+  int *conns;
+  size_t nconns = 1, i;
+  struct sigaction sa;
+  char *end;
+  long master = strtol(spec, &end, 10);
+
+  if (*spec == '\0' || *end != '\0' || master < 0) {
+    fprintf(stderr, "procpool forkserver: bad channel '%s'\n", spec);
+    exit(PP__EXIT_SETUP);
+  }
+  fcntl((int) master, F_SETFD, FD_CLOEXEC);
+  pfd = calloc(PP__FS_MAX_CONNS + 2, sizeof(*pfd));
+  conns = calloc(PP__FS_MAX_CONNS + 1, sizeof(*conns));
+  if (pfd == NULL || conns == NULL || uv_pipe(pp__fs_sigpipe, UV_NONBLOCK_PIPE,
+                                              UV_NONBLOCK_PIPE) != 0) {
+    fprintf(stderr, "procpool forkserver: cannot set itself up\n");
+    exit(PP__EXIT_SETUP);
+  }
+  conns[0] = (int) master;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = pp__fs_on_sigchld;
+  sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGCHLD, &sa, NULL);
+  /* A pool that went away must not kill the server with SIGPIPE. */
+  signal(SIGPIPE, SIG_IGN);
+
+  for (;;) {
+    pfd[0].fd = pp__fs_sigpipe[0];
+    pfd[0].events = POLLIN;
+    for (i = 0; i < nconns; i++) {
+      pfd[i + 1].fd = conns[i];
+      pfd[i + 1].events = POLLIN;
+      pfd[i + 1].revents = 0;
+    }
+    if (poll(pfd, nconns + 1, -1) == -1) {
+      if (errno == EINTR)
+        continue;
+      break;
+    }
+    if (pfd[0].revents) {
+      char drain[64];
+      while (read(pp__fs_sigpipe[0], drain, sizeof(drain)) > 0)
+        ;
+      pp__fs_reap(kids, &nkids);
+    }
+    for (i = 0; i < nconns; i++) {
+      pp__fs_msg m, reply;
+      int fd = -1, err;
+      if (!(pfd[i + 1].revents & (POLLIN | POLLHUP | POLLERR)))
+        continue;
+      err = pp__fs_recv(conns[i], &m, &fd, 1);
+      if (err == UV_EAGAIN)
+        continue;
+      if (err != 0) {
+        size_t k;
+        if (i == 0) {
+          /* The process that started the server is gone, or done with it. */
+          exit(0);
+        }
+        /* A pool ended: its workers end when their channels close; no one is left to
+         * tell about them. */
+        for (k = 0; k < nkids; k++)
+          if (kids[k].conn == conns[i])
+            kids[k].conn = -1;
+        close(conns[i]);
+        conns[i] = conns[--nconns];
+        pfd[i + 1] = pfd[nconns + 1];
+        i--;
+        continue;
+      }
+      if (m.type == PP__FS_ADD && i == 0 && fd >= 0 && nconns < PP__FS_MAX_CONNS + 1) {
+        conns[nconns++] = fd;
+        pfd[nconns].revents = 0;
+      } else if (m.type == PP__FS_FORK && i > 0 && fd >= 0) {
+        pid_t pid = pp__fs_fork_worker(fd);
+        close(fd);
+        reply.token = m.token;
+        if (pid > 0 && nkids == capkids) {
+          size_t cap = capkids ? capkids * 2 : 16;
+          pp__fs_child *k = realloc(kids, cap * sizeof(*kids));
+          if (k == NULL) {
+            kill(pid, SIGKILL);
+          } else {
+            kids = k;
+            capkids = cap;
+          }
+        }
+        if (pid > 0 && nkids < capkids) {
+          kids[nkids].pid = pid;
+          kids[nkids].conn = conns[i];
+          kids[nkids].token = m.token;
+          nkids++;
+          reply.type = PP__FS_FORKED;
+          reply.value = (int32_t) pid;
+        } else {
+          reply.type = PP__FS_FAILED;
+          reply.value = pid < 0 ? (int32_t) -pid : ENOMEM;
+        }
+        pp__fs_send(conns[i], &reply, -1);
+      } else if (m.type == PP__FS_KILL && i > 0) {
+        size_t k;
+        /* Only a child not yet reaped is killed, so the pid cannot be another's. */
+        for (k = 0; k < nkids; k++)
+          if (kids[k].conn == conns[i] && kids[k].token == m.token)
+            kill(kids[k].pid, SIGKILL);
+        if (fd >= 0)
+          close(fd);
+      } else if (fd >= 0) {
+        close(fd);
+      }
+    }
+  }
+  exit(0);
+}
+
+/* ---- The pool's side: the servers of this process ----------------------------------- */
+
+/* One server per worker program (pools with different worker_executable values need
+ * different servers); the list is shared by every pool of the process, under a lock. */
+typedef struct pp__fs_server {
+  struct pp__fs_server *next;
+  char *exe;
+  pid_t pid;
+  int master;         /* -1 once the server is known to be gone */
+  unsigned refs;
+} pp__fs_server;
+
+static uv_once_t pp__fs_once = UV_ONCE_INIT;
+static uv_mutex_t pp__fs_lock;
+static pp__fs_server *pp__fs_servers;
+
+static void pp__fs_init_lock(void) {
+  if (uv_mutex_init(&pp__fs_lock) != 0)
+    abort();
+}
+
+static void pp__fs_stop_server(pp__fs_server *srv) {
+  int status;
+
+  if (srv->master >= 0)
+    close(srv->master);
+  srv->master = -1;
+  if (srv->pid > 0) {
+    /* The server exits on end-of-file; the kill makes the wait certain to end. */
+    kill(srv->pid, SIGKILL);
+    while (waitpid(srv->pid, &status, 0) == -1 && errno == EINTR)
+      ;
+  }
+  srv->pid = 0;
+}
+
+/* Starts the server: fork, then exec of the worker program with the server's mark. A
+ * failure to exec comes back over a close-on-exec pipe. */
+static int pp__fs_start_server(pp__fs_server *srv, char *why, size_t why_size) {
+  uv_os_sock_t fds[2];
+  uv_file rep[2];
+  pid_t pid;
+  int err = 0, report;
+
+  err = uv_socketpair(SOCK_STREAM, 0, fds, 0, 0);
+  if (err != 0) {
+    snprintf(why, why_size, "cannot make the forkserver's channel: %s", uv_strerror(err));
+    return err;
+  }
+  err = uv_pipe(rep, 0, 0);
+  if (err != 0) {
+    close(fds[0]);
+    close(fds[1]);
+    snprintf(why, why_size, "cannot make a pipe for the forkserver: %s", uv_strerror(err));
+    return err;
+  }
+  pid = pp__unix_fork(&err);
+  if (pid == 0) {
+    char mark[sizeof(PP__FS_MARK) + 16];
+    char *args[3];
+    int keep[2];
+    keep[0] = fds[1];
+    keep[1] = rep[1];
+    report = pp__unix_child_reset(keep, 2);
+    if (report == 0 && fcntl(fds[1], F_SETFD, 0) == -1)
+      report = errno;
+    if (report != 0)
+      pp__unix_child_fail(rep[1], report);
+    snprintf(mark, sizeof(mark), "%s%d", PP__FS_MARK, (int) fds[1]);
+    args[0] = srv->exe;
+    args[1] = mark;
+    args[2] = NULL;
+    execv(srv->exe, args);
+    pp__unix_child_fail(rep[1], errno);
+  }
+  close(fds[1]);
+  close(rep[1]);
+  report = pid > 0 ? pp__unix_read_report(rep[0]) : 0;
+  close(rep[0]);
+  if (pid == -1 || report != 0) {
+    int status;
+    if (pid > 0)
+      while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
+        ;
+    close(fds[0]);
+    err = pid == -1 ? err : uv_translate_sys_error(report);
+    snprintf(why, why_size, "cannot start the forkserver '%s': %s", srv->exe,
+             uv_strerror(err));
+    return err;
+  }
+  srv->pid = pid;
+  srv->master = fds[0];
+  return 0;
+}
+
+/* Gives the caller a connection of its own to the server of exe, starting the server if
+ * there is none or the one there was has died. */
+static int pp__fs_connect(const char *exe, pp__fs_server **out, int *conn, char *why,
+                          size_t why_size) {
+  uv_os_sock_t fds[2];
+  pp__fs_server *srv;
+  pp__fs_msg m;
+  int err, attempt;
+
+  err = uv_socketpair(SOCK_STREAM, 0, fds, 0, 0);
+  if (err != 0) {
+    snprintf(why, why_size, "cannot make a forkserver connection: %s", uv_strerror(err));
+    return err;
+  }
+  memset(&m, 0, sizeof(m));
+  m.type = PP__FS_ADD;
+  uv_once(&pp__fs_once, pp__fs_init_lock);
+  uv_mutex_lock(&pp__fs_lock);
+  for (srv = pp__fs_servers; srv != NULL; srv = srv->next)
+    if (strcmp(srv->exe, exe) == 0)
+      break;
+  if (srv == NULL) {
+    srv = calloc(1, sizeof(*srv));
+    if (srv != NULL && (srv->exe = malloc(strlen(exe) + 1)) != NULL) {
+      strcpy(srv->exe, exe);
+      srv->master = -1;
+      srv->next = pp__fs_servers;
+      pp__fs_servers = srv;
+    } else {
+      free(srv);
+      srv = NULL;
+      err = PP_ENOMEM;
+      snprintf(why, why_size, "out of memory");
+    }
+  }
+  for (attempt = 0; srv != NULL && attempt < 2; attempt++) {
+    if (srv->master < 0) {
+      err = pp__fs_start_server(srv, why, why_size);
+      if (err != 0)
+        break;
+    }
+    err = pp__fs_send(srv->master, &m, fds[1]);
+    if (err == 0)
+      break;
+    /* The server died since it was last used: start another. */
+    pp__fs_stop_server(srv);
+    snprintf(why, why_size, "the forkserver is gone: %s", uv_strerror(err));
+  }
+  if (err == 0)
+    srv->refs++;
+  uv_mutex_unlock(&pp__fs_lock);
+  close(fds[1]);
+  if (err != 0) {
+    close(fds[0]);
+    return err;
+  }
+  *out = srv;
+  *conn = fds[0];
+  return 0;
+}
+
+/* The last pool of a server is done with it: the server and its record go. */
+static void pp__fs_release(pp__fs_server *srv) {
+  pp__fs_server **p;
+
+  uv_mutex_lock(&pp__fs_lock);
+  if (--srv->refs == 0) {
+    pp__fs_stop_server(srv);
+    for (p = &pp__fs_servers; *p != NULL; p = &(*p)->next)
+      if (*p == srv) {
+        *p = srv->next;
+        break;
+      }
+    free(srv->exe);
+    free(srv);
+  }
+  uv_mutex_unlock(&pp__fs_lock);
+}
+
+/* ---- The pool's side: its connection ----------------------------------------------- */
+
+typedef struct pp__fs_pool {
+  uv_poll_t poll;
+  int conn;
+  pp_pool *pool;
+  pp__fs_server *server;
+} pp__fs_pool;
+
+static int pp__fs_warned_death;
+
+static pp__worker *pp__fs_worker(pp_pool *pool, uint64_t token) {
+  pp__qnode *q;
+
+  for (q = pp__q_head(&pool->workers); q != &pool->workers; q = q->next) {
+    pp__worker *w = PP__CONTAINER_OF(q, pp__worker, node);
+    if (w->token == token)
+      return w;
+  }
+  return NULL;
+}
+
+static void pp__fs_on_poll_closed(uv_handle_t *h) {
+  pp__fs_pool *fp = (pp__fs_pool *) h->data;
+  pp_pool *pool = fp->pool;
+
+  close(fp->conn);
+  pp__fs_release(fp->server);
+  free(fp);
+  pp__pool_handle_closed(pool);
+}
+
+/* The server is gone: nothing can report the end of the workers it started, so they are
+ * killed and reported as such; the next start connects to a new server. */
+static void pp__fs_lost(pp_pool *pool) {
+  pp__fs_pool *fp = (pp__fs_pool *) pool->method_data;
+  pp__qnode *q, *last;
+
+  pp__warn_once(&pp__fs_warned_death, "the forkserver died; its workers were killed and "
+                                      "a new server will be started");
+  pool->method_data = NULL;
+  uv_poll_stop(&fp->poll);
+  uv_close((uv_handle_t *) &fp->poll, pp__fs_on_poll_closed);
+  /* Replacements started below join the list's tail; they belong to a new server. */
+  last = pool->workers.prev;
+  for (q = pp__q_head(&pool->workers); q != &pool->workers;) {
+    pp__worker *w = PP__CONTAINER_OF(q, pp__worker, node);
+    int done = q == last;
+    q = q->next;
+    if (w->exited) {
+      if (done)
+        break;
+      continue;
+    }
+    if (w->pid > 0) {
+      kill((pid_t) w->pid, SIGKILL);
+      pp__worker_on_exit(w, 0, SIGKILL);
+    } else {
+      pp__worker_on_start_failed(w, "the forkserver died before it started the worker");
+    }
+    if (done)
+      break;
+  }
+}
+
+static void pp__fs_on_readable(uv_poll_t *h, int status, int events) {
+  pp__fs_pool *fp = (pp__fs_pool *) h->data;
+  pp_pool *pool = fp->pool;
+
+  (void) events;
+  if (status < 0) {
+    pp__fs_lost(pool);
+    return;
+  }
+  for (;;) {
+    pp__fs_msg m;
+    pp__worker *w;
+    int fd, err = pp__fs_recv(fp->conn, &m, &fd, 1);
+    if (fd >= 0)
+      close(fd);
+    if (err == UV_EAGAIN)
+      return;
+    if (err != 0) {
+      pp__fs_lost(pool);
+      return;
+    }
+    w = pp__fs_worker(pool, m.token);
+    if (w == NULL || w->exited)
+      continue;
+    if (m.type == PP__FS_FORKED) {
+      w->pid = (long) m.value;
+    } else if (m.type == PP__FS_FAILED) {
+      char why[256];
+      snprintf(why, sizeof(why), "the forkserver could not fork a worker: %s",
+               uv_strerror(uv_translate_sys_error(m.value)));
+      pp__worker_on_start_failed(w, why);
+    } else if (m.type == PP__FS_EXITED) {
+      if (WIFSIGNALED(m.value))
+        pp__worker_on_exit(w, 0, WTERMSIG(m.value));
+      else
+        pp__worker_on_exit(w, WEXITSTATUS(m.value), 0);
+    }
+  }
+}
+
+static int pp__fs_open(pp_pool *pool, char *why, size_t why_size) {
+  pp__fs_pool *fp = calloc(1, sizeof(*fp));
+  int err;
+
+  if (fp == NULL)
+    return PP_ENOMEM;
+  err = pp__fs_connect(pool->exe, &fp->server, &fp->conn, why, why_size);
+  if (err != 0) {
+    free(fp);
+    return err;
+  }
+  fp->pool = pool;
+  err = uv_poll_init(pool->loop, &fp->poll, fp->conn);
+  if (err != 0) {
+    close(fp->conn);
+    pp__fs_release(fp->server);
+    free(fp);
+    snprintf(why, why_size, "cannot watch the forkserver connection: %s", uv_strerror(err));
+    return err;
+  }
+  fp->poll.data = fp;
+  pool->open_handles++;
+  pool->method_data = fp;
+  uv_poll_start(&fp->poll, UV_READABLE, pp__fs_on_readable);
+  return 0;
+}
+
+static int pp__fs_pool_init(pp_pool *pool) {
+  char why[512] = "";
+  int err = pp__fs_open(pool, why, sizeof(why));
+
+  if (err != 0)
+    fprintf(stderr, "procpool: %s\n", why);
+  return err;
+}
+
+static void pp__fs_pool_end(pp_pool *pool) {
+  pp__fs_pool *fp = (pp__fs_pool *) pool->method_data;
+
+  if (fp == NULL)
+    return;
+  pool->method_data = NULL;
+  uv_poll_stop(&fp->poll);
+  uv_close((uv_handle_t *) &fp->poll, pp__fs_on_poll_closed);
+}
+
+static int pp__fs_start(pp__worker *w, char *why, size_t why_size) {
+  pp_pool *pool = w->pool;
+  pp__fs_pool *fp;
+  uv_os_sock_t fds[2];
+  pp__fs_msg m;
+  int err;
+
+  if (pool->method_data == NULL) {
+    err = pp__fs_open(pool, why, why_size);
+    if (err != 0)
+      return err;
+  }
+  fp = (pp__fs_pool *) pool->method_data;
+  err = uv_socketpair(SOCK_STREAM, 0, fds, UV_NONBLOCK_PIPE, 0);
+  if (err != 0) {
+    snprintf(why, why_size, "cannot make a channel for a worker: %s", uv_strerror(err));
+    return err;
+  }
+  err = uv_pipe_open(&w->pipe, fds[0]);
+  if (err != 0) {
+    close(fds[0]);
+    close(fds[1]);
+    snprintf(why, why_size, "cannot open a worker's channel: %s", uv_strerror(err));
+    return err;
+  }
+  memset(&m, 0, sizeof(m));
+  m.type = PP__FS_FORK;
+  m.token = w->token;
+  err = pp__fs_send(fp->conn, &m, fds[1]);
+  close(fds[1]);
+  if (err != 0) {
+    snprintf(why, why_size, "cannot reach the forkserver: %s", uv_strerror(err));
+    return err;
+  }
+  return 0;
+}
+
+static void pp__fs_kill(pp__worker *w) {
+  pp__fs_pool *fp = (pp__fs_pool *) w->pool->method_data;
+  pp__fs_msg m;
+
+  if (w->exited)
+    return;
+  memset(&m, 0, sizeof(m));
+  m.type = PP__FS_KILL;
+  m.token = w->token;
+  if (fp == NULL || pp__fs_send(fp->conn, &m, -1) != 0) {
+    if (w->pid > 0)
+      kill((pid_t) w->pid, SIGKILL);
+  }
+}
+
+static void pp__fs_close(pp__worker *w) { (void) w; }
+
+static const pp__method_ops pp__fs_ops_impl = { pp__fs_pool_init, pp__fs_pool_end,
+                                                pp__fs_start, pp__fs_kill, pp__fs_close };
+const pp__method_ops *const pp__forkserver_ops = &pp__fs_ops_impl;
