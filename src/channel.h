@@ -34,4 +34,17 @@ int pp__chan_write(pp__chan *chan, const pp__iov *iov, size_t n);
 
 void pp__chan_close(pp__chan *chan);
 
+/* Makes the process end, with exit status PP__EXIT_ORPHAN, when the pool's end of the
+ * channel closes while the worker is busy: a worker whose parent died must not finish a
+ * long task for no one, nor outlive it. An idle worker sees end-of-file by itself and
+ * exits normally. On Unix a small thread waits for the hang-up; on Windows the job object
+ * libuv puts every spawned child in does the same. Returns 0 or a UV_E* error (the worker
+ * then serves without it). */
+int pp__chan_watch(pp__chan *chan);
+
+/* Marks the worker busy (in a task or the initializer) or idle, for pp__chan_watch. */
+void pp__chan_busy(pp__chan *chan, int busy);
+
+#define PP__EXIT_ORPHAN 123
+
 #endif

@@ -15,6 +15,7 @@ static const pp_task *pp__table;
 static size_t pp__ntasks;
 
 struct pp_call {
+  pp__chan *chan;
   const char *name;
   size_t max_message;
   void *data;
@@ -254,7 +255,9 @@ static void pp__run(pp_call *call, size_t index, const void *arg, size_t len) {
   int r;
 
   call->name = pp__table[index].name;
+  pp__chan_busy(call->chan, 1);
   r = pp__table[index].fn(call, len ? arg : NULL, len);
+  pp__chan_busy(call->chan, 0);
   if (r != 0 && call->kind == PP__R_OK) {
     call->kind = PP__R_FAIL;
     call->msg_len = (size_t) snprintf(call->msg, sizeof(call->msg),
@@ -288,10 +291,13 @@ void pp__serve(pp__serve_ctx *ctx) {
 
   memset(&r, 0, sizeof(r));
   memset(&call, 0, sizeof(call));
+  call.chan = &ctx->chan;
   r.chan = &ctx->chan;
   r.buf = malloc(PP__RX_CAP);
   if (r.buf == NULL)
     pp__worker_die(ctx, PP__EXIT_SETUP, "out of memory", 0);
+  /* Without the watcher a worker still ends when it next reads: serve on regardless. */
+  pp__chan_watch(&ctx->chan);
   err = pp__send_hello(&ctx->chan);
   if (err != 0)
     pp__worker_die(ctx, PP__EXIT_SETUP, "could not greet the pool", err);

@@ -3,6 +3,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -101,4 +105,60 @@ void pp__chan_close(pp__chan *chan) {
   if (chan->h >= 0)
     close((int) chan->h);
   chan->h = -1;
+}
+
+static atomic_int pp__chan_is_busy;
+
+static void *pp__chan_watcher(void *arg) {
+  struct pollfd p;
+  sigset_t all;
+
+  /* Signals are the main thread's business. */
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, NULL);
+  p.fd = (int) (intptr_t) arg;
+#if defined(POLLRDHUP)
+  p.events = POLLRDHUP;
+#else
+  p.events = 0;
+#endif
+  for (;;) {
+    p.revents = 0;
+    if (poll(&p, 1, -1) == -1) {
+      if (errno == EINTR)
+        continue;
+      return NULL;
+    }
+    if (p.revents & (POLLHUP | POLLERR | POLLNVAL
+#if defined(POLLRDHUP)
+                     | POLLRDHUP
+#endif
+                     )) {
+      if (atomic_load(&pp__chan_is_busy))
+        _exit(PP__EXIT_ORPHAN);
+      /* Idle: the serving loop reads end-of-file and ends the process itself. */
+      return NULL;
+    }
+  }
+}
+
+int pp__chan_watch(pp__chan *chan) {
+  pthread_attr_t attr;
+  pthread_t t;
+  int err;
+
+  err = pthread_attr_init(&attr);
+  if (err != 0)
+    return uv_translate_sys_error(err);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  /* It only waits: the smallest stack will do, and keeps a worker's footprint small. */
+  pthread_attr_setstacksize(&attr, PTHREAD_STACK_MIN > 65536 ? PTHREAD_STACK_MIN : 65536);
+  err = pthread_create(&t, &attr, pp__chan_watcher, (void *) chan->h);
+  pthread_attr_destroy(&attr);
+  return err == 0 ? 0 : uv_translate_sys_error(err);
+}
+
+void pp__chan_busy(pp__chan *chan, int busy) {
+  (void) chan;
+  atomic_store(&pp__chan_is_busy, busy);
 }
