@@ -328,8 +328,7 @@ void pp__worker_on_handle_closed(uv_handle_t *handle) {
     return;
   pp__q_remove(&w->node);
   pp__q_remove(&w->idle_node);
-  free(w->rx);
-  free(w->big);
+  pp__rx_free(&w->rx);
   free(w);
   pp__maybe_shutdown(pool);
 }
@@ -380,11 +379,8 @@ static void pp__worker_start(pp_pool *pool) {
   int err;
 
   w = calloc(1, sizeof(*w));
-  if (w != NULL)
-    w->rx = malloc(PP__RX_CAP);
-  if (w == NULL || w->rx == NULL) {
-    if (w != NULL)
-      free(w);
+  if (w == NULL || pp__rx_init(&w->rx, pool->max_message) != 0) {
+    free(w);
     pp__start_failed(pool, PP_ESPAWN, pp__strdupf("cannot start a worker: out of memory"));
     return;
   }
@@ -412,7 +408,6 @@ static void pp__worker_start(pp_pool *pool) {
     pp__start_failed(pool, PP_ESPAWN, pp__strdupf("%s", why));
     return;
   }
-  w->rx_len = 0;
   uv_read_start((uv_stream_t *) &w->pipe, pp__on_alloc, pp__on_read);
   uv_timer_start(&w->timer, pp__on_timer, pool->start_timeout_ms, 0);
 
@@ -734,7 +729,10 @@ static void pp__on_result(pp__worker *w, const pp__hdr *h, uint8_t *data, int ow
 }
 
 /* Handles one whole frame. Returns 0 to go on reading, -1 when the worker was let go. */
-static int pp__on_frame(pp__worker *w, const pp__hdr *h, uint8_t *p, int owned) {
+static int pp__on_frame(void *ctx, const pp__hdr *h, uint8_t *p, int owned) {
+  pp__worker *w = (pp__worker *) ctx;
+  int err;
+
   if (w->state == PP__W_STARTING && !w->got_hello) {
     if (h->type != PP__F_HELLO) {
       if (owned)
@@ -742,7 +740,10 @@ static int pp__on_frame(pp__worker *w, const pp__hdr *h, uint8_t *p, int owned) 
       pp__worker_proto(w, "its first frame is not a hello (is it a procpool program?)");
       return -1;
     }
-    return pp__on_hello(w, p, h->len);
+    err = pp__on_hello(w, p, h->len);
+    if (owned)
+      free(p);
+    return err;
   }
   if (w->state == PP__W_STARTING && h->type == PP__F_READY) {
     pp__on_ready(w, h, p);
@@ -762,12 +763,12 @@ static int pp__on_frame(pp__worker *w, const pp__hdr *h, uint8_t *p, int owned) 
 
 static void pp__on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   pp__worker *w = (pp__worker *) h->data;
+  uint8_t *base;
+  size_t len;
 
   (void) suggested;
-  if (w->big != NULL)
-    *buf = uv_buf_init((char *) w->big + w->big_got, (unsigned int) (w->big_len - w->big_got));
-  else
-    *buf = uv_buf_init((char *) w->rx + w->rx_len, (unsigned int) (PP__RX_CAP - w->rx_len));
+  pp__rx_space(&w->rx, &base, &len);
+  *buf = uv_buf_init((char *) base, (unsigned int) len);
 }
 
 static void pp__on_eof(pp__worker *w) {
@@ -783,68 +784,21 @@ static void pp__on_eof(pp__worker *w) {
 
 static void pp__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   pp__worker *w = (pp__worker *) s->data;
-  pp_pool *pool = w->pool;
-  size_t off = 0;
-  pp__hdr h;
-  const char *why;
+  const char *why = NULL;
+  int err;
 
   (void) buf;
   if (nread < 0) {
     pp__on_eof(w);
     return;
   }
-  if (nread == 0)
+  if (nread == 0 || w->state == PP__W_GOING)
     return;
-  if (w->big != NULL) {
-    w->big_got += (size_t) nread;
-    if (w->big_got == w->big_len) {
-      uint8_t *p = w->big;
-      w->big = NULL;
-      pp__hdr_decode(w->big_hdr, &h);
-      pp__on_frame(w, &h, p, 1);
-    }
-    return;
-  }
-  w->rx_len += (size_t) nread;
-  while (w->rx_len - off >= PP__HDR_SIZE && w->state != PP__W_GOING) {
-    size_t have;
-    pp__hdr_decode(w->rx + off, &h);
-    if (pp__hdr_check_from_worker(&h, pool->max_message, &why) != 0) {
-      pp__worker_proto(w, why);
-      break;
-    }
-    have = w->rx_len - off - PP__HDR_SIZE;
-    if (h.len > PP__RX_CAP - PP__HDR_SIZE) {
-      /* Too large for the buffer: read the rest straight into the result's block. */
-      w->big = malloc(h.len);
-      if (w->big == NULL) {
-        pp__worker_proto(w, "no memory for a large result");
-        break;
-      }
-      memcpy(w->big_hdr, w->rx + off, PP__HDR_SIZE);
-      memcpy(w->big, w->rx + off + PP__HDR_SIZE, have);
-      w->big_len = h.len;
-      w->big_got = have;
-      off = w->rx_len;
-      if (have == h.len) {
-        uint8_t *p = w->big;
-        w->big = NULL;
-        pp__on_frame(w, &h, p, 1);
-      }
-      break;
-    }
-    if (have < h.len)
-      break;
-    off += PP__HDR_SIZE + h.len;
-    if (pp__on_frame(w, &h, w->rx + off - h.len, 0) != 0)
-      break;
-  }
-  if (w->state == PP__W_GOING) {
-    w->rx_len = 0;
-    return;
-  }
-  memmove(w->rx, w->rx + off, w->rx_len - off);
-  w->rx_len -= off;
+  err = pp__rx_feed(&w->rx, (size_t) nread, pp__on_frame, w, &why);
+  if (err == PP_EPROTO)
+    pp__worker_proto(w, why);
+  else if (err == PP_ENOMEM)
+    pp__worker_proto(w, "no memory for a large result");
 }
 
 /* ---- Dispatch ------------------------------------------------------------------------ */

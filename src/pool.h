@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "procpool.h"
+#include "protocol.h"
 #include "queue.h"
 #include "tasktab.h"
 
@@ -41,8 +42,6 @@ enum {
   PP__W_GOING              /* retired or killed; waiting for it to end */
 };
 
-#define PP__RX_CAP (64 * 1024)
-
 struct pp__worker {
   pp__qnode node;          /* in pool->workers */
   pp__qnode idle_node;     /* in pool->idle while ready with nothing to run */
@@ -71,14 +70,7 @@ struct pp__worker {
   uint64_t token;          /* the worker's number within its pool, never 0 */
   uv_write_t init_req;
   uint8_t *init_buf;
-  /* The reader: small frames are parsed out of rx; a payload too large for it is read
-   * straight into its own block, which becomes the result's data without a copy. */
-  uint8_t *rx;
-  size_t rx_len;
-  uint8_t big_hdr[16];
-  uint8_t *big;
-  size_t big_len;
-  size_t big_got;
+  pp__rx rx;
 };
 
 struct pp_pool {

@@ -1,5 +1,6 @@
 #include "protocol.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "procpool.h"
@@ -181,5 +182,88 @@ int pp__init_decode(const uint8_t *p, size_t len, pp__init *out, const char **wh
   out->initializer_len = nlen;
   out->initarg = p + PP__INIT_FIXED + nlen;
   out->initarg_len = len - PP__INIT_FIXED - nlen;
+  return 0;
+}
+
+int pp__rx_init(pp__rx *rx, size_t max_message) {
+  memset(rx, 0, sizeof(*rx));
+  rx->max_message = max_message;
+  rx->buf = malloc(PP__RX_CAP);
+  return rx->buf ? 0 : PP_ENOMEM;
+}
+
+void pp__rx_free(pp__rx *rx) {
+  free(rx->buf);
+  free(rx->big);
+  rx->buf = rx->big = NULL;
+  rx->len = 0;
+}
+
+void pp__rx_space(pp__rx *rx, uint8_t **base, size_t *len) {
+  if (rx->big != NULL) {
+    *base = rx->big + rx->big_got;
+    *len = rx->big_len - rx->big_got;
+  } else {
+    *base = rx->buf + rx->len;
+    *len = PP__RX_CAP - rx->len;
+  }
+}
+
+int pp__rx_feed(pp__rx *rx, size_t n, pp__frame_cb cb, void *ctx, const char **why) {
+  size_t off = 0;
+  pp__hdr h;
+  int r = 0;
+
+  if (rx->big != NULL) {
+    rx->big_got += n;
+    if (rx->big_got < rx->big_len)
+      return 0;
+    pp__hdr_decode(rx->big_hdr, &h);
+    {
+      uint8_t *p = rx->big;
+      rx->big = NULL;
+      return cb(ctx, &h, p, 1);
+    }
+  }
+  rx->len += n;
+  while (rx->len - off >= PP__HDR_SIZE) {
+    size_t have;
+    pp__hdr_decode(rx->buf + off, &h);
+    r = pp__hdr_check_from_worker(&h, rx->max_message, why);
+    if (r != 0)
+      break;
+    have = rx->len - off - PP__HDR_SIZE;
+    if (h.len > PP__RX_CAP - PP__HDR_SIZE) {
+      /* Larger than the buffer can ever hold, so the rest of the buffer is all its own. */
+      uint8_t *p = malloc(h.len);
+      if (p == NULL) {
+        r = PP_ENOMEM;
+        break;
+      }
+      memcpy(rx->big_hdr, rx->buf + off, PP__HDR_SIZE);
+      memcpy(p, rx->buf + off + PP__HDR_SIZE, have);
+      off = rx->len;
+      if (have == h.len) {
+        r = cb(ctx, &h, p, 1);
+        break;
+      }
+      rx->big = p;
+      rx->big_len = h.len;
+      rx->big_got = have;
+      break;
+    }
+    if (have < h.len)
+      break;
+    off += PP__HDR_SIZE + h.len;
+    r = cb(ctx, &h, rx->buf + off - h.len, 0);
+    if (r != 0)
+      break;
+  }
+  if (r != 0) {
+    rx->len = 0;
+    return r;
+  }
+  memmove(rx->buf, rx->buf + off, rx->len - off);
+  rx->len -= off;
   return 0;
 }

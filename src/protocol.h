@@ -74,6 +74,33 @@ int pp__hello_decode(const uint8_t *p, size_t len, pp__hello *out, const char **
  * or PP_EPROTO past the end or on a truncated entry. */
 int pp__hello_name(const pp__hello *h, size_t *pos, const uint8_t **name, size_t *nlen);
 
+/* The pool's reader of a worker's byte stream. Small frames are parsed out of one
+ * buffer, many per read; a payload too large for it is read straight into a block of
+ * its own, which the frame callback then owns, so a large result is never copied. */
+#define PP__RX_CAP (64 * 1024)
+
+typedef struct pp__rx {
+  uint8_t *buf;            /* PP__RX_CAP bytes */
+  size_t len;
+  size_t max_message;
+  uint8_t big_hdr[PP__HDR_SIZE];
+  uint8_t *big;
+  size_t big_len;
+  size_t big_got;
+} pp__rx;
+
+/* Called for each whole frame, in order. The payload is malloc'd and the callback's to
+ * free when owned, else borrowed for the call. A non-zero return stops the reader. */
+typedef int (*pp__frame_cb)(void *ctx, const pp__hdr *h, uint8_t *payload, int owned);
+
+int pp__rx_init(pp__rx *rx, size_t max_message);
+void pp__rx_free(pp__rx *rx);
+/* Where the next bytes go, and how many fit. */
+void pp__rx_space(pp__rx *rx, uint8_t **base, size_t *len);
+/* Takes n bytes just written at the space. Returns 0; PP_EPROTO with *why for a malformed
+ * header (the reader is then unusable); PP_ENOMEM; or the callback's non-zero value. */
+int pp__rx_feed(pp__rx *rx, size_t n, pp__frame_cb cb, void *ctx, const char **why);
+
 /* INIT payload: version u16, flags u16 (0), max_message u64, initializer name as a u8
  * length (0: none) and bytes, then the initializer's argument to the end. */
 #define PP__INIT_FIXED 13
