@@ -211,6 +211,12 @@ typedef struct pp_pool_options {
   /* 0: 60 s. How long a worker may take from its start to ready (through pp_main and the
    * initializer) before it is killed and counts as a failed start. */
   uint64_t start_timeout_ms;
+  /* How many tasks a worker may have been sent ahead of their results. 0: adaptive, up to
+   * 32 while tasks take microseconds, down to 1 as they take milliseconds; 1: one at a
+   * time, so a long task never holds up a short one queued behind it in the same
+   * worker. At most 1024. A task sent ahead that its worker never started (the worker
+   * died, timed out or was canceled with its running task) runs in another worker. */
+  unsigned pipeline_depth;
 } pp_pool_options;
 
 /* Sets *opts to the defaults (all zero). */
@@ -222,9 +228,12 @@ PP_EXTERN void pp_pool_options_init(pp_pool_options *opts);
  * pp_pool_close. opts: NULL for the defaults.
  *
  * On success *pool is set and the caller owns it until pp_pool_close or
- * pp_pool_terminate. On failure *pool is NULL and nothing is left to clean up. Errors:
- * PP_EINVAL (NULL pool, an option out of range, pp_main not called first while
- * worker_executable is NULL), PP_ENOTASK (initializer not in the task table), PP_ENOTSUP
+ * pp_pool_terminate. On failure *pool is NULL and nothing is left to clean up (on a
+ * caller's loop, handles already made are closed and release their memory at the loop's
+ * next turn). Errors: PP_EINVAL (NULL pool, an option out of range, pp_main not called
+ * first while worker_executable is NULL, or called in a worker: tasks may not make pools,
+ * as Python's daemonic workers may not), PP_E2BIG (initarg_len over max_message_bytes),
+ * PP_ENOTASK (initializer not in the task table), PP_ENOTSUP
  * (method not available here; the message on stderr names PROCPOOL_START_METHOD when it
  * was the cause), PP_ENOMEM, or the libuv error that stopped the first worker from
  * starting (UV_ENOENT for a missing worker_executable, UV_EMFILE, ...).
@@ -283,11 +292,12 @@ typedef void (*pp_result_cb)(pp_pool *pool, pp_result *result, void *user);
 PP_EXTERN int pp_submit(pp_pool *pool, const char *task, const void *arg, size_t len,
                         pp_result_cb cb, void *user, uint64_t *id);
 
-/* Cancels a pending task. A queued task's callback runs with PP_ECANCELED before
- * pp_cancel returns; a running task's worker is killed, and the callback runs with
- * PP_ECANCELED once the worker is gone (a replacement is started). Returns 0, PP_EINVAL
+/* Cancels a pending task: its callback runs with PP_ECANCELED before pp_cancel returns.
+ * A task that was running has its worker killed (a replacement is started, and tasks
+ * sent to that worker behind it run elsewhere); one sent ahead to a worker but not
+ * started stays there and its result, when it comes, is dropped. Returns 0, PP_EINVAL
  * (NULL pool) or PP_ENOENT (no pending task has that id: it already finished, or never
- * existed). A result that races with the cancel is dropped: the task ends canceled. */
+ * existed). */
 PP_EXTERN int pp_cancel(pp_pool *pool, uint64_t id);
 
 /* Runs the pool's loop until no task is pending. Returns 0, PP_EINVAL (NULL pool, or

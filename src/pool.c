@@ -24,6 +24,7 @@
 static void pp__pump(pp_pool *pool);
 static void pp__maintain(pp_pool *pool);
 static void pp__maybe_shutdown(pp_pool *pool);
+static void pp__pool_on_flush_closed(uv_handle_t *h);
 static int pp__pool_end(pp_pool *pool);
 static void pp__worker_kill(pp__worker *w);
 static void pp__worker_finish(pp__worker *w);
@@ -167,6 +168,9 @@ static int pp__resolve_options(pp_pool *pool, const pp_pool_options *o) {
   if (pool->max_message > PP__MAX_MESSAGE_LIMIT || o->initarg_len > pool->max_message)
     return o->initarg_len > pool->max_message ? PP_E2BIG : PP_EINVAL;
   pool->max_tasks = o->max_tasks_per_worker;
+  if (o->pipeline_depth > 1024)
+    return PP_EINVAL;
+  pool->depth = o->pipeline_depth;
   pool->timeout_ms = o->task_timeout_ms;
   pool->start_timeout_ms = o->start_timeout_ms ? o->start_timeout_ms
                                                : PP__DEFAULT_START_TIMEOUT_MS;
@@ -239,8 +243,10 @@ static int pp__find_task(const pp_pool *pool, const char *name, uint32_t *index)
   return PP_ENOTASK;
 }
 
+/* A task is freed once it is decided, no write points at it, and no worker's list holds
+ * it (a task decided while sent ahead stays listed until its result comes back). */
 static void pp__task_free(pp__task *t) {
-  if (t != NULL && !t->writing)
+  if (t != NULL && t->state == PP__T_DONE && t->writing == 0 && t->worker == NULL)
     free(t);
 }
 
@@ -254,13 +260,11 @@ static void pp__task_finish(pp__task *t, int status, void *data, size_t len, cha
   if (t->state == PP__T_DONE) {
     free(data);
     free(msg);
+    pp__task_free(t);
     return;
   }
   if (t->state == PP__T_QUEUED)
     pp__q_remove(&t->node);
-  if (t->worker != NULL && t->worker->running == t)
-    t->worker->running = NULL;
-  t->worker = NULL;
   t->state = PP__T_DONE;
   pp__tasktab_del(&pool->tasks, t->id);
   pool->pending--;
@@ -308,16 +312,56 @@ static void pp__worker_count(pp__worker *w, int counted) {
   if (w->counted == counted)
     return;
   w->counted = counted;
-  if (counted)
+  if (counted) {
     w->pool->active++;
-  else
+  } else {
     w->pool->active--;
+    if (w->ready_counted)
+      w->pool->ready--;
+    w->ready_counted = 0;
+  }
 }
 
 static void pp__worker_set_idle(pp__worker *w, int idle) {
   pp__q_remove(&w->idle_node);
   if (idle)
     pp__q_insert_tail(&w->pool->idle, &w->idle_node);
+}
+
+static pp__task *pp__worker_head(pp__worker *w) {
+  return pp__q_empty(&w->inflight) ? NULL
+                                   : PP__CONTAINER_OF(pp__q_head(&w->inflight), pp__task, node);
+}
+
+/* Takes t off w's list of tasks in flight. */
+static void pp__worker_detach(pp__worker *w, pp__task *t) {
+  pp__q_remove(&t->node);
+  t->worker = NULL;
+  w->ninflight--;
+}
+
+/* Every task still listed on w goes back to the front of the queue, in order, to run in
+ * another worker; those already decided are released. */
+static void pp__worker_requeue(pp__worker *w) {
+  pp_pool *pool = w->pool;
+
+  while (!pp__q_empty(&w->inflight)) {
+    pp__task *t = PP__CONTAINER_OF(w->inflight.prev, pp__task, node);
+    pp__worker_detach(w, t);
+    if (t->state == PP__T_DONE) {
+      pp__task_free(t);
+    } else {
+      t->state = PP__T_QUEUED;
+      pp__q_insert_head(&pool->queue, &t->node);
+    }
+  }
+}
+
+static void pp__wbatch_free(pp__wbatch *b) {
+  free(b->bytes);
+  free(b->segs);
+  free(b->bufs);
+  memset(b, 0, sizeof(*b));
 }
 
 void pp__worker_on_handle_closed(uv_handle_t *handle) {
@@ -328,12 +372,21 @@ void pp__worker_on_handle_closed(uv_handle_t *handle) {
     return;
   pp__q_remove(&w->node);
   pp__q_remove(&w->idle_node);
+  pp__q_remove(&w->dirty_node);
   pp__rx_free(&w->rx);
+  pp__wbatch_free(&w->wb[0]);
+  pp__wbatch_free(&w->wb[1]);
   free(w);
   pp__maybe_shutdown(pool);
 }
 
+static void pp__wbatch_done(pp__wbatch *b);
+
 static void pp__worker_close(pp__worker *w) {
+  /* The batch being filled will never be written; the one being written, if any, is
+   * canceled by the pipe's close, which calls its callback. */
+  pp__q_remove(&w->dirty_node);
+  pp__wbatch_done(&w->wb[w->wb_fill]);
   uv_timer_stop(&w->timer);
   if (!uv_is_closing((uv_handle_t *) &w->pipe))
     uv_close((uv_handle_t *) &w->pipe, pp__worker_on_handle_closed);
@@ -389,6 +442,8 @@ static void pp__worker_start(pp_pool *pool) {
   w->m_fd = -1;
   w->state = PP__W_STARTING;
   pp__q_init(&w->idle_node);
+  pp__q_init(&w->dirty_node);
+  pp__q_init(&w->inflight);
   pp__q_insert_tail(&pool->workers, &w->node);
   pp__worker_count(w, 1);
   uv_pipe_init(pool->loop, &w->pipe, 0);
@@ -453,11 +508,13 @@ static void pp__maintain(pp_pool *pool) {
   pp__fail_queue_if_broken(pool);
 }
 
-/* Ends a worker that must not go on: its running task must already be decided. */
+/* Ends a worker that must not go on. Its running task must already be decided; the
+ * tasks sent after it had not started, and go back to the queue. */
 static void pp__worker_kill(pp__worker *w) {
   if (w->state == PP__W_GOING && w->finished)
     return;
   w->state = PP__W_GOING;
+  pp__worker_requeue(w);
   pp__worker_set_idle(w, 0);
   pp__worker_count(w, 0);
   uv_read_stop((uv_stream_t *) &w->pipe);
@@ -505,11 +562,13 @@ static void pp__worker_finish(pp__worker *w) {
                        pp__strdupf("worker pid %ld %s while it ran the initializer '%s'",
                                    w->pid, how, pool->initializer ? pool->initializer
                                                                   : "(none)"));
-  } else if (w->running != NULL && was_alive) {
-    pp__task *t = w->running;
+  } else if (was_alive && pp__worker_head(w) != NULL) {
+    pp__task *t = pp__worker_head(w);
+    pp__worker_detach(w, t);
     pp__task_fail(t, PP_EWORKER, "task '%s' (id %llu) failed: worker pid %ld %s while it "
-                  "ran the task", t->name, (unsigned long long) t->id, w->pid, how);
+                    "ran the task", t->name, (unsigned long long) t->id, w->pid, how);
   }
+  pp__worker_requeue(w);
   pp__worker_close(w);
   pp__maintain(pool);
   pp__pump(pool);
@@ -558,8 +617,9 @@ static void pp__on_timer(uv_timer_t *timer) {
     w->state = PP__W_GOING;
     pp__start_failed(pool, PP_ESPAWN, msg);
     pp__worker_kill(w);
-  } else if (w->state == PP__W_READY && w->running != NULL && !w->eof) {
-    pp__task *t = w->running;
+  } else if (w->state == PP__W_READY && pp__worker_head(w) != NULL && !w->eof) {
+    pp__task *t = pp__worker_head(w);
+    pp__worker_detach(w, t);
     pp__task_fail(t, PP_ETIMEDOUT, "task '%s' (id %llu) ran longer than task_timeout_ms "
                   "(%llu ms); worker pid %ld was killed", t->name, (unsigned long long) t->id,
                   (unsigned long long) pool->timeout_ms, w->pid);
@@ -579,8 +639,9 @@ static void pp__worker_proto(pp__worker *w, const char *why) {
     pp__start_failed(pool, PP_ESPAWN,
                      pp__strdupf("worker pid %ld sent malformed data while starting (%s); "
                                  "it was killed", w->pid, why));
-  } else if (w->running != NULL) {
-    pp__task *t = w->running;
+  } else if (pp__worker_head(w) != NULL) {
+    pp__task *t = pp__worker_head(w);
+    pp__worker_detach(w, t);
     pp__task_fail(t, PP_EPROTO, "task '%s' (id %llu) failed: worker pid %ld sent malformed "
                   "data (%s); it was killed", t->name, (unsigned long long) t->id, w->pid,
                   why);
@@ -653,16 +714,42 @@ static void pp__on_ready(pp__worker *w, const pp__hdr *h, const uint8_t *p) {
   }
   uv_timer_stop(&w->timer);
   w->state = PP__W_READY;
+  if (w->counted) {
+    w->ready_counted = 1;
+    pool->ready++;
+  }
   pool->start_failures = 0;
   pp__worker_set_idle(w, 1);
   pp__pump(pool);
 }
 
-/* A result for the worker's running task. data is malloc'd when owned, else it points
- * into the reader's buffer and is copied. */
+/* The depth a worker's pipeline may reach, from how long tasks have been taking. */
+static unsigned pp__depth(const pp_pool *pool) {
+  if (pool->depth != 0)
+    return pool->depth;
+  /* Nothing is known of the tasks' length until one has finished. */
+  if (pool->timed == 0)
+    return 1;
+  if (pool->avg_ns < 100000)
+    return 32;
+  if (pool->avg_ns < 1000000)
+    return 4;
+  return 1;
+}
+
+static int pp__worker_can_take(const pp__worker *w) {
+  const pp_pool *pool = w->pool;
+
+  return w->state == PP__W_READY && w->ninflight < pp__depth(pool) &&
+         (pool->max_tasks == 0 || w->assigned < pool->max_tasks);
+}
+
+/* A result for the worker's running task, the first in flight. data is malloc'd when
+ * owned, else it points into the reader's buffer and is copied. */
 static void pp__on_result(pp__worker *w, const pp__hdr *h, uint8_t *data, int owned) {
   pp_pool *pool = w->pool;
-  pp__task *t = w->running;
+  pp__task *t = pp__worker_head(w);
+  uint64_t now;
   int status;
   void *copy = NULL;
 
@@ -689,17 +776,29 @@ static void pp__on_result(pp__worker *w, const pp__hdr *h, uint8_t *data, int ow
     pp__worker_proto(w, "an error message over the size limit");
     return;
   }
-  uv_timer_stop(&w->timer);
-  w->running = NULL;
-  t->worker = NULL;
-  if (w->state == PP__W_READY) {
+  pp__worker_detach(w, t);
+  now = uv_hrtime();
+  pool->avg_ns = pool->timed++ ? (pool->avg_ns * 7 + (now - w->head_since)) / 8
+                               : now - w->head_since;
+  w->head_since = now;
+  if (pool->timeout_ms != 0) {
+    if (w->ninflight > 0)
+      uv_timer_start(&w->timer, pp__on_timer, pool->timeout_ms, 0);
+    else
+      uv_timer_stop(&w->timer);
+  }
+  if (w->state == PP__W_READY && w->ninflight == 0) {
     if (pool->max_tasks != 0 && w->assigned >= pool->max_tasks)
       pp__worker_retire(w);
     else
       pp__worker_set_idle(w, 1);
   }
 
-  if (status == 0) {
+  if (t->state == PP__T_DONE) {
+    /* Decided already (canceled while it waited in the worker): the result is dropped. */
+    pool->dropped++;
+    pp__task_free(t);
+  } else if (status == 0) {
     if (h->len > 0) {
       if (owned) {
         copy = data;
@@ -803,52 +902,206 @@ static void pp__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 
 /* ---- Dispatch ------------------------------------------------------------------------ */
 
-static void pp__on_task_written(uv_write_t *req, int status) {
-  pp__task *t = (pp__task *) req->data;
+/* Arguments this large are written from the task itself rather than copied. */
+#define PP__WCOPY_MAX (16 * 1024)
 
-  (void) status;  /* A failed write means the worker is gone; its end decides the task. */
-  t->writing = 0;
-  if (t->state == PP__T_DONE)
-    pp__task_free(t);
+static int pp__wbatch_reserve(pp__wbatch *b, size_t bytes) {
+  if (b->len + bytes > b->cap) {
+    size_t cap = b->cap ? b->cap : 4096;
+    uint8_t *p;
+    while (cap < b->len + bytes)
+      cap *= 2;
+    p = realloc(b->bytes, cap);
+    if (p == NULL)
+      return PP_ENOMEM;
+    b->bytes = p;
+    b->cap = cap;
+  }
+  if (b->nsegs + 2 > b->capsegs) {
+    size_t cap = b->capsegs ? b->capsegs * 2 : 16;
+    pp__wseg *p = realloc(b->segs, cap * sizeof(*p));
+    if (p == NULL)
+      return PP_ENOMEM;
+    b->segs = p;
+    b->capsegs = cap;
+  }
+  return 0;
 }
 
-static void pp__pump(pp_pool *pool) {
-  while (!pp__q_empty(&pool->queue) && !pp__q_empty(&pool->idle)) {
-    pp__task *t = PP__CONTAINER_OF(pp__q_head(&pool->queue), pp__task, node);
-    pp__worker *w = PP__CONTAINER_OF(pp__q_head(&pool->idle), pp__worker, idle_node);
-    uv_buf_t bufs[2];
-    int err;
+/* Appends t's frame to the worker's batch. */
+static int pp__wbatch_add(pp__wbatch *b, pp__task *t) {
+  int copy = t->len <= PP__WCOPY_MAX;
+  size_t n = PP__HDR_SIZE + (copy ? t->len : 0);
+  int err = pp__wbatch_reserve(b, n);
 
-    if (t->index == PP__NO_INDEX && pp__find_task(pool, t->name, &t->index) != 0) {
-      pp__task_fail(t, PP_ENOTASK, "task '%s' (id %llu): the workers have no task of that "
-                    "name", t->name, (unsigned long long) t->id);
-      continue;
+  if (err != 0)
+    return err;
+  pp__hdr_encode(b->bytes + b->len, PP__F_TASK, (uint16_t) t->index, t->id,
+                 (uint32_t) t->len);
+  if (copy && t->len > 0)
+    memcpy(b->bytes + b->len + PP__HDR_SIZE, t->arg, t->len);
+  /* Consecutive copied frames make one segment. */
+  if (b->nsegs > 0 && b->segs[b->nsegs - 1].task == NULL &&
+      b->segs[b->nsegs - 1].off + b->segs[b->nsegs - 1].len == b->len) {
+    b->segs[b->nsegs - 1].len += n;
+  } else {
+    b->segs[b->nsegs].off = b->len;
+    b->segs[b->nsegs].len = n;
+    b->segs[b->nsegs].task = NULL;
+    b->nsegs++;
+  }
+  b->len += n;
+  if (!copy) {
+    b->segs[b->nsegs].off = 0;
+    b->segs[b->nsegs].len = t->len;
+    b->segs[b->nsegs].task = t;
+    b->nsegs++;
+    t->writing++;
+  }
+  return 0;
+}
+
+static void pp__wbatch_done(pp__wbatch *b) {
+  size_t i;
+
+  for (i = 0; i < b->nsegs; i++)
+    if (b->segs[i].task != NULL) {
+      pp__task *t = b->segs[i].task;
+      t->writing--;
+      pp__task_free(t);
     }
-    pp__q_remove(&t->node);
-    pp__worker_set_idle(w, 0);
-    t->state = PP__T_RUNNING;
-    t->worker = w;
-    w->running = t;
-    w->assigned++;
-    pp__hdr_encode(t->hdr, PP__F_TASK, (uint16_t) t->index, t->id, (uint32_t) t->len);
-    bufs[0] = uv_buf_init((char *) t->hdr, PP__HDR_SIZE);
-    bufs[1] = uv_buf_init((char *) t->arg, (unsigned int) t->len);
-    t->req.data = t;
-    err = uv_write(&t->req, (uv_stream_t *) &w->pipe, bufs, t->len ? 2 : 1,
-                   pp__on_task_written);
-    if (err != 0) {
-      /* Nothing reached the worker: the task goes back to the head of the queue and the
-       * worker, whose channel is broken, is let go. */
-      t->state = PP__T_QUEUED;
-      t->worker = NULL;
-      w->running = NULL;
-      pp__q_insert_head(&pool->queue, &t->node);
-      pp__worker_kill(w);
-      continue;
+  b->len = 0;
+  b->nsegs = 0;
+}
+
+static void pp__flush_worker(pp__worker *w);
+
+static void pp__on_written(uv_write_t *req, int status) {
+  pp__wbatch *b = (pp__wbatch *) req->data;
+  pp__worker *w = b->worker;
+
+  /* A failed write means the worker is gone; its end decides its tasks. */
+  (void) status;
+  pp__wbatch_done(b);
+  w->wb_busy = 0;
+  if (w->state != PP__W_GOING)
+    pp__flush_worker(w);
+}
+
+/* Writes the batch being filled, unless one is being written already: the write
+ * callback then sends this one. */
+static void pp__flush_worker(pp__worker *w) {
+  pp__wbatch *b = &w->wb[w->wb_fill];
+  size_t i;
+  int err;
+
+  if (w->wb_busy || b->nsegs == 0)
+    return;
+  if (b->capbufs < b->nsegs) {
+    uv_buf_t *bufs = realloc(b->bufs, b->nsegs * sizeof(*bufs));
+    if (bufs == NULL) {
+      pp__worker_proto(w, "no memory to write to it");
+      return;
     }
-    t->writing = 1;
+    b->bufs = bufs;
+    b->capbufs = b->nsegs;
+  }
+  for (i = 0; i < b->nsegs; i++) {
+    const pp__wseg *g = &b->segs[i];
+    b->bufs[i] = uv_buf_init(g->task ? (char *) g->task->arg : (char *) b->bytes + g->off,
+                             (unsigned int) g->len);
+  }
+  b->req.data = b;
+  b->worker = w;
+  err = uv_write(&b->req, (uv_stream_t *) &w->pipe, b->bufs, (unsigned int) b->nsegs,
+                 pp__on_written);
+  if (err != 0) {
+    /* The channel is broken: the worker's end, handled as such, decides its tasks. */
+    pp__wbatch_done(b);
+    pp__worker_kill(w);
+    return;
+  }
+  w->wb_busy = 1;
+  w->wb_fill ^= 1;
+}
+
+static void pp__on_flush(uv_prepare_t *h) {
+  pp_pool *pool = (pp_pool *) h->data;
+
+  while (!pp__q_empty(&pool->dirty)) {
+    pp__worker *w = PP__CONTAINER_OF(pp__q_head(&pool->dirty), pp__worker, dirty_node);
+    pp__q_remove(&w->dirty_node);
+    if (w->state != PP__W_GOING)
+      pp__flush_worker(w);
+  }
+  uv_prepare_stop(h);
+}
+
+/* Sends t to w. Returns 0, or an error that leaves t queued. */
+static int pp__assign(pp__worker *w, pp__task *t) {
+  pp_pool *pool = w->pool;
+  int err = pp__wbatch_add(&w->wb[w->wb_fill], t);
+
+  if (err != 0)
+    return err;
+  pp__q_remove(&t->node);
+  pp__q_insert_tail(&w->inflight, &t->node);
+  if (w->ninflight++ == 0) {
+    w->head_since = uv_hrtime();
     if (pool->timeout_ms != 0)
       uv_timer_start(&w->timer, pp__on_timer, pool->timeout_ms, 0);
+  }
+  w->assigned++;
+  t->state = PP__T_RUNNING;
+  t->worker = w;
+  pp__worker_set_idle(w, 0);
+  if (pp__q_empty(&w->dirty_node)) {
+    pp__q_insert_tail(&pool->dirty, &w->dirty_node);
+    uv_prepare_start(&pool->flush, pp__on_flush);
+  }
+  return 0;
+}
+
+/* The queue's first task, with its name resolved; tasks no worker knows fail here. */
+static pp__task *pp__next_task(pp_pool *pool) {
+  while (!pp__q_empty(&pool->queue)) {
+    pp__task *t = PP__CONTAINER_OF(pp__q_head(&pool->queue), pp__task, node);
+    if (t->index != PP__NO_INDEX || pp__find_task(pool, t->name, &t->index) == 0)
+      return t;
+    pp__task_fail(t, PP_ENOTASK, "task '%s' (id %llu): the workers have no task of that "
+                  "name", t->name, (unsigned long long) t->id);
+  }
+  return NULL;
+}
+
+/* Hands out queued tasks: first one to each idle worker, then, while tasks are short
+ * enough to pipeline, round after round of one more to each worker that can take one,
+ * so that work spreads evenly. */
+static void pp__pump(pp_pool *pool) {
+  pp__task *t;
+  int progress = 1;
+
+  while (!pp__q_empty(&pool->idle) && (t = pp__next_task(pool)) != NULL) {
+    pp__worker *w = PP__CONTAINER_OF(pp__q_head(&pool->idle), pp__worker, idle_node);
+    if (pp__assign(w, t) != 0)
+      return;
+  }
+  /* While some workers are still starting, the ready ones get no more than one task each,
+   * or the first to be ready would take everything. */
+  if (pool->ready < pool->active)
+    return;
+  while (progress && !pp__q_empty(&pool->queue)) {
+    pp__qnode *q;
+    progress = 0;
+    for (q = pp__q_head(&pool->workers); q != &pool->workers; q = q->next) {
+      pp__worker *w = PP__CONTAINER_OF(q, pp__worker, node);
+      if (!pp__worker_can_take(w))
+        continue;
+      t = pp__next_task(pool);
+      if (t == NULL || pp__assign(w, t) != 0)
+        return;
+      progress = 1;
+    }
   }
 }
 
@@ -878,6 +1131,8 @@ int pp_pool_new(pp_pool **out, uv_loop_t *loop, const pp_pool_options *opts) {
   if (out == NULL)
     return PP_EINVAL;
   *out = NULL;
+  if (pp__in_worker())
+    return PP_EINVAL;
   if (opts == NULL) {
     pp_pool_options_init(&defaults);
     opts = &defaults;
@@ -888,6 +1143,7 @@ int pp_pool_new(pp_pool **out, uv_loop_t *loop, const pp_pool_options *opts) {
   pp__q_init(&pool->queue);
   pp__q_init(&pool->workers);
   pp__q_init(&pool->idle);
+  pp__q_init(&pool->dirty);
   pp__tasktab_init(&pool->tasks);
   pool->next_id = 1;
   err = pp__resolve_options(pool, opts);
@@ -912,11 +1168,13 @@ int pp_pool_new(pp_pool **out, uv_loop_t *loop, const pp_pool_options *opts) {
   pool->loop = loop;
   uv_idle_init(loop, &pool->final);
   pool->final.data = pool;
+  uv_prepare_init(loop, &pool->flush);
+  pool->flush.data = pool;
+  pool->open_handles++;
   pp__os_parent_init();
   if (pool->ops->pool_init != NULL) {
     err = pool->ops->pool_init(pool);
     if (err != 0) {
-      pool->method_ended = 1;
       pool->orphan = 1;
       pool->closing = 1;
       pp__maybe_shutdown(pool);
@@ -963,7 +1221,7 @@ int pp_submit(pp_pool *pool, const char *task, const void *arg, size_t len,
   size_t nlen;
   pp__task *t;
 
-  if (pool == NULL || task == NULL || (arg == NULL && len > 0))
+  if (pool == NULL || task == NULL || (arg == NULL && len > 0) || pp__in_worker())
     return PP_EINVAL;
   if (pool->closing)
     return PP_ECLOSED;
@@ -1013,11 +1271,17 @@ int pp_cancel(pp_pool *pool, uint64_t id) {
   t = (pp__task *) pp__tasktab_get(&pool->tasks, id);
   if (t == NULL)
     return PP_ENOENT;
-  if (t->state == PP__T_RUNNING && t->worker != NULL) {
+  if (t->state == PP__T_RUNNING && t->worker != NULL && pp__worker_head(t->worker) == t) {
     pp__worker *w = t->worker;
+    pp__worker_detach(w, t);
     pp__task_fail(t, PP_ECANCELED, "task '%s' (id %llu) was canceled while it ran; worker "
                   "pid %ld was killed", t->name, (unsigned long long) id, w->pid);
     pp__worker_kill(w);
+  } else if (t->state == PP__T_RUNNING) {
+    /* Sent ahead but not started: it stays listed so the worker's results still line
+     * up, and its result, when it comes, is dropped. */
+    pp__task_fail(t, PP_ECANCELED, "task '%s' (id %llu) was canceled before it ran",
+                  t->name, (unsigned long long) id);
   } else {
     pp__task_fail(t, PP_ECANCELED, "task '%s' (id %llu) was canceled before it ran",
                   t->name, (unsigned long long) id);
@@ -1135,7 +1399,7 @@ int pp_map(pp_pool *pool, const char *task, size_t n, const pp_input *args, pp_r
   map.out = out;
   map.done = 0;
   /* A bounded window keeps a huge map from holding every argument's copy at once. */
-  window = (size_t) pool->nworkers * 4;
+  window = (size_t) pool->nworkers * 64;
   pool->blocking++;
   while (map.done < n) {
     while (next < n && next - map.done < window) {
@@ -1212,6 +1476,7 @@ static void pp__maybe_shutdown(pp_pool *pool) {
     return;
   if (!pool->method_ended) {
     pool->method_ended = 1;
+    uv_close((uv_handle_t *) &pool->flush, pp__pool_on_flush_closed);
     if (pool->ops != NULL && pool->ops->pool_end != NULL)
       pool->ops->pool_end(pool);
   }
@@ -1219,6 +1484,10 @@ static void pp__maybe_shutdown(pp_pool *pool) {
     return;
   pool->finished = 1;
   uv_close((uv_handle_t *) &pool->final, pp__pool_on_final_closed);
+}
+
+static void pp__pool_on_flush_closed(uv_handle_t *h) {
+  pp__pool_handle_closed((pp_pool *) h->data);
 }
 
 void pp__pool_handle_closed(pp_pool *pool) {
@@ -1283,11 +1552,11 @@ int pp_pool_terminate(pp_pool *pool, pp_close_cb cb, void *user) {
   for (q = pp__q_head(&pool->workers); q != &pool->workers;) {
     pp__worker *w = PP__CONTAINER_OF(q, pp__worker, node);
     q = q->next;
-    if (w->running != NULL) {
-      pp__task *t = w->running;
-      pp__task_fail(t, PP_ECANCELED, "task '%s' (id %llu) was canceled while it ran in "
-                    "worker pid %ld: the pool was terminated", t->name,
-                    (unsigned long long) t->id, w->pid);
+    pp__task *t;
+    while ((t = pp__worker_head(w)) != NULL) {
+      pp__worker_detach(w, t);
+      pp__task_fail(t, PP_ECANCELED, "task '%s' (id %llu) was canceled in worker pid %ld: "
+                    "the pool was terminated", t->name, (unsigned long long) t->id, w->pid);
     }
     if (w->state != PP__W_GOING || !w->exited)
       pp__worker_kill(w);

@@ -18,17 +18,15 @@ typedef struct pp__method_ops pp__method_ops;
 #define PP__NO_INDEX 0xFFFFFFFFu
 
 struct pp__task {
-  pp__qnode node;          /* in pool->queue while queued */
+  pp__qnode node;          /* in pool->queue, or in its worker's inflight list */
   pp_pool *pool;
   uint64_t id;
   uint32_t index;          /* in the task table; PP__NO_INDEX until known */
   int state;               /* PP__T_QUEUED, PP__T_RUNNING, PP__T_DONE */
-  int writing;             /* a uv_write of this task is in flight */
+  int writing;             /* writes in flight that point at arg */
   pp_result_cb cb;
   void *user;
-  pp__worker *worker;      /* while running */
-  uv_write_t req;
-  uint8_t hdr[16];
+  pp__worker *worker;      /* while sent to a worker (also when done, until its result) */
   size_t len;
   uint8_t *arg;            /* points into this allocation, after name */
   char name[1];            /* the task's name, NUL-terminated; arg follows */
@@ -42,12 +40,40 @@ enum {
   PP__W_GOING              /* retired or killed; waiting for it to end */
 };
 
+/* Frames to a worker are gathered into a batch and written with one call per loop
+ * turn. Small frames are copied into bytes; a large argument is written from the task
+ * itself. */
+typedef struct pp__wseg {
+  size_t off;              /* into bytes, when task is NULL */
+  size_t len;
+  pp__task *task;          /* the argument of this task, when not NULL */
+} pp__wseg;
+
+typedef struct pp__wbatch {
+  uv_write_t req;
+  pp__worker *worker;
+  uint8_t *bytes;
+  size_t len, cap;
+  pp__wseg *segs;
+  size_t nsegs, capsegs;
+  uv_buf_t *bufs;
+  size_t capbufs;
+} pp__wbatch;
+
 struct pp__worker {
   pp__qnode node;          /* in pool->workers */
   pp__qnode idle_node;     /* in pool->idle while ready with nothing to run */
+  pp__qnode dirty_node;    /* in pool->dirty while it has frames to write */
+  pp__qnode inflight;      /* tasks sent, in order; the first is the one running */
+  unsigned ninflight;
+  uint64_t head_since;     /* when the first in flight started running (uv_hrtime) */
+  pp__wbatch wb[2];        /* one being filled, one possibly being written */
+  int wb_fill;             /* which one is being filled */
+  int wb_busy;             /* the other is being written */
   pp_pool *pool;
   int state;
   int counted;             /* counts toward pool->active */
+  int ready_counted;       /* counts toward pool->ready */
   int got_hello;
   int exited;
   int eof;
@@ -57,7 +83,6 @@ struct pp__worker {
   int64_t exit_status;
   int term_signal;
   unsigned assigned;       /* tasks handed to it */
-  pp__task *running;
   uv_pipe_t pipe;
   uv_timer_t timer;
   union {                  /* the start method's handle for the process, if any */
@@ -85,6 +110,7 @@ struct pp_pool {
   uint64_t next_token;
   unsigned nworkers;
   unsigned active;         /* workers counted toward nworkers */
+  unsigned ready;          /* of those, the ones ready to serve */
   unsigned start_failures; /* consecutive failed starts */
   int broken;              /* 0, or PP_ESPAWN / PP_EINIT once starting workers gave up */
   char *broken_msg;
@@ -105,6 +131,12 @@ struct pp_pool {
   pp__qnode queue;
   pp__qnode workers;
   pp__qnode idle;
+  pp__qnode dirty;
+  uv_prepare_t flush;      /* writes the dirty workers' batches once per loop turn */
+  unsigned depth;          /* options.pipeline_depth; 0: adaptive */
+  uint64_t avg_ns;         /* running average of a task's time in its worker */
+  uint64_t timed;          /* results that went into avg_ns */
+  uint64_t dropped;        /* results that came for tasks already decided */
   pp__tasktab tasks;
   uv_idle_t final;         /* closed last: its close callback releases the pool */
   int final_closed;

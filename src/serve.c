@@ -13,6 +13,12 @@
 /* The program's task table, recorded by pp_main in every process. */
 static const pp_task *pp__table;
 static size_t pp__ntasks;
+static int pp__serving;
+
+/* The longest message a task can give pp_fail; the header promises it. */
+#define PP__TASK_MSG_MAX 4000
+
+int pp__in_worker(void) { return pp__serving; }
 
 struct pp_call {
   pp__chan *chan;
@@ -22,7 +28,7 @@ struct pp_call {
   size_t len;
   int kind;             /* a pp__result_kind: what the result frame will say */
   size_t msg_len;
-  char msg[PP__MAX_ERRMSG];
+  char msg[PP__TASK_MSG_MAX + 1];
 };
 
 /* A reader that batches small frames into few read calls. The buffer is allocated with
@@ -213,6 +219,61 @@ static int pp__reader_next(pp__reader *r, pp__hdr *h, const uint8_t **payload,
   }
 }
 
+/* Each result is written before the next task starts: a worker that dies in a task must
+ * leave every earlier result on the wire, so that the pool blames the right task and
+ * never runs a finished one again. The writer only joins a frame's parts into one call. */
+#define PP__TX_CAP (64 * 1024)
+
+typedef struct pp__writer {
+  pp__chan *chan;
+  uint8_t *buf;
+  size_t len;
+} pp__writer;
+
+static int pp__writer_flush(pp__writer *w) {
+  pp__iov iov;
+  int err;
+
+  if (w->len == 0)
+    return 0;
+  iov.base = w->buf;
+  iov.len = w->len;
+  err = pp__chan_write(w->chan, &iov, 1);
+  w->len = 0;
+  return err;
+}
+
+static int pp__writer_frame(pp__writer *w, uint8_t type, uint16_t aux, uint64_t id,
+                            const void *data, size_t len) {
+  if (PP__HDR_SIZE + len > PP__TX_CAP - w->len) {
+    if (PP__HDR_SIZE + len > PP__TX_CAP / 2) {
+      /* Large: out at once, behind what is gathered, in one call and with no copy. */
+      uint8_t hdr[PP__HDR_SIZE];
+      pp__iov iov[3];
+      int err;
+      pp__hdr_encode(hdr, type, aux, id, (uint32_t) len);
+      iov[0].base = w->buf;
+      iov[0].len = w->len;
+      iov[1].base = hdr;
+      iov[1].len = sizeof(hdr);
+      iov[2].base = data;
+      iov[2].len = len;
+      err = pp__chan_write(w->chan, iov, 3);
+      w->len = 0;
+      return err;
+    } else {
+      int err = pp__writer_flush(w);
+      if (err != 0)
+        return err;
+    }
+  }
+  pp__hdr_encode(w->buf + w->len, type, aux, id, (uint32_t) len);
+  if (len > 0)
+    memcpy(w->buf + w->len + PP__HDR_SIZE, data, len);
+  w->len += PP__HDR_SIZE + len;
+  return 0;
+}
+
 static int pp__send(pp__chan *chan, uint8_t type, uint16_t aux, uint64_t id,
                     const void *data, size_t len) {
   uint8_t hdr[PP__HDR_SIZE];
@@ -276,25 +337,30 @@ static void pp__call_reset(pp_call *call, size_t max_message) {
   call->max_message = max_message;
 }
 
-static int pp__send_result(pp__chan *chan, uint8_t type, uint64_t id, pp_call *call) {
+static int pp__send_result(pp__writer *w, uint8_t type, uint64_t id, pp_call *call) {
   if (call->kind == PP__R_OK)
-    return pp__send(chan, type, PP__R_OK, id, call->data, call->len);
-  return pp__send(chan, type, (uint16_t) call->kind, id, call->msg, call->msg_len);
+    return pp__writer_frame(w, type, PP__R_OK, id, call->data, call->len);
+  return pp__writer_frame(w, type, (uint16_t) call->kind, id, call->msg, call->msg_len);
 }
 
 void pp__serve(pp__serve_ctx *ctx) {
   pp__reader r;
+  pp__writer wr;
   pp_call call;
   size_t max_message = 0;
   int inited = 0;
   int err;
 
+  pp__serving = 1;
   memset(&r, 0, sizeof(r));
   memset(&call, 0, sizeof(call));
   call.chan = &ctx->chan;
   r.chan = &ctx->chan;
   r.buf = malloc(PP__RX_CAP);
-  if (r.buf == NULL)
+  wr.chan = &ctx->chan;
+  wr.len = 0;
+  wr.buf = malloc(PP__TX_CAP);
+  if (r.buf == NULL || wr.buf == NULL)
     pp__worker_die(ctx, PP__EXIT_SETUP, "out of memory", 0);
   /* Without the watcher a worker still ends when it next reads: serve on regardless. */
   pp__chan_watch(&ctx->chan);
@@ -334,7 +400,7 @@ void pp__serve(pp__serve_ctx *ctx) {
           pp__run(&call, (size_t) index, init.initarg, init.initarg_len);
         }
       }
-      err = pp__send_result(&ctx->chan, PP__F_READY, 0, &call);
+      err = pp__send_result(&wr, PP__F_READY, 0, &call);
     } else if (h.type == PP__F_TASK && inited) {
       pp__call_reset(&call, max_message);
       if (h.aux < pp__ntasks) {
@@ -345,10 +411,12 @@ void pp__serve(pp__serve_ctx *ctx) {
                                          "task number %u is not in the worker's table",
                                          (unsigned) h.aux);
       }
-      err = pp__send_result(&ctx->chan, PP__F_RESULT, h.id, &call);
+      err = pp__send_result(&wr, PP__F_RESULT, h.id, &call);
     } else {
       pp__worker_die(ctx, PP__EXIT_PROTO, "the pool sent an unexpected frame", 0);
     }
+    if (err == 0)
+      err = pp__writer_flush(&wr);
     if (err != 0) {
       if (err == UV_EPIPE || err == UV_ECONNRESET)
         break;
@@ -359,6 +427,7 @@ void pp__serve(pp__serve_ctx *ctx) {
   free(r.big);
   free(r.scratch);
   free(r.buf);
+  free(wr.buf);
   pp__chan_close(&ctx->chan);
   ctx->exit(0);
   abort();

@@ -43,6 +43,10 @@ int pp__forkserver_main(const char *spec);
 /* 0 when tasks is a well-formed table (sets *count), else PP_EINVAL. */
 int pp__table_check(const pp_task *tasks, size_t *count);
 
+/* Whether this process is serving tasks: a worker may not make or use pools (a pool a
+ * fork worker inherited belongs to its parent). */
+int pp__in_worker(void);
+
 /* The table pp_main recorded, or NULL (count 0) when pp_main was not called. */
 const pp_task *pp__table_get(size_t *count);
 

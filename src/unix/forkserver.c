@@ -25,6 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../os.h"
 #include "../serve.h"
 #include "../worker.h"
 #include "unix.h"
@@ -43,7 +44,8 @@ enum {
   PP__FS_KILL,      /* pool -> server: kill that worker */
   PP__FS_FORKED,    /* server -> pool */
   PP__FS_FAILED,    /* server -> pool */
-  PP__FS_EXITED     /* server -> pool */
+  PP__FS_EXITED,    /* server -> pool */
+  PP__FS_HELLO      /* server -> pool, first on each connection: it reached pp_main */
 };
 
 #define PP__FS_MARK "--procpool-forkserver="
@@ -296,6 +298,10 @@ int pp__forkserver_main(const char *spec) {
       if (m.type == PP__FS_ADD && i == 0 && fd >= 0 && nconns < PP__FS_MAX_CONNS + 1) {
         conns[nconns++] = fd;
         pfd[nconns].revents = 0;
+        reply.type = PP__FS_HELLO;
+        reply.value = (int32_t) getpid();
+        reply.token = 0;
+        pp__fs_send(fd, &reply, -1);
       } else if (m.type == PP__FS_FORK && i > 0 && fd >= 0) {
         pid_t pid = pp__fs_fork_worker(fd);
         close(fd);
@@ -494,6 +500,31 @@ static int pp__fs_connect(const char *exe, pp__fs_server **out, int *conn, char 
   return 0;
 }
 
+/* A pool saw its connection end: the server has exited. Reaps it, so that the next pool
+ * starts a new one, and says how it ended. */
+static void pp__fs_server_gone(pp__fs_server *srv, char *how, size_t how_size) {
+  int status;
+  pid_t r = 0;
+
+  uv_mutex_lock(&pp__fs_lock);
+  if (srv->pid > 0) {
+    do
+      r = waitpid(srv->pid, &status, 0);
+    while (r == -1 && errno == EINTR);
+    if (srv->master >= 0)
+      close(srv->master);
+    srv->master = -1;
+    srv->pid = 0;
+  }
+  uv_mutex_unlock(&pp__fs_lock);
+  if (r > 0 && WIFSIGNALED(status))
+    pp__os_describe_exit(0, WTERMSIG(status), how, how_size);
+  else if (r > 0)
+    pp__os_describe_exit(WEXITSTATUS(status), 0, how, how_size);
+  else
+    snprintf(how, how_size, "ended");
+}
+
 /* The last pool of a server is done with it: the server and its record go. */
 static void pp__fs_release(pp__fs_server *srv) {
   pp__fs_server **p;
@@ -517,6 +548,7 @@ static void pp__fs_release(pp__fs_server *srv) {
 typedef struct pp__fs_pool {
   uv_poll_t poll;
   int conn;
+  int greeted;        /* the server said hello: it reached pp_main */
   pp_pool *pool;
   pp__fs_server *server;
 } pp__fs_pool;
@@ -549,9 +581,18 @@ static void pp__fs_on_poll_closed(uv_handle_t *h) {
 static void pp__fs_lost(pp_pool *pool) {
   pp__fs_pool *fp = (pp__fs_pool *) pool->method_data;
   pp__qnode *q, *last;
+  char why[512];
 
-  pp__warn_once(&pp__fs_warned_death, "the forkserver died; its workers were killed and "
-                                      "a new server will be started");
+  if (fp->greeted) {
+    pp__warn_once(&pp__fs_warned_death, "the forkserver died; its workers were killed and "
+                                        "a new server will be started");
+    snprintf(why, sizeof(why), "the forkserver died before it started the worker");
+  } else {
+    char how[128];
+    pp__fs_server_gone(fp->server, how, sizeof(how));
+    snprintf(why, sizeof(why), "the forkserver '%s' %s before it reached pp_main (does "
+             "main() call pp_main first?)", pool->exe, how);
+  }
   pool->method_data = NULL;
   uv_poll_stop(&fp->poll);
   uv_close((uv_handle_t *) &fp->poll, pp__fs_on_poll_closed);
@@ -570,7 +611,7 @@ static void pp__fs_lost(pp_pool *pool) {
       kill((pid_t) w->pid, SIGKILL);
       pp__worker_on_exit(w, 0, SIGKILL);
     } else {
-      pp__worker_on_start_failed(w, "the forkserver died before it started the worker");
+      pp__worker_on_start_failed(w, why);
     }
     if (done)
       break;
@@ -597,6 +638,10 @@ static void pp__fs_on_readable(uv_poll_t *h, int status, int events) {
     if (err != 0) {
       pp__fs_lost(pool);
       return;
+    }
+    if (m.type == PP__FS_HELLO) {
+      fp->greeted = 1;
+      continue;
     }
     w = pp__fs_worker(pool, m.token);
     if (w == NULL || w->exited)
@@ -713,6 +758,10 @@ static void pp__fs_kill(pp__worker *w) {
     if (w->pid > 0)
       kill((pid_t) w->pid, SIGKILL);
   }
+  /* Not forked yet (the server may never get to it, if it is stuck before pp_main): the
+   * server kills it on arrival, and no end will be reported that is worth waiting for. */
+  if (w->pid <= 0 || fp == NULL)
+    pp__worker_on_exit(w, 0, SIGKILL);
 }
 
 static void pp__fs_close(pp__worker *w) { (void) w; }

@@ -1,0 +1,110 @@
+#include "../os.h"
+
+#include <signal.h>
+#include <stdio.h>
+
+/* Nothing to do. Windows has no SIGPIPE: a write to a worker that went away fails with an
+ * error. The two things a Windows parent might want for its workers libuv already does:
+ * its start-up sets SEM_NOGPFAULTERRORBOX (no Windows Error Reporting dialog holding a
+ * crashed process), which children inherit because uv_spawn does not pass
+ * CREATE_DEFAULT_ERROR_MODE; and uv_spawn puts every child in a kill-on-close job, so
+ * workers end with their parent. */
+void pp__os_parent_init(void) {}
+
+typedef struct pp__status_name {
+  uint32_t code;
+  const char *text;
+} pp__status_name;
+
+/* NTSTATUS codes that a process ends with when an exception or a fatal error ends it. */
+static const pp__status_name pp__statuses[] = {
+  { 0x40010004u, "terminated by a debugger, or by Windows at logoff or shutdown" },
+  { 0x80000002u, "datatype misalignment" },
+  { 0x80000003u, "breakpoint" },
+  { 0xC0000005u, "access violation" },
+  { 0xC0000006u, "in-page error: the file behind mapped memory became unreadable" },
+  { 0xC0000017u, "out of memory" },
+  { 0xC000001Du, "illegal instruction" },
+  { 0xC0000025u, "noncontinuable exception" },
+  { 0xC000008Cu, "array bounds exceeded" },
+  { 0xC000008Du, "floating-point denormal operand" },
+  { 0xC000008Eu, "floating-point division by zero" },
+  { 0xC000008Fu, "floating-point inexact result" },
+  { 0xC0000090u, "floating-point invalid operation" },
+  { 0xC0000091u, "floating-point overflow" },
+  { 0xC0000092u, "floating-point stack check" },
+  { 0xC0000093u, "floating-point underflow" },
+  { 0xC0000094u, "integer division by zero" },
+  { 0xC0000095u, "integer overflow" },
+  { 0xC0000096u, "privileged instruction" },
+  { 0xC00000FDu, "stack overflow" },
+  { 0xC0000135u, "a DLL the program needs was not found" },
+  { 0xC0000139u, "an entry point was not found in a DLL" },
+  { 0xC0000142u, "a DLL failed to initialize" },
+  { 0xC000013Au, "Ctrl+C" },
+  { 0xC0000374u, "heap corruption" },
+  { 0xC0000409u, "stack buffer overrun or fast fail: a security check failed, or abort()" },
+  { 0xC0000417u, "invalid parameter to a C runtime function" },
+  { 0xC0000420u, "assertion failure" },
+};
+
+static const char *pp__status_text(uint32_t code) {
+  size_t i;
+
+  for (i = 0; i < sizeof(pp__statuses) / sizeof(pp__statuses[0]); i++)
+    if (pp__statuses[i].code == code)
+      return pp__statuses[i].text;
+  return NULL;
+}
+
+static const char *pp__signal_name(int sig) {
+  switch (sig) {
+    case SIGINT: return "SIGINT";
+    case SIGKILL: return "SIGKILL";
+    case SIGTERM: return "SIGTERM";
+    default: return NULL;
+  }
+}
+
+void pp__os_describe_exit(int64_t exit_status, int term_signal, char *buf, size_t size) {
+  /* libuv reports GetExitCodeProcess's DWORD, so an NTSTATUS arrives as a large positive
+   * number; a cast brings back the 32 bits whatever the sign on the way. */
+  uint32_t code = (uint32_t) exit_status;
+  const char *text;
+
+  if (term_signal != 0) {
+    /* uv_process_kill emulates SIGINT, SIGTERM and SIGKILL with TerminateProcess, and then
+     * reports the signal it was asked for. */
+    const char *name = pp__signal_name(term_signal);
+    if (name != NULL)
+      snprintf(buf, size, "killed by signal %d (%s: TerminateProcess)", term_signal, name);
+    else
+      snprintf(buf, size, "killed by signal %d (TerminateProcess)", term_signal);
+    return;
+  }
+  text = pp__status_text(code);
+  if (text != NULL)
+    snprintf(buf, size, "ended with exception 0x%08lX (%s)", (unsigned long) code, text);
+  else if ((code & 0xF0000000u) == 0xC0000000u)
+    /* Severity "error" with the customer bit clear: one of Windows' own NTSTATUS codes. */
+    snprintf(buf, size, "ended with exception 0x%08lX", (unsigned long) code);
+  else if (code == 3)
+    /* The C runtime's abort() prints its message and exits with 3 (the UCRT does so when
+     * the processor cannot fast-fail). */
+    snprintf(buf, size, "exited with code 3 (abort() was called?)");
+  else if (code > 0x7FFFFFFFu)
+    /* exit(-1) and the like: the program's int, as it was given. */
+    snprintf(buf, size, "exited with code %ld (0x%08lX)",
+             (long) ((int64_t) code - 0x100000000), (unsigned long) code);
+  else
+    snprintf(buf, size, "exited with code %lu", (unsigned long) code);
+}
+
+pp_start_method pp__os_default_method(void) { return PP_START_SPAWN; }
+
+int pp__os_method_supported(pp_start_method m) {
+  return m == PP_START_SPAWN ? 0 : PP_ENOTSUP;
+}
+
+/* libuv turns it into TerminateProcess. */
+int pp__os_kill_signal(void) { return SIGKILL; }
