@@ -351,6 +351,49 @@ PP_EXTERN int pp_pool_close(pp_pool *pool, pp_close_cb cb, void *user);
  * PP_ECLOSED (already terminating). */
 PP_EXTERN int pp_pool_terminate(pp_pool *pool, pp_close_cb cb, void *user);
 
+/* ---- Shared memory: large data without copies ------------------------------------- */
+
+/* A shared memory segment, mapped into this process. Arguments and results are copied
+ * through the worker's channel; a segment is not: a program that must hand a worker a
+ * large buffer (what fork's copy-on-write gives for free) creates a segment, fills it,
+ * passes its reference (a few bytes) as or inside the task's argument, and the worker maps
+ * the same memory with pp_shm_open. It works the same under every start method and OS.
+ *
+ * Lifetime: the memory lives as long as any process has the segment mapped. Its name,
+ * through which pp_shm_open finds it, lives until its creator's pp_shm_close, which is
+ * the only one that removes it: so the creator keeps the segment open until the workers
+ * that need it have opened it (typically, until the task's result). A segment whose
+ * creator dies without closing it may leave its name behind on Unix (in /dev/shm); it is
+ * named after procpool and the creator's pid. */
+typedef struct pp_shm pp_shm;
+
+/* What a worker needs to map a segment: plain bytes, to copy into a task's argument. */
+typedef struct pp_shm_ref {
+  uint64_t size;
+  char name[56];           /* NUL-terminated */
+} pp_shm_ref;
+
+/* Creates a segment of size bytes (zero-filled), maps it read-write, and sets *shm.
+ * Returns 0, PP_EINVAL (shm NULL or size 0), PP_ENOMEM, or the OS's error as a UV_E*
+ * code (UV_ENOSPC when /dev/shm or the page file is full). On failure *shm is NULL and
+ * nothing is left behind. */
+PP_EXTERN int pp_shm_create(pp_shm **shm, size_t size);
+
+/* Maps the segment ref names, read-write. Returns 0, PP_EINVAL (NULL arguments, or a ref
+ * that is not one), UV_ENOENT (its creator closed it already) or another UV_E* code. */
+PP_EXTERN int pp_shm_open(const pp_shm_ref *ref, pp_shm **shm);
+
+/* The mapped memory, suitably aligned for any type, and its size. */
+PP_EXTERN void *pp_shm_data(const pp_shm *shm);
+PP_EXTERN size_t pp_shm_size(const pp_shm *shm);
+
+/* Fills *ref with the segment's reference. */
+PP_EXTERN void pp_shm_ref_get(const pp_shm *shm, pp_shm_ref *ref);
+
+/* Unmaps the segment and frees *shm; the creator's close also removes its name. NULL is
+ * fine. Returns 0 or the OS's error as a UV_E* code (the segment is freed regardless). */
+PP_EXTERN int pp_shm_close(pp_shm *shm);
+
 #ifdef __cplusplus
 }
 #endif
