@@ -25,9 +25,18 @@ run_suite() {  # name, build dir, meson setup arguments...
   logs+=("$dir/meson-logs/testlog.json")
 }
 
-run_suite "native" build-test
-run_suite "asan+ubsan" build-asan -Db_sanitize=address,undefined -Db_lundef=false \
-  -Dbuildtype=debug
+run_suite "native (gcc)" build-test
+
+# clang builds the sanitizer run, and with it the fuzz target for the frame decoder when
+# its libFuzzer runtime is there.
+bash scripts/deps.sh clang
+fuzz=false
+if echo 'int LLVMFuzzerTestOneInput(const char *d, long n) { return 0; }' |
+    clang -x c -fsanitize=fuzzer - -o /tmp/procpool-fuzz-probe 2>/dev/null; then
+  fuzz=true
+fi
+CC=clang run_suite "asan+ubsan (clang), fuzz=$fuzz" build-asan -Db_sanitize=address,undefined \
+  -Db_lundef=false -Dbuildtype=debug -Dfuzz=$fuzz
 
 if [ -x scripts/test-windows.sh ] && { [ "${CI:-}" = true ] || command -v wine >/dev/null; }; then
   echo "=== windows (mingw-w64, under wine)"
