@@ -26,6 +26,7 @@ struct pp_call {
   size_t max_message;
   void *data;
   size_t len;
+  size_t cap;
   int kind;             /* a pp__result_kind: what the result frame will say */
   size_t msg_len;
   char msg[PP__TASK_MSG_MAX + 1];
@@ -92,14 +93,18 @@ int pp_reply(pp_call *call, const void *data, size_t len) {
         call->name, len, call->max_message);
     return PP_E2BIG;
   }
-  if (len > 0) {
+  /* The buffer is kept from task to task, so a small result costs no allocation. */
+  if (len > call->cap) {
     copy = malloc(len);
     if (copy == NULL)
       return PP_ENOMEM;
     memcpy(copy, data, len);
+    free(call->data);
+    call->data = copy;
+    call->cap = len;
+  } else if (len > 0) {
+    memmove(call->data, data, len);
   }
-  free(call->data);
-  call->data = copy;
   call->len = len;
   return 0;
 }
@@ -327,9 +332,16 @@ static void pp__run(pp_call *call, size_t index, const void *arg, size_t len) {
   }
 }
 
+/* Readies call for the next task; max_message 0 releases everything. A large result's
+ * buffer is not kept: one big task must not pin its memory in an idle worker. */
+#define PP__KEEP_REPLY (64 * 1024)
+
 static void pp__call_reset(pp_call *call, size_t max_message) {
-  free(call->data);
-  call->data = NULL;
+  if (max_message == 0 || call->cap > PP__KEEP_REPLY) {
+    free(call->data);
+    call->data = NULL;
+    call->cap = 0;
+  }
   call->len = 0;
   call->kind = PP__R_OK;
   call->msg_len = 0;
