@@ -362,9 +362,12 @@ PP_EXTERN int pp_pool_terminate(pp_pool *pool, pp_close_cb cb, void *user);
  * Lifetime: the memory lives as long as any process has the segment mapped. Its name,
  * through which pp_shm_open finds it, lives until its creator's pp_shm_close, which is
  * the only one that removes it: so the creator keeps the segment open until the workers
- * that need it have opened it (typically, until the task's result). A segment whose
- * creator dies without closing it may leave its name behind on Unix (in /dev/shm); it is
- * named after procpool and the creator's pid. */
+ * that need it have opened it (typically, until the task's result). A process forked
+ * from the creator while the segment is mapped (a worker under PP_START_FORK) inherits
+ * the mapping, and with it keeps the memory until it exits or closes its copy, which
+ * does not remove the name. A segment whose creator dies without closing it may leave
+ * its name behind on Unix (in /dev/shm on Linux); it is named after procpool and the
+ * creator's pid. */
 typedef struct pp_shm pp_shm;
 
 /* What a worker needs to map a segment: plain bytes, to copy into a task's argument. */

@@ -1,0 +1,45 @@
+/* Shared memory segments: what the platform-neutral part (src/shm.c) needs of the OS.
+ * Implemented in src/unix/shm.c (POSIX shm_open) and src/win/shm.c (file mappings backed
+ * by the page file). Names reach this layer checked: "procpool-" and then only lowercase
+ * letters, digits and dashes, at most PP__SHM_NAME_MAX bytes. */
+#ifndef PP_SHM_H
+#define PP_SHM_H
+
+#include <stddef.h>
+
+#include "procpool.h"
+
+/* The longest name, without its NUL: what pp_shm_ref.name holds; on macOS, whose
+ * shm_open refuses names over 31 bytes, what fits with the leading slash. */
+#if defined(__APPLE__)
+#  define PP__SHM_NAME_MAX 30
+#else
+#  define PP__SHM_NAME_MAX (sizeof(((pp_shm_ref *) 0)->name) - 1)
+#endif
+
+/* A segment as this process maps it. */
+typedef struct pp__shm_map {
+  void *data;
+  /* Windows: the creator's handle on the file mapping, which keeps the name alive.
+   * NULL on Unix, and in a process that opened the segment. */
+  void *handle;
+} pp__shm_map;
+
+/* Creates the segment `name`, which must not exist yet (UV_EEXIST), of size bytes,
+ * zero-filled, and maps it read-write. Returns 0, PP_EINVAL (size over what the OS can
+ * describe) or the OS's error as a UV_E* code; on failure nothing is left behind. */
+int pp__shm_os_create(const char *name, size_t size, pp__shm_map *map);
+
+/* Maps the existing segment `name` read-write, size bytes of it. Returns 0, UV_ENOENT
+ * (no such name), PP_EINVAL (the segment is smaller than size) or another UV_E* code. */
+int pp__shm_os_open(const char *name, size_t size, pp__shm_map *map);
+
+/* Unmaps what create or open mapped and releases any handle. Returns 0 or a UV_E* code;
+ * the mapping is gone either way. */
+int pp__shm_os_unmap(pp__shm_map *map, size_t size);
+
+/* Removes the name, so that pp__shm_os_open no longer finds it; the memory lives on
+ * while mapped. Called by the creator, after pp__shm_os_unmap. */
+int pp__shm_os_unlink(const char *name);
+
+#endif
