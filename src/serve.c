@@ -377,6 +377,8 @@ void pp__serve(pp__serve_ctx *ctx) {
   /* Without the watcher a worker still ends when it next reads: serve on regardless. */
   pp__chan_watch(&ctx->chan);
   err = pp__send_hello(&ctx->chan);
+  if (err == UV_EPIPE || err == UV_ECONNRESET)
+    ctx->exit(0);  /* The pool let this worker go before it was ready: nothing to say. */
   if (err != 0)
     pp__worker_die(ctx, PP__EXIT_SETUP, "could not greet the pool", err);
 
