@@ -1,0 +1,100 @@
+/* The one list of tests. The C code expands it (test.h declares test_<name>, run-tests.c
+ * dispatches on it) and test/meson.build reads it line by line to make the meson tests,
+ * so a test cannot exist in one and not the other.
+ *
+ *   TEST_EACH(name): once per start method; meson names it name-spawn, name-fork and
+ *     name-forkserver (dashes for underscores) and runs `run-tests name method`.
+ *   TEST_ONCE(name): independent of the method; `run-tests name`.
+ *
+ * One entry per line, alone on it: meson rejects any other line that starts with TEST_.
+ * No include guard: test.h and run-tests.c each expand it with their own definitions. */
+
+/* Round trips and results (test-basic.c) */
+TEST_EACH(roundtrip)
+TEST_EACH(empty)
+TEST_EACH(big_arg)
+TEST_EACH(map_order)
+TEST_EACH(map_failures)
+TEST_EACH(submit_callbacks)
+TEST_EACH(unknown_task)
+TEST_EACH(task_fail)
+TEST_EACH(fail_truncated)
+TEST_EACH(task_nonzero)
+TEST_EACH(worker_api_misuse)
+TEST_EACH(submit_in_worker)
+TEST_EACH(e2big_arg)
+TEST_EACH(e2big_result)
+TEST_EACH(runs_once)
+TEST_EACH(stress)
+TEST_EACH(recycle_stress)
+TEST_EACH(workers_64)
+TEST_EACH(worker_executable)
+
+/* Initializers and worker state (test-init.c) */
+TEST_EACH(initializer)
+TEST_EACH(init_fails)
+TEST_EACH(init_unknown)
+TEST_EACH(max_tasks)
+TEST_ONCE(spawn_global)
+
+/* Workers that misbehave (test-faults.c) */
+TEST_EACH(crash_abort)
+TEST_EACH(crash_segv)
+TEST_EACH(exit_code)
+TEST_EACH(crash_burst)
+TEST_EACH(killed_externally)
+TEST_EACH(timeout)
+TEST_EACH(hang_before_main)
+TEST_EACH(exit_before_main)
+TEST_EACH(missing_exe)
+TEST_EACH(not_procpool)
+TEST_EACH(parent_death)
+TEST_EACH(foreign_child)
+TEST_EACH(worker_fds)
+
+/* Cancel, close, terminate, callbacks, loops (test-lifecycle.c) */
+TEST_EACH(cancel_queued)
+TEST_EACH(cancel_running)
+TEST_EACH(cancel_unknown)
+TEST_EACH(close_drains)
+TEST_EACH(caller_loop)
+TEST_EACH(submit_after_close)
+TEST_EACH(terminate)
+TEST_EACH(terminate_private)
+TEST_EACH(terminate_during_close)
+TEST_EACH(close_then_terminate)
+TEST_EACH(pipeline_one)
+TEST_EACH(callback_blocking_caller)
+TEST_EACH(callback_blocking_private)
+TEST_EACH(callback_reentry)
+TEST_EACH(thread_exit)
+
+/* The API's contract without workers, or nearly (test-api.c) */
+TEST_ONCE(errors)
+TEST_ONCE(method_names)
+TEST_ONCE(result_free)
+TEST_ONCE(defaults)
+TEST_ONCE(options_invalid)
+TEST_ONCE(initarg_too_big)
+TEST_ONCE(api_null)
+TEST_ONCE(pp_main_invalid)
+TEST_ONCE(start_method_env)
+TEST_ONCE(start_method_bogus)
+TEST_ONCE(start_method_default)
+TEST_ONCE(start_method_unsupported)
+TEST_ONCE(sigpipe_default)
+TEST_ONCE(sigpipe_handler)
+
+/* What a worker sees under each start method: the README's table (test-matrix.c) */
+TEST_EACH(matrix)
+TEST_ONCE(matrix_env_spawn)
+TEST_ONCE(fork_busy_parent)
+
+/* Shared memory segments (test-shm.c) */
+TEST_ONCE(shm_basic)
+TEST_ONCE(shm_open_after_close)
+TEST_ONCE(shm_invalid)
+TEST_EACH(shm_roundtrip)
+TEST_EACH(shm_from_worker)
+TEST_EACH(shm_worker_crash)
+TEST_EACH(shm_fork_inherited)

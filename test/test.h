@@ -1,0 +1,179 @@
+/* What every test file shares: the assertions, the pool helpers and the task table.
+ *
+ * A failed assertion prints where, what and both values, then ends the test process with
+ * status 1; a test skips with TEST_SKIP, which meson counts as skipped. */
+#ifndef PP_TEST_H
+#define PP_TEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <procpool.h>
+
+#define TEST_SKIP 77
+
+/* Declares test_<name>(void) for every entry of test-list.h. */
+#define TEST_EACH(name) void test_##name(void);
+#define TEST_ONCE(name) void test_##name(void);
+#include "test-list.h"
+#undef TEST_EACH
+#undef TEST_ONCE
+
+/* The method named on the command line of a TEST_EACH test; PP_START_DEFAULT in a
+ * TEST_ONCE test. */
+extern pp_start_method test_method;
+
+/* The worker side: the task table (tasks.c), and the global that spawn-global changes
+ * in the parent. */
+extern const pp_task test_tasks[];
+extern int test_global;
+#define TEST_GLOBAL_INITIAL 1
+
+/* Tasks defined beside the tests that use them. */
+int test_task_matrix_init(pp_call *call, const void *arg, size_t len);
+int test_task_matrix_read(pp_call *call, const void *arg, size_t len);
+int test_task_shm_fill(pp_call *call, const void *arg, size_t len);
+int test_task_shm_crash(pp_call *call, const void *arg, size_t len);
+int test_task_shm_make(pp_call *call, const void *arg, size_t len);
+int test_task_shm_release(pp_call *call, const void *arg, size_t len);
+int test_task_shm_close_inherited(pp_call *call, const void *arg, size_t len);
+
+/* What the "mapf" task computes: distinct inputs give distinct outputs. */
+uint64_t test_mapf(uint32_t x);
+
+/* ---- Assertions -------------------------------------------------------------------- */
+
+void test_check_int(const char *file, int line, const char *expr, long long a,
+                    long long b, int want_equal, const char *message);
+void test_check_le(const char *file, int line, const char *expr, long long a,
+                   long long b);
+void test_check_u64(const char *file, int line, const char *expr, unsigned long long a,
+                    unsigned long long b, int want_equal);
+void test_check_true(const char *file, int line, const char *expr, int ok);
+void test_check_ptr(const char *file, int line, const char *expr, uintptr_t p,
+                    int want_null);
+void test_check_str(const char *file, int line, const char *expr, const char *a,
+                    const char *b);
+void test_check_contains(const char *file, int line, const char *expr, const char *s,
+                         const char *sub);
+void test_check_mem(const char *file, int line, const char *expr, const void *a,
+                    size_t alen, const void *b, size_t blen);
+void test_check_status(const char *file, int line, const char *expr, const pp_result *r,
+                       int want);
+
+#define ASSERT_EQ_INT(a, b) \
+  test_check_int(__FILE__, __LINE__, #a " == " #b, (long long) (a), (long long) (b), 1, \
+                 NULL)
+#define ASSERT_NE_INT(a, b) \
+  test_check_int(__FILE__, __LINE__, #a " != " #b, (long long) (a), (long long) (b), 0, \
+                 NULL)
+/* Like ASSERT_EQ_INT, and prints msg (a result's message) when it fails. */
+#define ASSERT_EQ_INT_MSG(a, b, msg) \
+  test_check_int(__FILE__, __LINE__, #a " == " #b, (long long) (a), (long long) (b), 1, \
+                 (msg))
+#define ASSERT_LE_INT(a, b) \
+  test_check_le(__FILE__, __LINE__, #a " <= " #b, (long long) (a), (long long) (b))
+#define ASSERT_EQ_U64(a, b) \
+  test_check_u64(__FILE__, __LINE__, #a " == " #b, (unsigned long long) (a), \
+                 (unsigned long long) (b), 1)
+#define ASSERT_NE_U64(a, b) \
+  test_check_u64(__FILE__, __LINE__, #a " != " #b, (unsigned long long) (a), \
+                 (unsigned long long) (b), 0)
+#define ASSERT_TRUE(cond) test_check_true(__FILE__, __LINE__, #cond, (cond) ? 1 : 0)
+/* The pointer goes as a number: gcc would otherwise take a fresh malloc block passed
+ * to a const void * for a read of uninitialised memory. */
+#define ASSERT_NULL(p) \
+  test_check_ptr(__FILE__, __LINE__, #p " == NULL", (uintptr_t) (const void *) (p), 1)
+#define ASSERT_NOT_NULL(p) \
+  test_check_ptr(__FILE__, __LINE__, #p " != NULL", (uintptr_t) (const void *) (p), 0)
+#define ASSERT_EQ_STR(a, b) test_check_str(__FILE__, __LINE__, #a " == " #b, (a), (b))
+#define ASSERT_CONTAINS(s, sub) \
+  test_check_contains(__FILE__, __LINE__, #s " contains " #sub, (s), (sub))
+#define ASSERT_EQ_MEM(a, alen, b, blen) \
+  test_check_mem(__FILE__, __LINE__, #a " == " #b, (a), (alen), (b), (blen))
+/* r.status == want, and the result is shaped as the header says: a success has no
+ * message, a failure has a non-empty one and no data. Prints r.message when it fails. */
+#define ASSERT_STATUS(r, want) \
+  test_check_status(__FILE__, __LINE__, #r ".status == " #want, &(r), (want))
+
+/* The n values are pairwise distinct (sorts them). */
+#define ASSERT_DISTINCT(v, n) test_check_distinct(__FILE__, __LINE__, #v, (v), (n))
+void test_check_distinct(const char *file, int line, const char *what, uint64_t *v,
+                         size_t n);
+
+/* Ends the test as skipped, saying why. */
+void test_skip(const char *why);
+
+/* ---- Pools and tasks --------------------------------------------------------------- */
+
+/* Options with every field at its default, except the start method: test_method. */
+void test_options(pp_pool_options *opts);
+
+/* pp_pool_new that must succeed; the test skips when the method does not exist here. */
+#define NEW_POOL(loop, opts) test_pool_new(__FILE__, __LINE__, (loop), (opts))
+pp_pool *test_pool_new(const char *file, int line, uv_loop_t *loop,
+                       const pp_pool_options *opts);
+
+/* pp_apply, checking that it returns out->status as the header says. */
+#define APPLY(pool, task, arg, len, out) \
+  test_apply(__FILE__, __LINE__, (pool), (task), (arg), (len), (out))
+int test_apply(const char *file, int line, pp_pool *pool, const char *task,
+               const void *arg, size_t len, pp_result *out);
+
+/* One submitted task's record: its id and every call of its callback. */
+typedef struct test_rec {
+  uint64_t id;
+  int calls;
+  pp_result res;  /* taken from the callback; free with pp_result_free */
+} test_rec;
+
+/* pp_submit with test_rec_cb; the callback fails the test if pp_submit calls it. */
+int test_submit(pp_pool *pool, const char *task, const void *arg, size_t len,
+                test_rec *rec);
+/* Counts the call, checks the id and that no pp_submit is on the stack, takes the
+ * result. */
+void test_rec_cb(pp_pool *pool, pp_result *r, void *rec);
+/* > 0 while test_submit is inside pp_submit. */
+extern int test_in_submit;
+
+/* n "echo" tasks, each of one byte that tells it from the others; then the check that
+ * each got its own byte back, once. For the tasks that wait behind one that a worker
+ * never finishes: the header has them run elsewhere. */
+void test_submit_echoes(pp_pool *pool, test_rec *recs, size_t n);
+void test_check_echoes(test_rec *recs, size_t n);
+
+/* A pp_close_cb that counts its calls in the int user points to. */
+void test_count_cb(void *counter);
+
+/* Runs loop until *flag >= target; fails the test, naming `what`, if the loop runs dry
+ * first or after 30 s (an upper bound a correct run never reaches). */
+void test_run_until(uv_loop_t *loop, const int *flag, int target, const char *what);
+/* Runs loop until it has nothing left to do (failing the test if that takes over 30 s),
+ * then lists on stderr the handles it still knows, which would make uv_loop_close fail.
+ * The test then asserts uv_loop_close(loop) == 0. */
+void test_run_loop(uv_loop_t *loop);
+
+/* Marker files: the task "sleep_forever" creates the file its argument names, then sleeps
+ * forever, so that the parent knows for sure that the task reached its worker.
+ * test_marker_path makes a path unique to this process and tag (and removes any stale
+ * file there); test_wait_marker runs loop until the file exists (up to 30 s), removes
+ * it, and fails the test if the task, submitted with rec, ended instead. */
+void test_marker_path(char *buf, size_t size, const char *tag);
+void test_wait_marker(uv_loop_t *loop, const char *path, const test_rec *rec);
+
+/* 1 once the process has ended (gone, or a zombie nobody reaped yet), else 0. */
+int test_process_gone(long pid);
+/* Waits, up to 30 s, for the process to end; fails the test if it does not. */
+void test_wait_process_gone(long pid, const char *what);
+
+/* The helper role "@orphan-parent" of parent-death (test-faults.c). */
+int test_helper_orphan_parent(int argc, char **argv);
+
+/* uv_os_setenv / uv_os_unsetenv that must succeed. */
+void test_setenv(const char *name, const char *value);
+void test_unsetenv(const char *name);
+
+/* The task "pid" on pool: the pid of the worker that ran it. */
+uint64_t test_worker_pid(pp_pool *pool);
+
+#endif
