@@ -250,6 +250,15 @@ int pp__forkserver_main(const char *spec) {
   sigaction(SIGCHLD, &sa, NULL);
   /* A pool that went away must not kill the server with SIGPIPE. */
   signal(SIGPIPE, SIG_IGN);
+  /* Tell the process that started it that it reached pp_main. */
+  {
+    pp__fs_msg hello;
+    hello.type = PP__FS_HELLO;
+    hello.value = (int32_t) getpid();
+    hello.token = 0;
+    if (pp__fs_send((int) master, &hello, -1) != 0)
+      exit(0);
+  }
 
   for (;;) {
     pfd[0].fd = pp__fs_sigpipe[0];
@@ -382,7 +391,50 @@ static void pp__fs_stop_server(pp__fs_server *srv) {
 
 /* Starts the server: fork, then exec of the worker program with the server's mark. A
  * failure to exec comes back over a close-on-exec pipe. */
-static int pp__fs_start_server(pp__fs_server *srv, char *why, size_t why_size) {
+/* Waits for the new server's hello: it reached pp_main. Returns 0, or PP_ESPAWN with why
+ * saying how it ended or that it took too long (it is then killed and reaped). */
+static int pp__fs_await_hello(pp__fs_server *srv, uint64_t timeout_ms, char *why,
+                              size_t why_size) {
+  struct pollfd p;
+  pp__fs_msg m;
+  int r, fd, status, err;
+  char how[128];
+
+  p.fd = srv->master;
+  p.events = POLLIN;
+  do
+    r = poll(&p, 1, timeout_ms > INT32_MAX ? INT32_MAX : (int) timeout_ms);
+  while (r == -1 && errno == EINTR);
+  if (r == 1) {
+    err = pp__fs_recv(srv->master, &m, &fd, 0);
+    if (fd >= 0)
+      close(fd);
+    if (err == 0 && m.type == PP__FS_HELLO)
+      return 0;
+  } else {
+    kill(srv->pid, SIGKILL);
+  }
+  while (waitpid(srv->pid, &status, 0) == -1 && errno == EINTR)
+    ;
+  if (r == 1 && WIFSIGNALED(status))
+    pp__os_describe_exit(0, WTERMSIG(status), how, sizeof(how));
+  else if (r == 1)
+    pp__os_describe_exit(WEXITSTATUS(status), 0, how, sizeof(how));
+  if (r == 1)
+    snprintf(why, why_size, "the forkserver '%s' (pid %ld) %s before it reached pp_main "
+             "(does main() call pp_main first?)", srv->exe, (long) srv->pid, how);
+  else
+    snprintf(why, why_size, "the forkserver '%s' (pid %ld) did not reach pp_main within "
+             "%llu ms (stuck before it?); it was killed", srv->exe, (long) srv->pid,
+             (unsigned long long) timeout_ms);
+  close(srv->master);
+  srv->master = -1;
+  srv->pid = 0;
+  return PP_ESPAWN;
+}
+
+static int pp__fs_start_server(pp__fs_server *srv, uint64_t timeout_ms, char *why,
+                               size_t why_size) {
   uv_os_sock_t fds[2];
   uv_file rep[2];
   pid_t pid;
@@ -436,13 +488,13 @@ static int pp__fs_start_server(pp__fs_server *srv, char *why, size_t why_size) {
   }
   srv->pid = pid;
   srv->master = fds[0];
-  return 0;
+  return pp__fs_await_hello(srv, timeout_ms, why, why_size);
 }
 
 /* Gives the caller a connection of its own to the server of exe, starting the server if
  * there is none or the one there was has died. */
-static int pp__fs_connect(const char *exe, pp__fs_server **out, int *conn, char *why,
-                          size_t why_size) {
+static int pp__fs_connect(const char *exe, uint64_t timeout_ms, pp__fs_server **out,
+                          int *conn, char *why, size_t why_size) {
   uv_os_sock_t fds[2];
   pp__fs_server *srv;
   pp__fs_msg m;
@@ -476,7 +528,7 @@ static int pp__fs_connect(const char *exe, pp__fs_server **out, int *conn, char 
   }
   for (attempt = 0; srv != NULL && attempt < 2; attempt++) {
     if (srv->master < 0) {
-      err = pp__fs_start_server(srv, why, why_size);
+      err = pp__fs_start_server(srv, timeout_ms, why, why_size);
       if (err != 0)
         break;
     }
@@ -668,7 +720,8 @@ static int pp__fs_open(pp_pool *pool, char *why, size_t why_size) {
 
   if (fp == NULL)
     return PP_ENOMEM;
-  err = pp__fs_connect(pool->exe, &fp->server, &fp->conn, why, why_size);
+  err = pp__fs_connect(pool->exe, pool->start_timeout_ms, &fp->server, &fp->conn, why,
+                       why_size);
   if (err != 0) {
     free(fp);
     return err;
