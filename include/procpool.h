@@ -152,8 +152,9 @@ PP_EXTERN int pp_main(int argc, char **argv, const pp_task *tasks);
  *     unsafe under the system frameworks) and Windows. So by default a worker sees a
  *     fresh program on every OS.
  * The environment variable PROCPOOL_START_METHOD ("fork", "spawn", "forkserver",
- * "default"), when set and not empty, overrides the method of every pool:
- * PROCPOOL_START_METHOD=spawn gives every OS Windows' behaviour. */
+ * "default", in lower case), when set and not empty, overrides the method of every pool:
+ * PROCPOOL_START_METHOD=spawn gives every OS Windows' behaviour. Any other value makes
+ * pp_pool_new fail with PP_EINVAL (and say why on stderr). */
 typedef enum pp_start_method {
   PP_START_DEFAULT = 0,
   PP_START_FORK,
@@ -198,11 +199,14 @@ typedef struct pp_pool_options {
    * new one therefore sees the parent's memory as it is then, as does the replacement of
    * a worker that died.) */
   unsigned max_tasks_per_worker;
-  /* 0: none. Otherwise a task still running that long after it reached its worker fails
-   * with PP_ETIMEDOUT; its worker is killed and replaced. */
+  /* 0: none. Otherwise a task still running that long after it started in its worker
+   * fails with PP_ETIMEDOUT; its worker is killed and replaced. (A task sent ahead of its
+   * turn starts its clock when the one before it ends.) */
   uint64_t task_timeout_ms;
   /* NULL: this program (uv_exepath). Otherwise the path of a program whose main() calls
-   * pp_main with the same task table. Copied by pp_pool_new. */
+   * pp_main with the same task table (checked: a worker with another table fails to
+   * start). Copied by pp_pool_new. Unused under fork, whose workers are copies of this
+   * process; the forkserver runs it. */
   const char *worker_executable;
   /* 0: 256 MiB. The largest argument, result or initarg, in bytes, at most 4 GiB - 1 MiB.
    * A larger argument fails pp_submit with PP_E2BIG before anything is sent; a larger
@@ -243,14 +247,16 @@ PP_EXTERN void pp_pool_options_init(pp_pool_options *opts);
 PP_EXTERN int pp_pool_new(pp_pool **pool, uv_loop_t *loop, const pp_pool_options *opts);
 
 /* The method the pool actually uses, after the default and PROCPOOL_START_METHOD were
- * resolved. Never PP_START_DEFAULT. */
+ * resolved: never PP_START_DEFAULT, except for a NULL pool. */
 PP_EXTERN pp_start_method pp_pool_start_method(const pp_pool *pool);
 
-/* The number of worker slots (options.workers after the default was resolved). */
+/* The number of worker slots (options.workers after the default was resolved); 0 for a
+ * NULL pool. */
 PP_EXTERN unsigned pp_pool_workers(const pp_pool *pool);
 
 /* The message of the failure that made the pool give up starting workers (after repeated
- * PP_ESPAWN or PP_EINIT failures), or NULL while it has none. Owned by the pool. */
+ * PP_ESPAWN or PP_EINIT failures), or NULL while it has none (and for a NULL pool).
+ * Owned by the pool. */
 PP_EXTERN const char *pp_pool_error(const pp_pool *pool);
 
 /* ---- Submitting work --------------------------------------------------------------- */
@@ -274,17 +280,19 @@ typedef struct pp_result {
 /* Called once, on the pool's loop, for every task pp_submit accepted, whatever becomes of
  * it (success, failure, worker death, timeout, cancel, close, terminate). The result is
  * borrowed for the call: the pool frees data and message afterwards. To keep either, take
- * the pointer and set the field to NULL. The callback may submit, cancel, close or
- * terminate; it must not call the blocking functions (pp_apply, pp_map, pp_pool_wait, or
- * pp_pool_close on a private loop), which then return PP_EINVAL. */
+ * the pointer and set the field to NULL. The callback may submit and cancel, and on a
+ * caller's loop close or terminate the pool. It must not call the blocking functions
+ * (pp_apply, pp_map, pp_pool_wait), nor on a private loop pp_pool_close or
+ * pp_pool_terminate (except pp_pool_terminate to hurry a running pp_pool_close): those
+ * return PP_EINVAL. */
 typedef void (*pp_result_cb)(pp_pool *pool, pp_result *result, void *user);
 
 /* Queues the task `task` with a copy of the len bytes at arg (arg may be NULL when len is
  * 0). cb (may be NULL) gets the outcome; user is passed through. *id (if id is not NULL)
  * receives the task's id, unique within the pool and never 0.
  *
- * Returns 0 when the task was accepted: cb will be called exactly once, never from
- * within pp_submit. Otherwise nothing was queued and cb will not be called: PP_EINVAL
+ * Tasks start in the order they were submitted. Returns 0 when the task was accepted:
+ * cb will be called exactly once, never from within pp_submit. Otherwise nothing was queued and cb will not be called: PP_EINVAL
  * (NULL pool or task, arg NULL with len > 0, or called from a worker), PP_ENOTASK (no such
  * task), PP_E2BIG (len over max_message_bytes), PP_ECLOSED (after pp_pool_close or
  * pp_pool_terminate), PP_ENOMEM, or the error that made the pool give up starting
@@ -301,9 +309,10 @@ PP_EXTERN int pp_submit(pp_pool *pool, const char *task, const void *arg, size_t
 PP_EXTERN int pp_cancel(pp_pool *pool, uint64_t id);
 
 /* Runs the pool's loop until no task is pending. Returns 0, PP_EINVAL (NULL pool, or
- * called from a result callback) or the error of uv_run. On a caller's loop it runs that
- * loop (UV_RUN_ONCE, repeatedly), so other handles' callbacks run too; do not call it from
- * any callback of that loop. */
+ * called from a result callback) or PP_ECLOSED (the loop ran out of work with tasks still
+ * pending, which means someone closed the pool's handles: it does not hang). On a
+ * caller's loop it runs that loop (UV_RUN_ONCE, repeatedly), so other handles' callbacks
+ * run too; do not call it from any callback of that loop. */
 PP_EXTERN int pp_pool_wait(pp_pool *pool);
 
 /* One argument of pp_map. */
@@ -314,8 +323,9 @@ typedef struct pp_input {
 
 /* Runs one task and waits for it, running the pool's loop (same rules as pp_pool_wait).
  * *out receives the result, which the caller frees with pp_result_free. Returns
- * out->status: 0, a task's error, or a submit error (then out->message says why).
- * PP_EINVAL with out untouched when pool or out is NULL. */
+ * out->status: 0, a task's error, or a submit error (then out->message says why; called
+ * from a result callback, that is PP_EINVAL). Whenever pool and out are not NULL, *out
+ * is filled and must be freed; with either NULL it is PP_EINVAL and nothing is filled. */
 PP_EXTERN int pp_apply(pp_pool *pool, const char *task, const void *arg, size_t len,
                        pp_result *out);
 
@@ -323,8 +333,8 @@ PP_EXTERN int pp_apply(pp_pool *pool, const char *task, const void *arg, size_t 
  * args[i] (free each with pp_result_free). At most a few tasks per worker are queued at a
  * time, so a huge n does not hold n copies of the arguments. Returns 0 when every task
  * succeeded, else the status of the first (lowest index) that failed; every out[i] is
- * filled either way. PP_EINVAL with out untouched when pool or task is NULL, or args or out
- * is NULL with n > 0. */
+ * filled either way. With out untouched: PP_EINVAL when pool or task is NULL, args or out
+ * is NULL with n > 0, or when called from a result callback; PP_ENOMEM. */
 PP_EXTERN int pp_map(pp_pool *pool, const char *task, size_t n, const pp_input *args,
                      pp_result *out);
 
