@@ -27,6 +27,16 @@ run_suite() {  # name, build dir, meson setup arguments...
 
 run_suite "native (gcc)" build-test
 
+# The same build again under valgrind's memcheck: leaks and bad reads in the parent,
+# through every fault path (workers are not followed: each is its own process).
+bash scripts/deps.sh valgrind
+echo "=== valgrind memcheck"
+meson test -C build-test --print-errorlogs --num-processes 2 --timeout-multiplier 4 \
+  --logbase valgrind \
+  --wrap='valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite' \
+  || status=1
+logs+=("build-test/meson-logs/valgrind.json")
+
 # clang builds the sanitizer run, and with it the fuzz target for the frame decoder when
 # its libFuzzer runtime is there.
 bash scripts/deps.sh clang
