@@ -517,7 +517,10 @@ static void pp__worker_kill(pp__worker *w) {
   pp__worker_requeue(w);
   pp__worker_set_idle(w, 0);
   pp__worker_count(w, 0);
-  uv_read_stop((uv_stream_t *) &w->pipe);
+  /* Nothing more is wanted from it, and nothing more may be written to it: a write still
+   * under way may point at an argument whose task is decided and whose owner may free it. */
+  if (!uv_is_closing((uv_handle_t *) &w->pipe))
+    uv_close((uv_handle_t *) &w->pipe, pp__worker_on_handle_closed);
   w->pool->ops->kill(w);
   if (w->exited)
     pp__worker_finish(w);
@@ -740,7 +743,7 @@ static unsigned pp__depth(const pp_pool *pool) {
 static int pp__worker_can_take(const pp__worker *w) {
   const pp_pool *pool = w->pool;
 
-  return w->state == PP__W_READY && w->ninflight < pp__depth(pool) &&
+  return w->state == PP__W_READY && !w->unwritable && w->ninflight < pp__depth(pool) &&
          (pool->max_tasks == 0 || w->assigned < pool->max_tasks);
 }
 
@@ -787,7 +790,7 @@ static void pp__on_result(pp__worker *w, const pp__hdr *h, uint8_t *data, int ow
     else
       uv_timer_stop(&w->timer);
   }
-  if (w->state == PP__W_READY && w->ninflight == 0) {
+  if (w->state == PP__W_READY && w->ninflight == 0 && !w->unwritable) {
     if (pool->max_tasks != 0 && w->assigned >= pool->max_tasks)
       pp__worker_retire(w);
     else
@@ -976,15 +979,37 @@ static void pp__wbatch_done(pp__wbatch *b) {
 
 static void pp__flush_worker(pp__worker *w);
 
+/* A write to the worker failed. If its channel is broken, the worker is ending (a task
+ * may have crashed it): it gets nothing more, and its end, with the real cause, decides
+ * its running task. Otherwise the task it runs fails for this reason and it is killed. */
+static void pp__worker_write_failed(pp__worker *w, int err) {
+  pp__task *t;
+
+  pp__worker_set_idle(w, 0);
+  w->unwritable = 1;
+  if (err == UV_EPIPE || err == UV_ECONNRESET || err == UV_ECANCELED)
+    return;
+  t = pp__worker_head(w);
+  if (t != NULL) {
+    pp__worker_detach(w, t);
+    pp__task_fail(t, PP_EWORKER, "task '%s' (id %llu) failed: the pool could not write to "
+                  "worker pid %ld: %s (%s); it was killed", t->name,
+                  (unsigned long long) t->id, w->pid, uv_strerror(err), uv_err_name(err));
+  }
+  pp__worker_kill(w);
+}
+
 static void pp__on_written(uv_write_t *req, int status) {
   pp__wbatch *b = (pp__wbatch *) req->data;
   pp__worker *w = b->worker;
 
-  /* A failed write means the worker is gone; its end decides its tasks. */
-  (void) status;
   pp__wbatch_done(b);
   w->wb_busy = 0;
-  if (w->state != PP__W_GOING)
+  if (w->state == PP__W_GOING)
+    return;
+  if (status < 0)
+    pp__worker_write_failed(w, status);
+  else
     pp__flush_worker(w);
 }
 
@@ -992,11 +1017,15 @@ static void pp__on_written(uv_write_t *req, int status) {
  * callback then sends this one. */
 static void pp__flush_worker(pp__worker *w) {
   pp__wbatch *b = &w->wb[w->wb_fill];
-  size_t i;
+  size_t i, first = 0;
   int err;
 
   if (w->wb_busy || b->nsegs == 0)
     return;
+  if (w->unwritable) {
+    pp__wbatch_done(b);
+    return;
+  }
   if (b->capbufs < b->nsegs) {
     uv_buf_t *bufs = realloc(b->bufs, b->nsegs * sizeof(*bufs));
     if (bufs == NULL) {
@@ -1011,14 +1040,29 @@ static void pp__flush_worker(pp__worker *w) {
     b->bufs[i] = uv_buf_init(g->task ? (char *) g->task->arg : (char *) b->bytes + g->off,
                              (unsigned int) g->len);
   }
+  /* Most batches fit in the socket's buffer: written at once, they need no request, no
+   * extra loop turn and no change to what the loop watches. */
+  err = uv_try_write((uv_stream_t *) &w->pipe, b->bufs, (unsigned int) b->nsegs);
+  if (err >= 0 || err == UV_EAGAIN) {
+    size_t done = err > 0 ? (size_t) err : 0;
+    while (first < b->nsegs && done >= b->bufs[first].len)
+      done -= b->bufs[first++].len;
+    if (first == b->nsegs) {
+      pp__wbatch_done(b);
+      return;
+    }
+    b->bufs[first].base += done;
+    b->bufs[first].len -= (unsigned int) done;
+    err = 0;
+  }
   b->req.data = b;
   b->worker = w;
-  err = uv_write(&b->req, (uv_stream_t *) &w->pipe, b->bufs, (unsigned int) b->nsegs,
-                 pp__on_written);
+  if (err == 0)
+    err = uv_write(&b->req, (uv_stream_t *) &w->pipe, b->bufs + first,
+                   (unsigned int) (b->nsegs - first), pp__on_written);
   if (err != 0) {
-    /* The channel is broken: the worker's end, handled as such, decides its tasks. */
     pp__wbatch_done(b);
-    pp__worker_kill(w);
+    pp__worker_write_failed(w, err);
     return;
   }
   w->wb_busy = 1;
@@ -1028,6 +1072,7 @@ static void pp__flush_worker(pp__worker *w) {
 static void pp__on_flush(uv_prepare_t *h) {
   pp_pool *pool = (pp_pool *) h->data;
 
+  pp__maintain(pool);
   while (!pp__q_empty(&pool->dirty)) {
     pp__worker *w = PP__CONTAINER_OF(pp__q_head(&pool->dirty), pp__worker, dirty_node);
     pp__q_remove(&w->dirty_node);
@@ -1184,7 +1229,11 @@ int pp_pool_new(pp_pool **out, uv_loop_t *loop, const pp_pool_options *opts) {
     }
   }
 
-  pp__maintain(pool);
+  /* One worker now, so that a set-up that cannot start any fails here; the others on the
+   * loop's first turn, while the first one starts up. */
+  while (pool->active == 0 && !pool->broken)
+    pp__worker_start(pool);
+  uv_prepare_start(&pool->flush, pp__on_flush);
   if (pool->broken && pool->active == 0) {
     /* Not one worker could be started: undo everything. The handles close on the loop's
      * next turn, which releases the pool's memory. */

@@ -75,6 +75,7 @@ struct pp__worker {
   int counted;             /* counts toward pool->active */
   int ready_counted;       /* counts toward pool->ready */
   int got_hello;
+  int unwritable;          /* a write failed: it gets nothing more */
   int exited;
   int eof;
   int finished;
