@@ -22,6 +22,10 @@ pp_start_method pp__os_default_method(void);
 /* 0 when the method can be used here, else PP_ENOTSUP. */
 int pp__os_method_supported(pp_start_method m);
 
+/* A hint that [p, p + len) is a large buffer about to be filled: on Linux, transparent
+ * huge pages, which spare a 64 MiB message some 16000 page faults. */
+void pp__os_advise_large(void *p, size_t len);
+
 /* The signal that kills a worker at once (SIGKILL; TerminateProcess on Windows). */
 int pp__os_kill_signal(void);
 

@@ -22,6 +22,7 @@
 #define PP__RETIRE_GRACE_MS 5000
 
 static void pp__pump(pp_pool *pool);
+static void pp__on_flush(uv_prepare_t *h);
 static void pp__maintain(pp_pool *pool);
 static void pp__maybe_shutdown(pp_pool *pool);
 static void pp__pool_on_flush_closed(uv_handle_t *h);
@@ -1072,7 +1073,6 @@ static void pp__flush_worker(pp__worker *w) {
 static void pp__on_flush(uv_prepare_t *h) {
   pp_pool *pool = (pp_pool *) h->data;
 
-  pp__maintain(pool);
   while (!pp__q_empty(&pool->dirty)) {
     pp__worker *w = PP__CONTAINER_OF(pp__q_head(&pool->dirty), pp__worker, dirty_node);
     pp__q_remove(&w->dirty_node);
@@ -1080,6 +1080,8 @@ static void pp__on_flush(uv_prepare_t *h) {
       pp__flush_worker(w);
   }
   uv_prepare_stop(h);
+  /* After the writes: a task must not wait for the start of a worker it does not need. */
+  pp__maintain(pool);
 }
 
 /* Sends t to w. Returns 0, or an error that leaves t queued. */
@@ -1264,8 +1266,10 @@ const char *pp_pool_error(const pp_pool *pool) {
   return pool && pool->broken ? pool->broken_msg : NULL;
 }
 
-int pp_submit(pp_pool *pool, const char *task, const void *arg, size_t len,
-              pp_result_cb cb, void *user, uint64_t *id) {
+/* pp_submit, and for the blocking calls, whose caller's memory outlives the task, the
+ * same without the copy of the argument (borrow). */
+static int pp__submit(pp_pool *pool, const char *task, const void *arg, size_t len,
+                      pp_result_cb cb, void *user, uint64_t *id, int borrow) {
   uint32_t index = PP__NO_INDEX;
   size_t nlen;
   pp__task *t;
@@ -1283,9 +1287,11 @@ int pp_submit(pp_pool *pool, const char *task, const void *arg, size_t len,
   nlen = strlen(task);
   if (nlen == 0 || nlen > PP__MAX_NAME)
     return PP_ENOTASK;
-  t = malloc(offsetof(pp__task, name) + nlen + 1 + len);
+  t = malloc(offsetof(pp__task, name) + nlen + 1 + (borrow ? 0 : len));
   if (t == NULL)
     return PP_ENOMEM;
+  if (!borrow)
+    pp__os_advise_large(t, offsetof(pp__task, name) + nlen + 1 + len);
   t->pool = pool;
   t->id = pool->next_id;
   t->index = index;
@@ -1296,9 +1302,13 @@ int pp_submit(pp_pool *pool, const char *task, const void *arg, size_t len,
   t->worker = NULL;
   t->len = len;
   memcpy(t->name, task, nlen + 1);
-  t->arg = (uint8_t *) t->name + nlen + 1;
-  if (len > 0)
-    memcpy(t->arg, arg, len);
+  if (borrow) {
+    t->arg = (const uint8_t *) arg;
+  } else {
+    t->arg = (uint8_t *) t->name + nlen + 1;
+    if (len > 0)
+      memcpy(t->name + nlen + 1, arg, len);
+  }
   if (pp__tasktab_put(&pool->tasks, t->id, t) != 0) {
     free(t);
     return PP_ENOMEM;
@@ -1310,6 +1320,11 @@ int pp_submit(pp_pool *pool, const char *task, const void *arg, size_t len,
     *id = t->id;
   pp__pump(pool);
   return 0;
+}
+
+int pp_submit(pp_pool *pool, const char *task, const void *arg, size_t len,
+              pp_result_cb cb, void *user, uint64_t *id) {
+  return pp__submit(pool, task, arg, len, cb, user, id, 0);
 }
 
 int pp_cancel(pp_pool *pool, uint64_t id) {
@@ -1399,7 +1414,7 @@ int pp_apply(pp_pool *pool, const char *task, const void *arg, size_t len, pp_re
   memset(out, 0, sizeof(*out));
   s.out = out;
   s.done = 0;
-  err = pp_submit(pool, task, arg, len, pp__sync_cb, &s, &out->id);
+  err = pp__submit(pool, task, arg, len, pp__sync_cb, &s, &out->id, 1);
   if (err != 0) {
     pp__submit_error(pool, task ? task : "(null)", err, out);
     return err;
@@ -1455,8 +1470,8 @@ int pp_map(pp_pool *pool, const char *task, size_t n, const pp_input *args, pp_r
       int err;
       items[next].map = &map;
       items[next].index = next;
-      err = pp_submit(pool, task, args[next].data, args[next].len, pp__map_cb, &items[next],
-                      &out[next].id);
+      err = pp__submit(pool, task, args[next].data, args[next].len, pp__map_cb,
+                       &items[next], &out[next].id, 1);
       if (err != 0) {
         pp__submit_error(pool, task, err, &out[next]);
         map.done++;

@@ -28,7 +28,7 @@ struct pp__task {
   void *user;
   pp__worker *worker;      /* while sent to a worker (also when done, until its result) */
   size_t len;
-  uint8_t *arg;            /* points into this allocation, after name */
+  const uint8_t *arg;      /* after name in this allocation, or the blocking caller's */
   char name[1];            /* the task's name, NUL-terminated; arg follows */
 };
 

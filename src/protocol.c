@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "os.h"
 #include "procpool.h"
 
 void pp__put_u16(uint8_t *p, uint16_t v) {
@@ -240,6 +241,7 @@ int pp__rx_feed(pp__rx *rx, size_t n, pp__frame_cb cb, void *ctx, const char **w
         r = PP_ENOMEM;
         break;
       }
+      pp__os_advise_large(p, h.len);
       memcpy(rx->big_hdr, rx->buf + off, PP__HDR_SIZE);
       memcpy(p, rx->buf + off + PP__HDR_SIZE, have);
       off = rx->len;

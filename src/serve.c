@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "channel.h"
+#include "os.h"
 #include "procpool.h"
 #include "protocol.h"
 #include "serve.h"
@@ -98,6 +99,7 @@ int pp_reply(pp_call *call, const void *data, size_t len) {
     copy = malloc(len);
     if (copy == NULL)
       return PP_ENOMEM;
+    pp__os_advise_large(copy, len);
     memcpy(copy, data, len);
     free(call->data);
     call->data = copy;
@@ -209,6 +211,7 @@ static int pp__reader_next(pp__reader *r, pp__hdr *h, const uint8_t **payload,
       *why = "allocating a large argument";
       return PP_ENOMEM;
     }
+    pp__os_advise_large(r->big, h->len);
     memcpy(r->big, r->buf + r->off, have);
     r->off = r->end = 0;
     while (have < h->len) {
@@ -389,7 +392,7 @@ void pp__serve(pp__serve_ctx *ctx) {
     size_t limit = inited ? max_message : PP__MAX_MESSAGE_LIMIT + PP__INIT_FIXED + PP__MAX_NAME;
 
     err = pp__reader_next(&r, &h, &payload, limit, &why);
-    if (err == UV_EOF)
+    if (err == UV_EOF || err == UV_ECONNRESET)
       break;  /* The pool closed the channel, or died: either way, the end. */
     if (err != 0)
       pp__worker_die(ctx, PP__EXIT_PROTO, why, err);

@@ -1,7 +1,9 @@
 #include "../os.h"
 
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <sys/mman.h>
 
 void pp__os_parent_init(void) {
   struct sigaction sa;
@@ -75,3 +77,18 @@ int pp__os_method_supported(pp_start_method m) {
 }
 
 int pp__os_kill_signal(void) { return SIGKILL; }
+
+void pp__os_advise_large(void *p, size_t len) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  const uintptr_t huge = (uintptr_t) 2 << 20;
+  uintptr_t start = ((uintptr_t) p + huge - 1) & ~(huge - 1);
+  uintptr_t end = ((uintptr_t) p + len) & ~(huge - 1);
+
+  /* Only whole huge pages inside the block; a small block is not worth a system call. */
+  if (len >= (size_t) 4 << 20 && end > start)
+    madvise((void *) start, end - start, MADV_HUGEPAGE);
+#else
+  (void) p;
+  (void) len;
+#endif
+}

@@ -108,3 +108,9 @@ int pp__os_method_supported(pp_start_method m) {
 
 /* libuv turns it into TerminateProcess. */
 int pp__os_kill_signal(void) { return SIGKILL; }
+
+/* Windows commits large allocations in bulk already; there is no cheaper hint to give. */
+void pp__os_advise_large(void *p, size_t len) {
+  (void) p;
+  (void) len;
+}
