@@ -1,6 +1,6 @@
 /* libFuzzer target for everything that decodes bytes a worker (or, for INIT, the pool)
  * sent: the pool's stream reader, with the input cut into reads of varying sizes, and
- * the HELLO and INIT payload decoders on every frame it yields. Anything but a clean
+ * the HELLO, INIT and batch payload decoders on every frame it yields. Anything but a clean
  * PP_EPROTO is a bug: a crash, a read out of bounds, a leak. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -13,6 +13,7 @@ static int on_frame(void *ctx, const pp__hdr *h, uint8_t *payload, int owned) {
   const char *why;
   pp__hello hello;
   pp__init init;
+  pp__batch batch;
   size_t pos = 0;
   const uint8_t *name;
   size_t nlen;
@@ -22,6 +23,8 @@ static int on_frame(void *ctx, const pp__hdr *h, uint8_t *payload, int owned) {
     while (pp__hello_name(&hello, &pos, &name, &nlen) == 0)
       ;
   pp__init_decode(payload, h->len, &init, &why);
+  pp__batch_decode(payload, h->len, &batch, &why);
+  pp__batch_result_decode(payload, h->len, &batch, &why);
   if (owned)
     free(payload);
   return 0;

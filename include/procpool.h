@@ -262,7 +262,7 @@ PP_EXTERN const char *pp_pool_error(const pp_pool *pool);
 /* ---- Submitting work --------------------------------------------------------------- */
 
 /* A task's outcome.
- *   id:      the id pp_submit returned.
+ *   id:      the id pp_submit returned; under pp_map, an id of the item's own.
  *   status:  0 on success, else a negative error code (PP_ETASK, PP_EWORKER, ...).
  *   data:    the result bytes on success (NULL when len is 0), malloc'd.
  *   len:     their length.

@@ -748,12 +748,70 @@ static int pp__worker_can_take(const pp__worker *w) {
          (pool->max_tasks == 0 || w->assigned < pool->max_tasks);
 }
 
+/* The worker's running task has all its results: the next one starts running. */
+static void pp__worker_pop(pp__worker *w, pp__task *t) {
+  pp_pool *pool = w->pool;
+  uint64_t now = uv_hrtime();
+
+  pp__worker_detach(w, t);
+  /* A batch's time is shared among its items, so that the depth suits what they cost. */
+  pool->avg_ns = pool->timed++ ? (pool->avg_ns * 7 + (now - w->head_since) /
+                                  (t->nitems ? t->nitems : 1)) / 8
+                               : now - w->head_since;
+  w->head_since = now;
+  if (pool->timeout_ms != 0) {
+    if (w->ninflight > 0)
+      uv_timer_start(&w->timer, pp__on_timer, pool->timeout_ms, 0);
+    else
+      uv_timer_stop(&w->timer);
+  }
+  if (w->state == PP__W_READY && w->ninflight == 0 && !w->unwritable) {
+    if (pool->max_tasks != 0 && w->assigned >= pool->max_tasks)
+      pp__worker_retire(w);
+    else
+      pp__worker_set_idle(w, 1);
+  }
+}
+
+/* A run of a batch's results, for the worker's running task. */
+static void pp__on_batch_result(pp__worker *w, const pp__hdr *h, const uint8_t *p) {
+  pp_pool *pool = w->pool;
+  pp__task *t = pp__worker_head(w);
+  const char *why;
+  pp__batch b;
+
+  if (t == NULL || t->id != h->id || t->nitems == 0) {
+    pp__worker_proto(w, "a batch result for a task it was not given");
+    return;
+  }
+  if (pp__batch_result_decode(p, h->len, &b, &why) != 0) {
+    pp__worker_proto(w, why);
+    return;
+  }
+  if (b.first != t->received || b.count > t->nitems - t->received) {
+    pp__worker_proto(w, "a batch result out of order");
+    return;
+  }
+  t->received += b.count;
+  if (t->state != PP__T_DONE)
+    t->on_items(t, &b, w->pid);
+  if (t->received < t->nitems)
+    return;
+  pp__worker_pop(w, t);
+  if (t->state == PP__T_DONE) {
+    pool->dropped++;
+    pp__task_free(t);
+  } else {
+    pp__task_finish(t, 0, NULL, 0, NULL);
+  }
+  pp__pump(pool);
+}
+
 /* A result for the worker's running task, the first in flight. data is malloc'd when
  * owned, else it points into the reader's buffer and is copied. */
 static void pp__on_result(pp__worker *w, const pp__hdr *h, uint8_t *data, int owned) {
   pp_pool *pool = w->pool;
   pp__task *t = pp__worker_head(w);
-  uint64_t now;
   int status;
   void *copy = NULL;
 
@@ -780,23 +838,13 @@ static void pp__on_result(pp__worker *w, const pp__hdr *h, uint8_t *data, int ow
     pp__worker_proto(w, "an error message over the size limit");
     return;
   }
-  pp__worker_detach(w, t);
-  now = uv_hrtime();
-  pool->avg_ns = pool->timed++ ? (pool->avg_ns * 7 + (now - w->head_since)) / 8
-                               : now - w->head_since;
-  w->head_since = now;
-  if (pool->timeout_ms != 0) {
-    if (w->ninflight > 0)
-      uv_timer_start(&w->timer, pp__on_timer, pool->timeout_ms, 0);
-    else
-      uv_timer_stop(&w->timer);
+  if (t->nitems != 0) {
+    if (owned)
+      free(data);
+    pp__worker_proto(w, "a single result for a batch");
+    return;
   }
-  if (w->state == PP__W_READY && w->ninflight == 0 && !w->unwritable) {
-    if (pool->max_tasks != 0 && w->assigned >= pool->max_tasks)
-      pp__worker_retire(w);
-    else
-      pp__worker_set_idle(w, 1);
-  }
+  pp__worker_pop(w, t);
 
   if (t->state == PP__T_DONE) {
     /* Decided already (canceled while it waited in the worker): the result is dropped. */
@@ -853,6 +901,8 @@ static int pp__on_frame(void *ctx, const pp__hdr *h, uint8_t *p, int owned) {
   } else if (w->state == PP__W_READY && h->type == PP__F_RESULT) {
     pp__on_result(w, h, p, owned);
     owned = 0;
+  } else if (w->state == PP__W_READY && h->type == PP__F_BATCH_RESULT) {
+    pp__on_batch_result(w, h, p);
   } else {
     if (owned)
       free(p);
@@ -940,8 +990,8 @@ static int pp__wbatch_add(pp__wbatch *b, pp__task *t) {
 
   if (err != 0)
     return err;
-  pp__hdr_encode(b->bytes + b->len, PP__F_TASK, (uint16_t) t->index, t->id,
-                 (uint32_t) t->len);
+  pp__hdr_encode(b->bytes + b->len, t->nitems ? PP__F_BATCH : PP__F_TASK,
+                 (uint16_t) t->index, t->id, (uint32_t) t->len);
   if (copy && t->len > 0)
     memcpy(b->bytes + b->len + PP__HDR_SIZE, t->arg, t->len);
   /* Consecutive copied frames make one segment. */
@@ -1269,7 +1319,9 @@ const char *pp_pool_error(const pp_pool *pool) {
 /* pp_submit, and for the blocking calls, whose caller's memory outlives the task, the
  * same without the copy of the argument (borrow). */
 static int pp__submit(pp_pool *pool, const char *task, const void *arg, size_t len,
-                      pp_result_cb cb, void *user, uint64_t *id, int borrow) {
+                      pp_result_cb cb, void *user, uint64_t *id, int borrow,
+                      uint32_t nitems,
+                      void (*on_items)(pp__task *t, const pp__batch *b, long pid)) {
   uint32_t index = PP__NO_INDEX;
   size_t nlen;
   pp__task *t;
@@ -1300,6 +1352,9 @@ static int pp__submit(pp_pool *pool, const char *task, const void *arg, size_t l
   t->cb = cb;
   t->user = user;
   t->worker = NULL;
+  t->nitems = nitems;
+  t->received = 0;
+  t->on_items = on_items;
   t->len = len;
   memcpy(t->name, task, nlen + 1);
   if (borrow) {
@@ -1313,7 +1368,8 @@ static int pp__submit(pp_pool *pool, const char *task, const void *arg, size_t l
     free(t);
     return PP_ENOMEM;
   }
-  pool->next_id++;
+  /* A batch reserves an id for each of its items too. */
+  pool->next_id += 1 + nitems;
   pool->pending++;
   pp__q_insert_tail(&pool->queue, &t->node);
   if (id != NULL)
@@ -1324,7 +1380,7 @@ static int pp__submit(pp_pool *pool, const char *task, const void *arg, size_t l
 
 int pp_submit(pp_pool *pool, const char *task, const void *arg, size_t len,
               pp_result_cb cb, void *user, uint64_t *id) {
-  return pp__submit(pool, task, arg, len, cb, user, id, 0);
+  return pp__submit(pool, task, arg, len, cb, user, id, 0, 0, NULL);
 }
 
 int pp_cancel(pp_pool *pool, uint64_t id) {
@@ -1414,7 +1470,7 @@ int pp_apply(pp_pool *pool, const char *task, const void *arg, size_t len, pp_re
   memset(out, 0, sizeof(*out));
   s.out = out;
   s.done = 0;
-  err = pp__submit(pool, task, arg, len, pp__sync_cb, &s, &out->id, 1);
+  err = pp__submit(pool, task, arg, len, pp__sync_cb, &s, &out->id, 1, 0, NULL);
   if (err != 0) {
     pp__submit_error(pool, task ? task : "(null)", err, out);
     return err;
@@ -1424,15 +1480,41 @@ int pp_apply(pp_pool *pool, const char *task, const void *arg, size_t len, pp_re
   return out->status;
 }
 
+/* pp_map: items go out in batches (many per frame, each still run as its own task by the
+ * worker) unless a per-task limit (timeout, max tasks per worker) needs them one by one.
+ * An item whose batch ended without its result (the worker died in the batch, or sent
+ * garbage) runs again on its own, so that its result, or its crash, is its own. */
+typedef struct pp__map_batch pp__map_batch;
+
 typedef struct pp__map {
+  pp_pool *pool;
+  const char *task;
+  const pp_input *args;
   pp_result *out;
-  size_t done;
+  size_t n;
+  size_t done;             /* items whose out[] is filled */
+  size_t tasks;            /* tasks in flight, single or batch */
+  pp__map_batch *batches;  /* in flight */
+  struct pp__map_item *items;
 } pp__map;
 
 typedef struct pp__map_item {
   pp__map *map;
   size_t index;
 } pp__map_item;
+
+struct pp__map_batch {
+  pp__map_batch *next;
+  pp__map *map;
+  uint64_t id;
+  size_t start;
+  uint32_t count;
+  uint32_t received;
+  uint8_t *payload;
+};
+
+/* Arguments a batch holds at most, so that a map holds few of them at once. */
+#define PP__MAP_BATCH_BYTES (256 * 1024)
 
 static void pp__map_cb(pp_pool *pool, pp_result *r, void *user) {
   pp__map_item *item = (pp__map_item *) user;
@@ -1442,12 +1524,140 @@ static void pp__map_cb(pp_pool *pool, pp_result *r, void *user) {
   r->data = NULL;
   r->message = NULL;
   item->map->done++;
+  item->map->tasks--;
+}
+
+static void pp__map_fail(pp__map *map, size_t i, uint64_t id, int status, const char *why) {
+  pp_result *o = &map->out[i];
+
+  memset(o, 0, sizeof(*o));
+  o->id = id;
+  o->status = status;
+  o->message = pp__strdupf("task '%s' (map item %lu): %s", map->task, (unsigned long) i,
+                           why);
+  map->done++;
+}
+
+static void pp__map_single(pp__map *map, pp__map_item *items, size_t i) {
+  int err;
+
+  items[i].map = map;
+  items[i].index = i;
+  err = pp__submit(map->pool, map->task, map->args[i].data, map->args[i].len, pp__map_cb,
+                   &items[i], &map->out[i].id, 1, 0, NULL);
+  if (err != 0)
+    pp__submit_error(map->pool, map->task, err, &map->out[i]);
+  if (err != 0)
+    map->done++;
+  else
+    map->tasks++;
+}
+
+static void pp__map_on_items(pp__task *t, const pp__batch *b, long pid) {
+  pp__map_batch *mb = (pp__map_batch *) t->user;
+  pp__map *map = mb->map;
+  const uint8_t *data = b->data;
+  uint32_t j;
+
+  for (j = 0; j < b->count; j++) {
+    size_t i = mb->start + b->first + j;
+    uint32_t kind = pp__get_u32(b->table + (size_t) j * 8);
+    uint32_t n = pp__get_u32(b->table + (size_t) j * 8 + 4);
+    pp_result *o = &map->out[i];
+
+    memset(o, 0, sizeof(*o));
+    o->id = t->id + 1 + b->first + j;
+    if (kind == PP__R_OK) {
+      if (n > 0 && (o->data = malloc(n)) != NULL) {
+        memcpy(o->data, data, n);
+        o->len = n;
+      } else if (n > 0) {
+        o->status = PP_ENOMEM;
+        o->message = pp__strdupf("task '%s' (map item %lu): no memory for its result",
+                                 map->task, (unsigned long) i);
+      }
+    } else {
+      o->status = kind == PP__R_FAIL ? PP_ETASK : kind == PP__R_NOTASK ? PP_ENOTASK : PP_E2BIG;
+      if (kind == PP__R_FAIL)
+        o->message = pp__strdupf("task '%s' (map item %lu) failed in worker pid %ld: %.*s",
+                                 map->task, (unsigned long) i, pid, (int) n,
+                                 (const char *) data);
+      else
+        o->message = pp__strdupf("task '%s' (map item %lu): %.*s", map->task,
+                                 (unsigned long) i, (int) n, (const char *) data);
+    }
+    data += n;
+    map->done++;
+  }
+  mb->received += b->count;
+}
+
+static void pp__map_batch_cb(pp_pool *pool, pp_result *r, void *user) {
+  pp__map_batch *mb = (pp__map_batch *) user;
+  pp__map *map = mb->map;
+  pp__map_batch **p;
+  size_t i;
+
+  (void) pool;
+  map->tasks--;
+  for (p = &map->batches; *p != NULL; p = &(*p)->next)
+    if (*p == mb) {
+      *p = mb->next;
+      break;
+    }
+  for (i = mb->start + mb->received; i < mb->start + mb->count; i++) {
+    if (r->status == PP_EWORKER || r->status == PP_EPROTO)
+      pp__map_single(map, map->items, i);
+    else
+      pp__map_fail(map, i, r->id + 1 + (i - mb->start), r->status,
+                   r->message ? r->message : pp_strerror(r->status));
+  }
+  free(mb->payload);
+  free(mb);
+}
+
+/* Sends items [i, i + count) as one batch; falls back to single tasks if it cannot. */
+static void pp__map_batch_send(pp__map *map, pp__map_item *items, size_t i, uint32_t count) {
+  pp__map_batch *mb = calloc(1, sizeof(*mb));
+  size_t k, bytes = 4 + (size_t) count * 4, off;
+  int err = PP_ENOMEM;
+
+  for (k = 0; k < count; k++)
+    bytes += map->args[i + k].len;
+  if (mb != NULL && (mb->payload = malloc(bytes)) != NULL) {
+    mb->map = map;
+    mb->start = i;
+    mb->count = count;
+    pp__put_u32(mb->payload, count);
+    off = 4 + (size_t) count * 4;
+    for (k = 0; k < count; k++) {
+      size_t len = map->args[i + k].len;
+      pp__put_u32(mb->payload + 4 + k * 4, (uint32_t) len);
+      if (len > 0)
+        memcpy(mb->payload + off, map->args[i + k].data, len);
+      off += len;
+    }
+    err = pp__submit(map->pool, map->task, mb->payload, bytes, pp__map_batch_cb, mb, &mb->id,
+                     1, count, pp__map_on_items);
+  }
+  if (err == 0) {
+    mb->next = map->batches;
+    map->batches = mb;
+    map->tasks++;
+    return;
+  }
+  if (mb != NULL)
+    free(mb->payload);
+  free(mb);
+  for (k = 0; k < count; k++)
+    pp__map_single(map, items, i + k);
 }
 
 int pp_map(pp_pool *pool, const char *task, size_t n, const pp_input *args, pp_result *out) {
   pp__map map;
   pp__map_item *items;
-  size_t window, next = 0, i;
+  size_t window, chunk = 1, next = 0, i;
+  size_t cap;
   int status = 0;
 
   if (pool == NULL || task == NULL || (n > 0 && (args == NULL || out == NULL)))
@@ -1460,29 +1670,52 @@ int pp_map(pp_pool *pool, const char *task, size_t n, const pp_input *args, pp_r
   if (items == NULL)
     return PP_ENOMEM;
   memset(out, 0, n * sizeof(*out));
+  memset(&map, 0, sizeof(map));
+  map.pool = pool;
+  map.task = task;
+  map.args = args;
   map.out = out;
-  map.done = 0;
+  map.n = n;
+  map.items = items;
+  /* Batches of about an eighth of each worker's share, so that work still spreads. */
+  if (pool->timeout_ms == 0 && pool->max_tasks == 0) {
+    chunk = n / ((size_t) pool->nworkers * 8);
+    if (chunk > PP__BATCH_MAX)
+      chunk = PP__BATCH_MAX;
+  }
+  cap = pool->max_message - 4 - (size_t) PP__BATCH_MAX * 4;
+  if (pool->max_message < 4 + (size_t) PP__BATCH_MAX * 4 + 4096)
+    chunk = 1;
+  if (cap > PP__MAP_BATCH_BYTES)
+    cap = PP__MAP_BATCH_BYTES;
   /* A bounded window keeps a huge map from holding every argument's copy at once. */
-  window = (size_t) pool->nworkers * 64;
+  window = (size_t) pool->nworkers * (chunk > 1 ? 4 : 64);
   pool->blocking++;
   while (map.done < n) {
-    while (next < n && next - map.done < window) {
-      int err;
-      items[next].map = &map;
-      items[next].index = next;
-      err = pp__submit(pool, task, args[next].data, args[next].len, pp__map_cb,
-                       &items[next], &out[next].id, 1);
-      if (err != 0) {
-        pp__submit_error(pool, task, err, &out[next]);
-        map.done++;
+    while (next < n && map.tasks < window) {
+      size_t count = 0, bytes = 0;
+      while (chunk > 1 && count < chunk && next + count < n &&
+             bytes + args[next + count].len <= cap) {
+        bytes += args[next + count].len;
+        count++;
       }
-      next++;
+      if (count >= 2) {
+        pp__map_batch_send(&map, items, next, (uint32_t) count);
+      } else {
+        count = 1;
+        pp__map_single(&map, items, next);
+      }
+      next += count;
     }
     if (map.done < n && pp__run_until(pool, &map.done, map.done + 1) != 0) {
+      /* The loop ran dry (someone closed the pool's handles): end what is in flight. */
       for (i = 0; i < next; i++)
-        pp_cancel(pool, out[i].id);
+        if (out[i].id != 0)
+          pp_cancel(pool, out[i].id);
+      while (map.batches != NULL)
+        pp_cancel(pool, map.batches->id);
       for (i = next; i < n; i++)
-        pp__submit_error(pool, task, PP_ECANCELED, &out[i]);
+        pp__map_fail(&map, i, 0, PP_ECANCELED, "the pool's loop stopped");
       break;
     }
   }

@@ -27,6 +27,10 @@ struct pp__task {
   pp_result_cb cb;
   void *user;
   pp__worker *worker;      /* while sent to a worker (also when done, until its result) */
+  /* A batch (pp_map's items): how many, how many results came, and where they go. */
+  uint32_t nitems;
+  uint32_t received;
+  void (*on_items)(pp__task *t, const pp__batch *b, long pid);
   size_t len;
   const uint8_t *arg;      /* after name in this allocation, or the blocking caller's */
   char name[1];            /* the task's name, NUL-terminated; arg follows */

@@ -70,6 +70,11 @@ int pp__hdr_check_from_worker(const pp__hdr *h, size_t max_message, const char *
        * serves both kinds; the kind is checked by the caller. */
       limit = max_message > PP__MAX_ERRMSG ? max_message : PP__MAX_ERRMSG;
       break;
+    case PP__F_BATCH_RESULT:
+      /* A run of results, each within the limit, with their table. */
+      limit = (max_message > PP__MAX_ERRMSG ? max_message : PP__MAX_ERRMSG) +
+              PP__BATCH_SLACK;
+      break;
     default:
       *why = "a frame has an unknown type";
       return PP_EPROTO;
@@ -267,5 +272,58 @@ int pp__rx_feed(pp__rx *rx, size_t n, pp__frame_cb cb, void *ctx, const char **w
   }
   memmove(rx->buf, rx->buf + off, rx->len - off);
   rx->len -= off;
+  return 0;
+}
+
+int pp__batch_decode(const uint8_t *p, size_t len, pp__batch *b, const char **why) {
+  size_t i, total = 0;
+
+  if (len < 4 || (b->count = pp__get_u32(p)) == 0 || b->count > PP__BATCH_MAX ||
+      len - 4 < (size_t) b->count * 4) {
+    *why = "a batch with a bad count";
+    return PP_EPROTO;
+  }
+  b->first = 0;
+  b->table = p + 4;
+  b->data = b->table + (size_t) b->count * 4;
+  b->data_len = len - 4 - (size_t) b->count * 4;
+  for (i = 0; i < b->count; i++)
+    total += pp__get_u32(b->table + i * 4);
+  if (total != b->data_len) {
+    *why = "a batch whose lengths do not add up";
+    return PP_EPROTO;
+  }
+  return 0;
+}
+
+int pp__batch_result_decode(const uint8_t *p, size_t len, pp__batch *b, const char **why) {
+  size_t i, total = 0;
+
+  if (len < 8) {
+    *why = "a truncated batch result";
+    return PP_EPROTO;
+  }
+  b->first = pp__get_u32(p);
+  b->count = pp__get_u32(p + 4);
+  if (b->count == 0 || b->count > PP__BATCH_MAX || len - 8 < (size_t) b->count * 8) {
+    *why = "a batch result with a bad count";
+    return PP_EPROTO;
+  }
+  b->table = p + 8;
+  b->data = b->table + (size_t) b->count * 8;
+  b->data_len = len - 8 - (size_t) b->count * 8;
+  for (i = 0; i < b->count; i++) {
+    uint32_t kind = pp__get_u32(b->table + i * 8);
+    uint32_t n = pp__get_u32(b->table + i * 8 + 4);
+    if (kind > PP__R_TOOBIG || (kind != PP__R_OK && n > PP__MAX_ERRMSG)) {
+      *why = "a batch result with an unknown kind or an oversize message";
+      return PP_EPROTO;
+    }
+    total += n;
+  }
+  if (total != b->data_len) {
+    *why = "a batch result whose lengths do not add up";
+    return PP_EPROTO;
+  }
   return 0;
 }

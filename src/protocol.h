@@ -23,8 +23,17 @@ enum pp__frame_type {
   PP__F_INIT = 2,   /* pool -> worker: limits, initializer name and argument */
   PP__F_READY = 3,  /* worker -> pool: aux 0: ready; aux 1: initializer failed, payload msg */
   PP__F_TASK = 4,   /* pool -> worker: aux task index, id, payload the argument */
-  PP__F_RESULT = 5  /* worker -> pool: aux a pp__result_kind, id, payload data or message */
+  PP__F_RESULT = 5, /* worker -> pool: aux a pp__result_kind, id, payload data or message */
+  PP__F_BATCH = 6,  /* pool -> worker: aux task index, id; payload a batch of arguments */
+  PP__F_BATCH_RESULT = 7  /* worker -> pool: id; payload results of a run of the batch */
 };
+
+/* A batch (pp_map's items, many per frame): u32 count, count u32 lengths, then the
+ * arguments end to end. Its results come in one or more BATCH_RESULT frames, each for
+ * the next run of items: u32 first, u32 count, count pairs of u32 kind and u32 length,
+ * then the results (or messages) end to end. */
+#define PP__BATCH_MAX 4096
+#define PP__BATCH_SLACK (8 + 8 * PP__BATCH_MAX)
 
 enum pp__result_kind {
   PP__R_OK = 0,      /* payload: the result bytes */
@@ -32,6 +41,19 @@ enum pp__result_kind {
   PP__R_NOTASK = 2,  /* payload: message (PP_ENOTASK) */
   PP__R_TOOBIG = 3   /* payload: message (PP_E2BIG) */
 };
+
+/* Walks a batch's arguments (worker side) or a batch result's items (pool side). Each
+ * returns 0 or PP_EPROTO with why; both check every length against the frame. */
+typedef struct pp__batch {
+  uint32_t first;          /* results only */
+  uint32_t count;
+  const uint8_t *table;    /* count lengths, or count (kind, length) pairs */
+  const uint8_t *data;
+  size_t data_len;
+} pp__batch;
+
+int pp__batch_decode(const uint8_t *p, size_t len, pp__batch *b, const char **why);
+int pp__batch_result_decode(const uint8_t *p, size_t len, pp__batch *b, const char **why);
 
 typedef struct pp__hdr {
   uint32_t len;   /* payload bytes after the header */

@@ -212,8 +212,11 @@ static int pp__reader_next(pp__reader *r, pp__hdr *h, const uint8_t **payload,
       return PP_ENOMEM;
     }
     pp__os_advise_large(r->big, h->len);
+    /* The buffer may hold the frames after this one too: take only this one's bytes. */
+    if (have > h->len)
+      have = h->len;
     memcpy(r->big, r->buf + r->off, have);
-    r->off = r->end = 0;
+    r->off += have;
     while (have < h->len) {
       err = pp__chan_read(r->chan, r->big + have, h->len - have, &got);
       if (err != 0) {
@@ -358,6 +361,103 @@ static int pp__send_result(pp__writer *w, uint8_t type, uint64_t id, pp_call *ca
   return pp__writer_frame(w, type, (uint16_t) call->kind, id, call->msg, call->msg_len);
 }
 
+/* A growable byte buffer, for a batch's results. */
+typedef struct pp__buf {
+  uint8_t *p;
+  size_t len, cap;
+} pp__buf;
+
+static int pp__buf_add(pp__buf *b, const void *data, size_t len) {
+  if (len > b->cap - b->len) {
+    size_t cap = b->cap ? b->cap : 4096;
+    uint8_t *p;
+    while (cap - b->len < len)
+      cap *= 2;
+    p = realloc(b->p, cap);
+    if (p == NULL)
+      return PP_ENOMEM;
+    b->p = p;
+    b->cap = cap;
+  }
+  if (len > 0)
+    memcpy(b->p + b->len, data, len);
+  b->len += len;
+  return 0;
+}
+
+/* Sends the results of items [first, first + count) of batch id. */
+static int pp__send_batch_run(pp__chan *chan, uint64_t id, uint32_t first, uint32_t count,
+                              pp__buf *table, pp__buf *data) {
+  uint8_t hdr[PP__HDR_SIZE + 8];
+  pp__iov iov[3];
+  int err;
+
+  pp__hdr_encode(hdr, PP__F_BATCH_RESULT, 0, id, (uint32_t) (8 + table->len + data->len));
+  pp__put_u32(hdr + PP__HDR_SIZE, first);
+  pp__put_u32(hdr + PP__HDR_SIZE + 4, count);
+  iov[0].base = hdr;
+  iov[0].len = sizeof(hdr);
+  iov[1].base = table->p;
+  iov[1].len = table->len;
+  iov[2].base = data->p;
+  iov[2].len = data->len;
+  err = pp__chan_write(chan, iov, 3);
+  table->len = 0;
+  data->len = 0;
+  return err;
+}
+
+/* Runs each item of a batch, as many tasks, and sends their results in as few frames as
+ * the size limit allows. Each argument is copied to an aligned place first: in the batch
+ * they lie end to end. */
+static int pp__serve_batch(pp__chan *chan, pp_call *call, size_t index, uint64_t id,
+                           const pp__batch *b, size_t max_message) {
+  pp__buf table = { NULL, 0, 0 }, data = { NULL, 0, 0 }, arg = { NULL, 0, 0 };
+  const uint8_t *next = b->data;
+  uint32_t i, first = 0;
+  int err = 0;
+
+  for (i = 0; i < b->count && err == 0; i++) {
+    uint32_t alen = pp__get_u32(b->table + (size_t) i * 4);
+    const void *out;
+    uint8_t pair[8];
+    size_t n;
+
+    arg.len = 0;
+    err = pp__buf_add(&arg, next, alen);
+    if (err != 0)
+      break;
+    next += alen;
+    pp__call_reset(call, max_message);
+    if (index < pp__ntasks) {
+      pp__run(call, index, arg.p, alen);
+    } else {
+      call->kind = PP__R_NOTASK;
+      call->msg_len = (size_t) snprintf(call->msg, sizeof(call->msg),
+                                        "task number %u is not in the worker's table",
+                                        (unsigned) index);
+    }
+    out = call->kind == PP__R_OK ? call->data : (const void *) call->msg;
+    n = call->kind == PP__R_OK ? call->len : call->msg_len;
+    if (i > first && data.len + n > max_message) {
+      err = pp__send_batch_run(chan, id, first, i - first, &table, &data);
+      first = i;
+    }
+    pp__put_u32(pair, (uint32_t) call->kind);
+    pp__put_u32(pair + 4, (uint32_t) n);
+    if (err == 0)
+      err = pp__buf_add(&table, pair, sizeof(pair));
+    if (err == 0)
+      err = pp__buf_add(&data, out, n);
+  }
+  if (err == 0)
+    err = pp__send_batch_run(chan, id, first, b->count - first, &table, &data);
+  free(table.p);
+  free(data.p);
+  free(arg.p);
+  return err;
+}
+
 void pp__serve(pp__serve_ctx *ctx) {
   pp__reader r;
   pp__writer wr;
@@ -429,6 +529,13 @@ void pp__serve(pp__serve_ctx *ctx) {
                                          (unsigned) h.aux);
       }
       err = pp__send_result(&wr, PP__F_RESULT, h.id, &call);
+    } else if (h.type == PP__F_BATCH && inited) {
+      pp__batch b;
+      if (pp__batch_decode(payload, h.len, &b, &why) != 0)
+        pp__worker_die(ctx, PP__EXIT_PROTO, why, 0);
+      err = pp__writer_flush(&wr);
+      if (err == 0)
+        err = pp__serve_batch(&ctx->chan, &call, h.aux, h.id, &b, max_message);
     } else {
       pp__worker_die(ctx, PP__EXIT_PROTO, "the pool sent an unexpected frame", 0);
     }

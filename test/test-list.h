@@ -98,3 +98,7 @@ TEST_EACH(shm_roundtrip)
 TEST_EACH(shm_from_worker)
 TEST_EACH(shm_worker_crash)
 TEST_EACH(shm_fork_inherited)
+
+/* Pipelining and pp_map's batches (test-pipeline.c) */
+TEST_EACH(pipeline_mid_args)
+TEST_EACH(map_batches)
