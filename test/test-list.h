@@ -102,3 +102,6 @@ TEST_EACH(shm_fork_inherited)
 /* Pipelining and pp_map's batches (test-pipeline.c) */
 TEST_EACH(pipeline_mid_args)
 TEST_EACH(map_batches)
+
+/* Thousands of tasks while workers are killed from outside (test-kill-stress.c) */
+TEST_EACH(kill_stress)
