@@ -32,10 +32,11 @@ run_suite "native (gcc)" build-test
 bash scripts/deps.sh valgrind
 echo "=== valgrind memcheck"
 meson test -C build-test --print-errorlogs --num-processes 2 --timeout-multiplier 4 \
-  --logbase valgrind \
+  --logbase memcheck \
   --wrap='valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite' \
   || status=1
-logs+=("build-test/meson-logs/valgrind.json")
+# meson names the log after the base and the wrapper: memcheck-valgrind.json.
+logs+=(build-test/meson-logs/memcheck*.json)
 
 # clang builds the sanitizer run, and with it the fuzz target for the frame decoder when
 # its libFuzzer runtime is there.
