@@ -353,6 +353,7 @@ static void pp__worker_requeue(pp__worker *w) {
       pp__task_free(t);
     } else {
       t->state = PP__T_QUEUED;
+      t->requeued++;
       pp__q_insert_head(&pool->queue, &t->node);
     }
   }
@@ -361,6 +362,7 @@ static void pp__worker_requeue(pp__worker *w) {
 static void pp__wbatch_free(pp__wbatch *b) {
   free(b->bytes);
   free(b->segs);
+  free(b->tasks);
   free(b->bufs);
   memset(b, 0, sizeof(*b));
 }
@@ -381,13 +383,13 @@ void pp__worker_on_handle_closed(uv_handle_t *handle) {
   pp__maybe_shutdown(pool);
 }
 
-static void pp__wbatch_done(pp__wbatch *b);
+static void pp__wbatch_done(pp__wbatch *b, pp__worker *sent_to);
 
 static void pp__worker_close(pp__worker *w) {
   /* The batch being filled will never be written; the one being written, if any, is
    * canceled by the pipe's close, which calls its callback. */
   pp__q_remove(&w->dirty_node);
-  pp__wbatch_done(&w->wb[w->wb_fill]);
+  pp__wbatch_done(&w->wb[w->wb_fill], NULL);
   uv_timer_stop(&w->timer);
   if (!uv_is_closing((uv_handle_t *) &w->pipe))
     uv_close((uv_handle_t *) &w->pipe, pp__worker_on_handle_closed);
@@ -566,7 +568,10 @@ static void pp__worker_finish(pp__worker *w) {
                        pp__strdupf("worker pid %ld %s while it ran the initializer '%s'",
                                    w->pid, how, pool->initializer ? pool->initializer
                                                                   : "(none)"));
-  } else if (was_alive && pp__worker_head(w) != NULL) {
+  } else if (was_alive && pp__worker_head(w) != NULL &&
+             (pp__worker_head(w)->sent_to == w->token || pp__worker_head(w)->requeued >= 3)) {
+    /* It had started (its frame reached the worker whole), or it has come back from dead
+     * workers too often to be an accident. */
     pp__task *t = pp__worker_head(w);
     pp__worker_detach(w, t);
     pp__task_fail(t, PP_EWORKER, "task '%s' (id %llu) failed: worker pid %ld %s while it "
@@ -971,6 +976,14 @@ static int pp__wbatch_reserve(pp__wbatch *b, size_t bytes) {
     b->bytes = p;
     b->cap = cap;
   }
+  if (b->ntasks + 1 > b->captasks) {
+    size_t cap = b->captasks ? b->captasks * 2 : 16;
+    pp__task **p = realloc(b->tasks, cap * sizeof(*p));
+    if (p == NULL)
+      return PP_ENOMEM;
+    b->tasks = p;
+    b->captasks = cap;
+  }
   if (b->nsegs + 2 > b->capsegs) {
     size_t cap = b->capsegs ? b->capsegs * 2 : 16;
     pp__wseg *p = realloc(b->segs, cap * sizeof(*p));
@@ -1010,22 +1023,28 @@ static int pp__wbatch_add(pp__wbatch *b, pp__task *t) {
     b->segs[b->nsegs].len = t->len;
     b->segs[b->nsegs].task = t;
     b->nsegs++;
-    t->writing++;
   }
+  b->tasks[b->ntasks++] = t;
+  t->writing++;
   return 0;
 }
 
-static void pp__wbatch_done(pp__wbatch *b) {
+/* The batch's write ended: when it went through (sent_to not NULL), its tasks reached
+ * that worker, so a task that was running there when it died had started. One whose
+ * frame never reached its worker runs elsewhere instead. */
+static void pp__wbatch_done(pp__wbatch *b, pp__worker *sent_to) {
   size_t i;
 
-  for (i = 0; i < b->nsegs; i++)
-    if (b->segs[i].task != NULL) {
-      pp__task *t = b->segs[i].task;
-      t->writing--;
-      pp__task_free(t);
-    }
+  for (i = 0; i < b->ntasks; i++) {
+    pp__task *t = b->tasks[i];
+    if (sent_to != NULL)
+      t->sent_to = sent_to->token;
+    t->writing--;
+    pp__task_free(t);
+  }
   b->len = 0;
   b->nsegs = 0;
+  b->ntasks = 0;
 }
 
 static void pp__flush_worker(pp__worker *w);
@@ -1054,7 +1073,7 @@ static void pp__on_written(uv_write_t *req, int status) {
   pp__wbatch *b = (pp__wbatch *) req->data;
   pp__worker *w = b->worker;
 
-  pp__wbatch_done(b);
+  pp__wbatch_done(b, status == 0 ? w : NULL);
   w->wb_busy = 0;
   if (w->state == PP__W_GOING)
     return;
@@ -1074,7 +1093,7 @@ static void pp__flush_worker(pp__worker *w) {
   if (w->wb_busy || b->nsegs == 0)
     return;
   if (w->unwritable) {
-    pp__wbatch_done(b);
+    pp__wbatch_done(b, NULL);
     return;
   }
   if (b->capbufs < b->nsegs) {
@@ -1099,7 +1118,7 @@ static void pp__flush_worker(pp__worker *w) {
     while (first < b->nsegs && done >= b->bufs[first].len)
       done -= b->bufs[first++].len;
     if (first == b->nsegs) {
-      pp__wbatch_done(b);
+      pp__wbatch_done(b, w);
       return;
     }
     b->bufs[first].base += done;
@@ -1112,7 +1131,7 @@ static void pp__flush_worker(pp__worker *w) {
     err = uv_write(&b->req, (uv_stream_t *) &w->pipe, b->bufs + first,
                    (unsigned int) (b->nsegs - first), pp__on_written);
   if (err != 0) {
-    pp__wbatch_done(b);
+    pp__wbatch_done(b, NULL);
     pp__worker_write_failed(w, err);
     return;
   }
@@ -1349,6 +1368,8 @@ static int pp__submit(pp_pool *pool, const char *task, const void *arg, size_t l
   t->index = index;
   t->state = PP__T_QUEUED;
   t->writing = 0;
+  t->sent_to = 0;
+  t->requeued = 0;
   t->cb = cb;
   t->user = user;
   t->worker = NULL;

@@ -23,7 +23,9 @@ struct pp__task {
   uint64_t id;
   uint32_t index;          /* in the task table; PP__NO_INDEX until known */
   int state;               /* PP__T_QUEUED, PP__T_RUNNING, PP__T_DONE */
-  int writing;             /* writes in flight that point at arg */
+  int writing;             /* write batches that hold its frame */
+  uint64_t sent_to;        /* the token of the worker its frame last reached whole */
+  unsigned requeued;       /* times it went back to the queue from a worker */
   pp_result_cb cb;
   void *user;
   pp__worker *worker;      /* while sent to a worker (also when done, until its result) */
@@ -60,6 +62,8 @@ typedef struct pp__wbatch {
   size_t len, cap;
   pp__wseg *segs;
   size_t nsegs, capsegs;
+  pp__task **tasks;        /* whose frames it holds: each counted in its writing */
+  size_t ntasks, captasks;
   uv_buf_t *bufs;
   size_t capbufs;
 } pp__wbatch;
