@@ -8,7 +8,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 build="$root/build-bench"
 
 if [ -f "$build/build.ninja" ]; then
-  meson configure "$build" -Dbuildtype=release
+  meson setup --reconfigure "$build" "$root" -Dbuildtype=release
 else
   meson setup "$build" "$root" -Dbuildtype=release
 fi
