@@ -115,60 +115,32 @@ static int pp__fork_pool_init(pp_pool *pool) {
   return 0;
 }
 
+/* In the child: serve on the channel. */
+static void pp__fork_child(void *arg, int report) {
+  pp__serve_ctx ctx;
+
+  close(report);
+  ctx.chan.h = *(const uv_os_sock_t *) arg;
+  ctx.exit = pp__forked_exit;
+  pp__serve(&ctx);
+}
+
 static int pp__fork_start(pp__worker *w, char *why, size_t why_size) {
   uv_os_sock_t fds[2];
-  uv_file rep[2];
   pid_t pid;
-  int err = 0, report;
+  int err;
 
-  /* Both pairs are close-on-exec from birth, so no other child of this process can
-   * inherit them, whatever thread forks or execs meanwhile. */
   err = uv_socketpair(SOCK_STREAM, 0, fds, UV_NONBLOCK_PIPE, 0);
   if (err != 0) {
     snprintf(why, why_size, "cannot make a channel for a forked worker: %s",
              uv_strerror(err));
     return err;
   }
-  err = uv_pipe(rep, 0, 0);
-  if (err != 0) {
-    close(fds[0]);
-    close(fds[1]);
-    snprintf(why, why_size, "cannot make a pipe for a forked worker: %s", uv_strerror(err));
-    return err;
-  }
-
-  pid = pp__unix_fork(&err);
-  if (pid == 0) {
-    pp__serve_ctx ctx;
-    int keep[2];
-    keep[0] = fds[1];
-    keep[1] = rep[1];
-    report = pp__unix_child_reset(keep, 2);
-    if (report != 0)
-      pp__unix_child_fail(rep[1], report);
-    close(rep[1]);
-    ctx.chan.h = fds[1];
-    ctx.exit = pp__forked_exit;
-    pp__serve(&ctx);
-  }
-
+  pid = pp__unix_fork_child(&fds[1], 1, pp__fork_child, &fds[1], &err);
   close(fds[1]);
-  close(rep[1]);
-  report = pid > 0 ? pp__unix_read_report(rep[0]) : 0;
-  close(rep[0]);
   if (pid == -1) {
     close(fds[0]);
     snprintf(why, why_size, "cannot fork a worker: %s", uv_strerror(err));
-    return err;
-  }
-  if (report != 0) {
-    int status;
-    /* The child has already given up and is ending: reap it here. */
-    while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
-      ;
-    close(fds[0]);
-    err = uv_translate_sys_error(report);
-    snprintf(why, why_size, "a forked worker could not set itself up: %s", uv_strerror(err));
     return err;
   }
   w->pid = (long) pid;

@@ -157,40 +157,22 @@ static PP__NORETURN void pp__fs_worker_exit(int code) {
   _exit(code);
 }
 
+/* In a child of the server: serve on the channel. */
+static void pp__fs_worker_child(void *arg, int report) {
+  pp__serve_ctx ctx;
+
+  close(report);
+  ctx.chan.h = *(const int *) arg;
+  ctx.exit = pp__fs_worker_exit;
+  pp__serve(&ctx);
+}
+
 /* Forks one worker serving on chan. Returns its pid, or -errno. */
 static pid_t pp__fs_fork_worker(int chan) {
-  uv_file rep[2];
-  pid_t pid;
-  int err = 0, report;
+  int err = 0;
+  pid_t pid = pp__unix_fork_child(&chan, 1, pp__fs_worker_child, &chan, &err);
 
-  if (uv_pipe(rep, 0, 0) != 0)
-    return -EMFILE;
-  pid = pp__unix_fork(&err);
-  if (pid == 0) {
-    pp__serve_ctx ctx;
-    int keep[2];
-    keep[0] = chan;
-    keep[1] = rep[1];
-    report = pp__unix_child_reset(keep, 2);
-    if (report != 0)
-      pp__unix_child_fail(rep[1], report);
-    close(rep[1]);
-    ctx.chan.h = chan;
-    ctx.exit = pp__fs_worker_exit;
-    pp__serve(&ctx);
-  }
-  close(rep[1]);
-  report = pid > 0 ? pp__unix_read_report(rep[0]) : 0;
-  close(rep[0]);
-  if (pid == -1)
-    return -(err ? -err : EAGAIN);
-  if (report != 0) {
-    int status;
-    while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
-      ;
-    return -report;
-  }
-  return pid;
+  return pid > 0 ? pid : (pid_t) err;
 }
 
 static void pp__fs_reap(pp__fs_child *kids, size_t *nkids) {
@@ -433,55 +415,45 @@ static int pp__fs_await_hello(pp__fs_server *srv, uint64_t timeout_ms, char *why
   return PP_ESPAWN;
 }
 
+/* In the child: become the server, a fresh image of the worker program. */
+typedef struct pp__fs_exec {
+  const char *exe;
+  int fd;
+} pp__fs_exec;
+
+static void pp__fs_server_child(void *arg, int report) {
+  const pp__fs_exec *x = (const pp__fs_exec *) arg;
+  char mark[sizeof(PP__FS_MARK) + 16];
+  char *args[3];
+
+  if (fcntl(x->fd, F_SETFD, 0) == -1)
+    pp__unix_child_fail(report, errno);
+  snprintf(mark, sizeof(mark), "%s%d", PP__FS_MARK, x->fd);
+  args[0] = (char *) x->exe;
+  args[1] = mark;
+  args[2] = NULL;
+  execv(x->exe, args);
+  pp__unix_child_fail(report, errno);
+}
+
 static int pp__fs_start_server(pp__fs_server *srv, uint64_t timeout_ms, char *why,
                                size_t why_size) {
   uv_os_sock_t fds[2];
-  uv_file rep[2];
+  pp__fs_exec x;
   pid_t pid;
-  int err = 0, report;
+  int err;
 
   err = uv_socketpair(SOCK_STREAM, 0, fds, 0, 0);
   if (err != 0) {
     snprintf(why, why_size, "cannot make the forkserver's channel: %s", uv_strerror(err));
     return err;
   }
-  err = uv_pipe(rep, 0, 0);
-  if (err != 0) {
-    close(fds[0]);
-    close(fds[1]);
-    snprintf(why, why_size, "cannot make a pipe for the forkserver: %s", uv_strerror(err));
-    return err;
-  }
-  pid = pp__unix_fork(&err);
-  if (pid == 0) {
-    char mark[sizeof(PP__FS_MARK) + 16];
-    char *args[3];
-    int keep[2];
-    keep[0] = fds[1];
-    keep[1] = rep[1];
-    report = pp__unix_child_reset(keep, 2);
-    if (report == 0 && fcntl(fds[1], F_SETFD, 0) == -1)
-      report = errno;
-    if (report != 0)
-      pp__unix_child_fail(rep[1], report);
-    snprintf(mark, sizeof(mark), "%s%d", PP__FS_MARK, (int) fds[1]);
-    args[0] = srv->exe;
-    args[1] = mark;
-    args[2] = NULL;
-    execv(srv->exe, args);
-    pp__unix_child_fail(rep[1], errno);
-  }
+  x.exe = srv->exe;
+  x.fd = fds[1];
+  pid = pp__unix_fork_child(&fds[1], 1, pp__fs_server_child, &x, &err);
   close(fds[1]);
-  close(rep[1]);
-  report = pid > 0 ? pp__unix_read_report(rep[0]) : 0;
-  close(rep[0]);
-  if (pid == -1 || report != 0) {
-    int status;
-    if (pid > 0)
-      while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
-        ;
+  if (pid == -1) {
     close(fds[0]);
-    err = pid == -1 ? err : uv_translate_sys_error(report);
     snprintf(why, why_size, "cannot start the forkserver '%s': %s", srv->exe,
              uv_strerror(err));
     return err;

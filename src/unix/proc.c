@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #if defined(__linux__)
@@ -108,14 +109,53 @@ void pp__unix_child_fail(int fd, int err) {
   _exit(127);
 }
 
-int pp__unix_read_report(int fd) {
-  int err = 0;
+pid_t pp__unix_fork_child(const int *keep, int nkeep, void (*child)(void *arg, int report),
+                          void *arg, int *err) {
+  int all[8];
+  uv_file rep[2];
+  pid_t pid;
+  int report = 0, i, status;
   ssize_t r;
 
-  do
-    r = read(fd, &err, sizeof(err));
-  while (r == -1 && errno == EINTR);
-  return r == (ssize_t) sizeof(err) ? err : 0;
+  if (nkeep > 7) {
+    *err = UV_EINVAL;
+    return -1;
+  }
+  /* Close-on-exec from birth, so no other child of this process can inherit it, whatever
+   * thread forks or execs meanwhile. */
+  *err = uv_pipe(rep, 0, 0);
+  if (*err != 0)
+    return -1;
+  pid = pp__unix_fork(err);
+  if (pid == 0) {
+    for (i = 0; i < nkeep; i++)
+      all[i] = keep[i];
+    all[nkeep] = rep[1];
+    report = pp__unix_child_reset(all, nkeep + 1);
+    if (report != 0)
+      pp__unix_child_fail(rep[1], report);
+    child(arg, rep[1]);
+    _exit(127);
+  }
+  close(rep[1]);
+  if (pid > 0) {
+    do
+      r = read(rep[0], &report, sizeof(report));
+    while (r == -1 && errno == EINTR);
+    if (r != (ssize_t) sizeof(report))
+      report = 0;
+  }
+  close(rep[0]);
+  if (pid == -1)
+    return -1;
+  if (report != 0) {
+    /* The child has already given up and is ending: reap it here. */
+    while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
+      ;
+    *err = uv_translate_sys_error(report);
+    return -1;
+  }
+  return pid;
 }
 
 int pp__unix_thread_count(void) {

@@ -17,12 +17,17 @@ pid_t pp__unix_fork(int *err);
 int pp__unix_child_reset(const int *keep, int nkeep);
 
 /* Writes errno value err to fd and ends the child: how a forked child reports that its
- * set-up failed. The parent reads it from a close-on-exec pipe. */
+ * set-up failed. */
 void pp__unix_child_fail(int fd, int err);
 
-/* Reads a child's set-up report from the pipe's read end: 0 when the child closed it
- * (set-up done, or exec succeeded), else the errno value the child sent. */
-int pp__unix_read_report(int fd);
+/* Forks a child that keeps only stdio and `keep` (pp__unix_child_reset), then calls
+ * child(arg, report). The child reports a failure of its own set-up with
+ * pp__unix_child_fail(report, errno), and success by closing report (or by exec, since
+ * report is close-on-exec); child must not return. The parent waits for that report.
+ * Returns the child's pid, or -1 with *err set (a UV_E* code): fork failed, or the child
+ * failed to set itself up (it has then been reaped). */
+pid_t pp__unix_fork_child(const int *keep, int nkeep, void (*child)(void *arg, int report),
+                          void *arg, int *err);
 
 /* The number of threads in this process, or -1 when it cannot be known here. */
 int pp__unix_thread_count(void);
