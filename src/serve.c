@@ -19,7 +19,11 @@ static int pp__serving;
 /* The longest message a task can give pp_fail; the header promises it. */
 #define PP__TASK_MSG_MAX 4000
 
+static intptr_t pp__channel = -1;
+
 int pp__in_worker(void) { return pp__serving; }
+
+intptr_t pp__serve_channel(void) { return pp__channel; }
 
 struct pp_call {
   pp__chan *chan;
@@ -467,6 +471,7 @@ void pp__serve(pp__serve_ctx *ctx) {
   int err;
 
   pp__serving = 1;
+  pp__channel = ctx->chan.h;
   memset(&r, 0, sizeof(r));
   memset(&call, 0, sizeof(call));
   call.chan = &ctx->chan;

@@ -47,6 +47,10 @@ int pp__table_check(const pp_task *tasks, size_t *count);
  * fork worker inherited belongs to its parent). */
 int pp__in_worker(void);
 
+/* The worker's channel (a descriptor or HANDLE), or -1 outside a worker: for the tests
+ * that must break the protocol on purpose. */
+intptr_t pp__serve_channel(void);
+
 /* The table pp_main recorded, or NULL (count 0) when pp_main was not called. */
 const pp_task *pp__table_get(size_t *count);
 

@@ -356,6 +356,7 @@ const pp_task test_tasks[] = {
   { "api_misuse", t_api_misuse },
   { "nested_submit", t_nested_submit },
   { "ks_work", test_task_ks_work },
+  { "send_garbage", test_task_send_garbage },
   { "matrix_init", test_task_matrix_init },
   { "matrix_read", test_task_matrix_read },
   { "shm_fill", test_task_shm_fill },

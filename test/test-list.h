@@ -105,3 +105,11 @@ TEST_EACH(map_batches)
 
 /* Thousands of tasks while workers are killed from outside (test-kill-stress.c) */
 TEST_EACH(kill_stress)
+
+/* Workers that send malformed frames (test-proto.c) */
+TEST_EACH(proto_bad_type)
+TEST_EACH(proto_bad_flags)
+TEST_EACH(proto_bad_length)
+TEST_EACH(proto_bad_id)
+TEST_EACH(proto_bad_kind)
+TEST_EACH(proto_late_hello)
