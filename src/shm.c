@@ -32,10 +32,12 @@ static int pp__shm_make_name(char *name) {
   size_t len, nrnd, i;
   int n, err;
 
-  n = snprintf(name, PP__SHM_NAME_MAX + 1, PP__SHM_PREFIX "%lu-%x-",
-               (unsigned long) uv_os_getpid(), ++pp__shm_counter);
-  len = (size_t) n < PP__SHM_NAME_MAX ? (size_t) n : PP__SHM_NAME_MAX;
-  nrnd = PP__SHM_NAME_MAX - len;
+  size_t max = pp__shm_os_name_max();
+
+  n = snprintf(name, max + 1, PP__SHM_PREFIX "%lu-%x-", (unsigned long) uv_os_getpid(),
+               ++pp__shm_counter);
+  len = (size_t) n < max ? (size_t) n : max;
+  nrnd = max - len;
   if (nrnd > PP__SHM_RANDOM_MAX)
     nrnd = PP__SHM_RANDOM_MAX;
   err = uv_random(NULL, NULL, rnd, nrnd, 0, NULL);

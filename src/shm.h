@@ -9,13 +9,12 @@
 
 #include "procpool.h"
 
-/* The longest name, without its NUL: what pp_shm_ref.name holds; on macOS, whose
- * shm_open refuses names over 31 bytes, what fits with the leading slash. */
-#if defined(__APPLE__)
-#  define PP__SHM_NAME_MAX 30
-#else
-#  define PP__SHM_NAME_MAX (sizeof(((pp_shm_ref *) 0)->name) - 1)
-#endif
+/* The longest name, without its NUL: what pp_shm_ref.name holds. */
+#define PP__SHM_NAME_MAX (sizeof(((pp_shm_ref *) 0)->name) - 1)
+
+/* The longest name this OS takes, at most PP__SHM_NAME_MAX: the names made here are no
+ * longer (macOS's shm_open refuses names over 31 bytes, its leading slash included). */
+size_t pp__shm_os_name_max(void);
 
 /* A segment as this process maps it. */
 typedef struct pp__shm_map {

@@ -107,3 +107,11 @@ int pp__shm_os_unlink(const char *name) {
   pp__shm_path(path, name);
   return shm_unlink(path) == 0 ? 0 : uv_translate_sys_error(errno);
 }
+
+size_t pp__shm_os_name_max(void) {
+#if defined(__APPLE__)
+  return 30;
+#else
+  return PP__SHM_NAME_MAX;
+#endif
+}

@@ -117,3 +117,5 @@ int pp__shm_os_unlink(const char *name) {
   (void) name;
   return 0;
 }
+
+size_t pp__shm_os_name_max(void) { return PP__SHM_NAME_MAX; }
