@@ -44,6 +44,7 @@ static int helper_exit7(int argc, char **argv) {
 static const helper_entry helpers[] = {
   { "@exit7", helper_exit7 },
   { "@orphan-parent", test_helper_orphan_parent },
+  { "@odd-path", test_helper_odd_path },
 };
 
 /* The parent sets these for the workers it is about to start. They stand for a program
