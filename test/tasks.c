@@ -358,6 +358,7 @@ const pp_task test_tasks[] = {
   { "ks_work", test_task_ks_work },
   { "send_garbage", test_task_send_garbage },
   { "matrix_init", test_task_matrix_init },
+  { "signals_default", test_task_signals_default },
   { "matrix_read", test_task_matrix_read },
   { "shm_fill", test_task_shm_fill },
   { "shm_crash", test_task_shm_crash },

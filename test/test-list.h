@@ -89,6 +89,7 @@ TEST_ONCE(sigpipe_handler)
 TEST_EACH(matrix)
 TEST_ONCE(matrix_env_spawn)
 TEST_ONCE(fork_busy_parent)
+TEST_EACH(worker_signals)
 
 /* Shared memory segments (test-shm.c) */
 TEST_ONCE(shm_basic)

@@ -202,3 +202,55 @@ void test_fork_busy_parent(void) {
   uv_sem_destroy(&thread_go);
   ASSERT_TRUE(ticks > 0);
 }
+
+/* ---- Signal dispositions: the same in a worker under every method --------------------- */
+
+#ifndef _WIN32
+#  include <signal.h>
+
+static void parent_usr1(int sig) { (void) sig; }
+#endif
+
+/* Replies 1 when SIGPIPE and SIGUSR1 are at their defaults in the worker. */
+int test_task_signals_default(pp_call *call, const void *arg, size_t len) {
+  int ok = 1;
+#ifndef _WIN32
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) != 0 || sa.sa_handler != SIG_DFL)
+    ok = 0;
+  if (sigaction(SIGUSR1, NULL, &sa) != 0 || sa.sa_handler != SIG_DFL)
+    ok = 0;
+#endif
+  (void) arg;
+  (void) len;
+  return pp_reply(call, &ok, sizeof(ok));
+}
+
+/* The parent ignores SIGPIPE (the pool sees to it) and handles SIGUSR1; a worker starts
+ * with both at their defaults whatever the method, as a spawned program does. */
+void test_worker_signals(void) {
+#ifdef _WIN32
+  test_skip("no POSIX signal dispositions on Windows");
+#else
+  struct sigaction sa, old;
+  pp_pool_options opts;
+  pp_pool *pool;
+  pp_result r;
+  int ok;
+
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = parent_usr1;
+  sigemptyset(&sa.sa_mask);
+  ASSERT_EQ_INT(sigaction(SIGUSR1, &sa, &old), 0);
+  test_options(&opts);
+  opts.workers = 1;
+  pool = NEW_POOL(NULL, &opts);
+  APPLY(pool, "signals_default", NULL, 0, &r);
+  ASSERT_STATUS(r, 0);
+  memcpy(&ok, r.data, sizeof(ok));
+  ASSERT_EQ_INT(ok, 1);
+  pp_result_free(&r);
+  ASSERT_EQ_INT(pp_pool_close(pool, NULL, NULL), 0);
+  sigaction(SIGUSR1, &old, NULL);
+#endif
+}

@@ -32,6 +32,7 @@ extern int test_global;
 /* Tasks defined beside the tests that use them. */
 int test_task_send_garbage(pp_call *call, const void *arg, size_t len);
 int test_task_ks_work(pp_call *call, const void *arg, size_t len);
+int test_task_signals_default(pp_call *call, const void *arg, size_t len);
 int test_task_matrix_init(pp_call *call, const void *arg, size_t len);
 int test_task_matrix_read(pp_call *call, const void *arg, size_t len);
 int test_task_shm_fill(pp_call *call, const void *arg, size_t len);

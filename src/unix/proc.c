@@ -51,11 +51,14 @@ int pp__unix_child_reset(const int *keep, int nkeep) {
   int sorted[8];
   int sig, i, lo, devnull;
 
+  /* Every signal to its default, ignored ones too: a spawned worker starts that way
+   * (libuv resets them all), and a worker must not differ by start method. The pool's
+   * own SIG_IGN for SIGPIPE in particular is the parent's business; the channel is
+   * written with MSG_NOSIGNAL. */
   for (sig = 1; sig < NSIG; sig++) {
     if (sig == SIGKILL || sig == SIGSTOP)
       continue;
-    if (sigaction(sig, NULL, &sa) == 0 && sa.sa_handler != SIG_IGN &&
-        sa.sa_handler != SIG_DFL) {
+    if (sigaction(sig, NULL, &sa) == 0 && sa.sa_handler != SIG_DFL) {
       memset(&sa, 0, sizeof(sa));
       sa.sa_handler = SIG_DFL;
       sigaction(sig, &sa, NULL);
