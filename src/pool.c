@@ -964,34 +964,38 @@ static void pp__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 /* Arguments this large are written from the task itself rather than copied. */
 #define PP__WCOPY_MAX (16 * 1024)
 
+/* Grows array p, of *cap elements of size bytes, to hold at least need. Returns the
+ * array (perhaps moved), or NULL when memory ran out (p is then still valid). */
+static void *pp__grow(void *p, size_t *cap, size_t need, size_t size) {
+  size_t n = *cap ? *cap : 16;
+  void *q;
+
+  if (need <= *cap)
+    return p;
+  while (n < need)
+    n *= 2;
+  q = realloc(p, n * size);
+  if (q != NULL)
+    *cap = n;
+  return q;
+}
+
 static int pp__wbatch_reserve(pp__wbatch *b, size_t bytes) {
-  if (b->len + bytes > b->cap) {
-    size_t cap = b->cap ? b->cap : 4096;
-    uint8_t *p;
-    while (cap < b->len + bytes)
-      cap *= 2;
-    p = realloc(b->bytes, cap);
-    if (p == NULL)
-      return PP_ENOMEM;
-    b->bytes = p;
-    b->cap = cap;
-  }
-  if (b->ntasks + 1 > b->captasks) {
-    size_t cap = b->captasks ? b->captasks * 2 : 16;
-    pp__task **p = realloc(b->tasks, cap * sizeof(*p));
-    if (p == NULL)
-      return PP_ENOMEM;
-    b->tasks = p;
-    b->captasks = cap;
-  }
-  if (b->nsegs + 2 > b->capsegs) {
-    size_t cap = b->capsegs ? b->capsegs * 2 : 16;
-    pp__wseg *p = realloc(b->segs, cap * sizeof(*p));
-    if (p == NULL)
-      return PP_ENOMEM;
-    b->segs = p;
-    b->capsegs = cap;
-  }
+  uint8_t *by = pp__grow(b->bytes, &b->cap, b->len + bytes, 1);
+  pp__task **ts;
+  pp__wseg *sg;
+
+  if (by == NULL)
+    return PP_ENOMEM;
+  b->bytes = by;
+  ts = pp__grow(b->tasks, &b->captasks, b->ntasks + 1, sizeof(*ts));
+  if (ts == NULL)
+    return PP_ENOMEM;
+  b->tasks = ts;
+  sg = pp__grow(b->segs, &b->capsegs, b->nsegs + 2, sizeof(*sg));
+  if (sg == NULL)
+    return PP_ENOMEM;
+  b->segs = sg;
   return 0;
 }
 
