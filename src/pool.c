@@ -1242,6 +1242,17 @@ static void pp__pool_free(pp_pool *pool) {
   free(pool);
 }
 
+/* pp_pool_new failed once the pool had handles: they close on the loop's next turn (at
+ * once on a private loop), and the last one releases the pool, with no callback. */
+static int pp__pool_new_undo(pp_pool *pool, int err) {
+  pool->orphan = 1;
+  pool->closing = 1;
+  pp__maybe_shutdown(pool);
+  if (pool->own)
+    pp__pool_end(pool);
+  return err;
+}
+
 int pp_pool_new(pp_pool **out, uv_loop_t *loop, const pp_pool_options *opts) {
   pp_pool_options defaults;
   pp_pool *pool;
@@ -1294,14 +1305,8 @@ int pp_pool_new(pp_pool **out, uv_loop_t *loop, const pp_pool_options *opts) {
   pp__os_parent_init();
   if (pool->ops->pool_init != NULL) {
     err = pool->ops->pool_init(pool);
-    if (err != 0) {
-      pool->orphan = 1;
-      pool->closing = 1;
-      pp__maybe_shutdown(pool);
-      if (pool->own)
-        pp__pool_end(pool);
-      return err;
-    }
+    if (err != 0)
+      return pp__pool_new_undo(pool, err);
   }
 
   /* One worker now, so that a set-up that cannot start any fails here; the others on the
@@ -1313,13 +1318,7 @@ int pp_pool_new(pp_pool **out, uv_loop_t *loop, const pp_pool_options *opts) {
     /* Not one worker could be started: undo everything. The handles close on the loop's
      * next turn, which releases the pool's memory. */
     fprintf(stderr, "procpool: %s\n", pool->broken_msg ? pool->broken_msg : "no worker");
-    err = pool->first_err ? pool->first_err : pool->broken;
-    pool->orphan = 1;
-    pool->closing = 1;
-    pp__maybe_shutdown(pool);
-    if (pool->own)
-      pp__pool_end(pool);
-    return err;
+    return pp__pool_new_undo(pool, pool->first_err ? pool->first_err : pool->broken);
   }
   *out = pool;
   return 0;
