@@ -26,6 +26,9 @@ int pp__os_method_supported(pp_start_method m);
  * huge pages, which spare a 64 MiB message some 16000 page faults. */
 void pp__os_advise_large(void *p, size_t len);
 
+/* Whether path is absolute: "/..." on Unix; a drive ("C:\...") or a share on Windows. */
+int pp__os_path_is_absolute(const char *path);
+
 /* The signal that kills a worker at once (SIGKILL; TerminateProcess on Windows). */
 int pp__os_kill_signal(void);
 

@@ -1,8 +1,11 @@
-/* The pool's internal types, shared by the core (pool.c) and the start methods
- * (worker.h). */
+/* The pool's internal types, shared by the core's files and the start methods
+ * (worker.h). The core is split along its seams: pool.c (options, submit, cancel, close),
+ * lifecycle.c (a worker's life, one state machine), results.c (what workers send),
+ * dispatch.c (what is sent to them) and blocking.c (pp_pool_wait, pp_apply, pp_map). */
 #ifndef PP_POOL_H
 #define PP_POOL_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -17,6 +20,10 @@ typedef struct pp__method_ops pp__method_ops;
 
 #define PP__NO_INDEX 0xFFFFFFFFu
 
+/* How many times a task may come back from workers that ended before its frame reached
+ * them whole; after that its next such end fails it, as if it had run. */
+#define PP__MAX_REQUEUE 3
+
 struct pp__task {
   pp__qnode node;          /* in pool->queue, or in its worker's inflight list */
   pp_pool *pool;
@@ -25,7 +32,7 @@ struct pp__task {
   int state;               /* PP__T_QUEUED, PP__T_RUNNING, PP__T_DONE */
   int writing;             /* write batches that hold its frame */
   uint64_t sent_to;        /* the token of the worker its frame last reached whole */
-  unsigned requeued;       /* times it went back to the queue from a worker */
+  unsigned requeued;       /* times it came back from a worker its frame never reached */
   pp_result_cb cb;
   void *user;
   pp__worker *worker;      /* while sent to a worker (also when done, until its result) */
@@ -33,18 +40,46 @@ struct pp__task {
   uint32_t nitems;
   uint32_t received;
   void (*on_items)(pp__task *t, const pp__batch *b, long pid);
+  /* A blocking caller's count of its tasks whose borrowed argument a write still points
+   * at: the caller does not return, and so does not free the argument, before it is 0. */
+  size_t *hold;
+  void *owned;             /* an argument the task was handed, freed with it */
   size_t len;
-  const uint8_t *arg;      /* after name in this allocation, or the blocking caller's */
-  char name[1];            /* the task's name, NUL-terminated; arg follows */
+  const uint8_t *arg;      /* after name in this allocation, owned, or borrowed */
+  char name[1];            /* the task's name, NUL-terminated; arg may follow */
 };
 
 enum { PP__T_QUEUED = 1, PP__T_RUNNING, PP__T_DONE };
 
-enum {
+/* A worker's life; lifecycle.c holds every transition and asserts each one.
+ *
+ *   STARTING --ready--> READY --retire--> RETIRING --exit--> GONE
+ *       |                 |                   \--grace--> KILLED --exit--> GONE
+ *       |                 +--exit or end of channel--> ENDING --both--> GONE
+ *       |                 |                              \--grace--> KILLED / GONE
+ *       +-----------------+--kill (timeout, cancel, bad data, terminate)--> KILLED
+ *
+ * The tasks a worker holds are decided once, when it leaves STARTING, READY or ENDING
+ * (pp__worker_settle); after that nothing it sends is read. */
+typedef enum pp__wstate {
   PP__W_STARTING = 1,      /* launched; waiting for its hello and ready */
   PP__W_READY,             /* serving */
-  PP__W_GOING              /* retired or killed; waiting for it to end */
-};
+  PP__W_ENDING,            /* it ended by itself (process or channel): reading its last words */
+  PP__W_RETIRING,          /* let go by the pool: its channel is closed, it should exit */
+  PP__W_KILLED,            /* killed: waiting for its process to end */
+  PP__W_GONE               /* its process has ended (or never was): handles closing */
+} pp__wstate;
+
+/* What the worker's one timer is counting, when it runs. */
+typedef enum pp__wtimer {
+  PP__WT_NONE = 0,
+  PP__WT_START,            /* STARTING: start_timeout_ms */
+  PP__WT_TASK,             /* READY: the running task's task_timeout_ms */
+  PP__WT_DRAIN,            /* ENDING, process ended: its channel's last bytes */
+  PP__WT_HANGUP,           /* ENDING, channel ended: the process's exit */
+  PP__WT_RETIRE,           /* RETIRING: the process's exit */
+  PP__WT_REAP              /* KILLED: the process's end, which the OS owes us */
+} pp__wtimer;
 
 /* Frames to a worker are gathered into a batch and written with one call per loop
  * turn. Small frames are copied into bytes; a large argument is written from the task
@@ -79,14 +114,16 @@ struct pp__worker {
   int wb_fill;             /* which one is being filled */
   int wb_busy;             /* the other is being written */
   pp_pool *pool;
-  int state;
+  pp__wstate state;
+  pp__wtimer timer_why;
+  int settled;             /* its tasks are decided (pp__worker_settle ran) */
   int counted;             /* counts toward pool->active */
   int ready_counted;       /* counts toward pool->ready */
   int got_hello;
+  int became_ready;        /* it reached READY once */
   int unwritable;          /* a write failed: it gets nothing more */
-  int exited;
-  int eof;
-  int finished;
+  int exited;              /* the start method reported the process's end */
+  int eof;                 /* its channel ended */
   int open_handles;
   long pid;
   int64_t exit_status;
@@ -162,7 +199,31 @@ struct pp_pool {
   void *term_user;
 };
 
-/* Called by the start methods. */
+/* ---- pool.c: tasks, strings, warnings, the pool's end ---------------------------------- */
+
+/* Decides the task's outcome, once: calls its callback and releases it. data and msg
+ * (malloc'd, may be NULL) pass to the result. A task already done is left alone. */
+void pp__task_finish(pp__task *t, int status, void *data, size_t len, char *msg);
+void pp__task_fail(pp__task *t, int status, const char *fmt, ...) PP_PRINTF(3, 4);
+/* Frees t once it is decided, no write points at it and no worker lists it. */
+void pp__task_free(pp__task *t);
+/* Resolves a task's name to its index in the table: 0 or PP_ENOTASK. */
+int pp__find_task(const pp_pool *pool, const char *name, uint32_t *index);
+/* Queues a task; borrow: the argument is the caller's (counted in *hold while written). */
+int pp__submit(pp_pool *pool, const char *task, const void *arg, size_t len,
+               pp_result_cb cb, void *user, uint64_t *id, size_t *hold, void *owned,
+               uint32_t nitems, void (*on_items)(pp__task *t, const pp__batch *b, long pid));
+/* Once the pool is closing and nothing is pending, lets the workers go and then releases
+ * the pool. */
+void pp__maybe_shutdown(pp_pool *pool);
+/* On a private loop, runs it until the pool is released. */
+int pp__pool_end(pp_pool *pool);
+
+char *pp__strdupf(const char *fmt, ...) PP_PRINTF(1, 2);
+char *pp__vstrdupf(const char *fmt, va_list ap);
+
+/* ---- Called by the start methods (lifecycle.c) ------------------------------------------ */
+
 void pp__worker_on_exit(pp__worker *w, int64_t exit_status, int term_signal);
 void pp__worker_on_start_failed(pp__worker *w, const char *why);
 void pp__worker_on_handle_closed(uv_handle_t *handle);

@@ -28,6 +28,10 @@ enum pp__frame_type {
   PP__F_BATCH_RESULT = 7  /* worker -> pool: id; payload results of a run of the batch */
 };
 
+/* A HELLO whose aux is this carries, instead of the usual payload, a message saying why
+ * the worker cannot serve (its task table is malformed, say). */
+#define PP__HELLO_REFUSED 1
+
 /* A batch (pp_map's items, many per frame): u32 count, count u32 lengths, then the
  * arguments end to end. Its results come in one or more BATCH_RESULT frames, each for
  * the next run of items: u32 first, u32 count, count pairs of u32 kind and u32 length,

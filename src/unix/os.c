@@ -92,3 +92,5 @@ void pp__os_advise_large(void *p, size_t len) {
   (void) len;
 #endif
 }
+
+int pp__os_path_is_absolute(const char *path) { return path[0] == '/'; }

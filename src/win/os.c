@@ -114,3 +114,9 @@ void pp__os_advise_large(void *p, size_t len) {
   (void) p;
   (void) len;
 }
+
+int pp__os_path_is_absolute(const char *path) {
+  if ((path[0] == '\\' || path[0] == '/') && (path[1] == '\\' || path[1] == '/'))
+    return 1;
+  return path[0] != '\0' && path[1] == ':' && (path[2] == '\\' || path[2] == '/');
+}
