@@ -47,6 +47,15 @@ static int pp__wbatch_reserve(pp__wbatch *b, size_t bytes) {
   return 0;
 }
 
+/* A task whose frame is written from a blocking caller's own memory. Such a task goes
+ * only to a worker that has nothing else in flight, which reads it at once: sent ahead to
+ * a busy worker, its write could wait on that worker for ever, and the caller, which may
+ * not return while a write points at its memory (its task may be canceled meanwhile),
+ * with it. */
+static int pp__task_lent(const pp__task *t) {
+  return t->hold != NULL && t->len > PP__WCOPY_MAX;
+}
+
 /* Appends t's frame to the worker's batch. */
 static int pp__wbatch_add(pp__wbatch *b, pp__task *t) {
   int copy = t->len <= PP__WCOPY_MAX;
@@ -295,7 +304,7 @@ void pp__pump(pp_pool *pool) {
       if (!pp__worker_can_take(w))
         continue;
       t = pp__next_task(pool);
-      if (t == NULL || pp__assign(w, t) != 0)
+      if (t == NULL || pp__task_lent(t) || pp__assign(w, t) != 0)
         return;
       progress = 1;
     }

@@ -24,7 +24,7 @@
 #define PP__EXIT_GRACE_MS 1000
 #define PP__HANGUP_GRACE_MS 1000
 #define PP__RETIRE_GRACE_MS 5000
-#define PP__REAP_GRACE_MS 10000
+#define PP__REAP_GRACE_MS 5000
 
 static void pp__on_timer(uv_timer_t *timer);
 
