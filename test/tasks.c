@@ -365,6 +365,8 @@ const pp_task test_tasks[] = {
   { "shm_make", test_task_shm_make },
   { "shm_release", test_task_shm_release },
   { "shm_close_inherited", test_task_shm_close_inherited },
+  { "rendezvous", test_task_rendezvous },
+  { "use_parent_pool", test_task_use_parent_pool },
 #ifndef _WIN32
   { "count_fds", t_count_fds },
 #endif

@@ -117,3 +117,16 @@ TEST_EACH(proto_late_hello)
 
 /* A program in a path with spaces and non-ASCII characters (test-paths.c) */
 TEST_EACH(odd_path)
+
+/* Issue 17's defects in the core, one regression test each (test-core.c) */
+TEST_EACH(close_worker_dies)
+TEST_EACH(close_worker_retires)
+TEST_EACH(close_worker_times_out)
+TEST_EACH(close_starts_all)
+TEST_EACH(eof_without_exit)
+TEST_EACH(timeout_loop_time)
+TEST_EACH(map_bad_items)
+TEST_EACH(apply_cancel_sent_ahead)
+TEST_EACH(worker_parent_pool)
+TEST_ONCE(env_method_long)
+TEST_EACH(relative_exe_chdir)
