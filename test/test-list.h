@@ -117,3 +117,6 @@ TEST_EACH(proto_late_hello)
 
 /* A program in a path with spaces and non-ASCII characters (test-paths.c) */
 TEST_EACH(odd_path)
+
+/* The forkserver's failure paths and what forked workers hold (test-forkserver.c) */
+TEST_EACH(fds_above_limit)
