@@ -365,6 +365,7 @@ const pp_task test_tasks[] = {
   { "shm_make", test_task_shm_make },
   { "shm_release", test_task_shm_release },
   { "shm_close_inherited", test_task_shm_close_inherited },
+  { "fs_print", test_task_fs_print },
 #ifndef _WIN32
   { "count_fds", t_count_fds },
 #endif

@@ -1,4 +1,5 @@
 /* What every forked worker holds (issue 17):
+ *   - workers print to the parent's stdout and stderr as they are when they start;
  *   - a worker holds no descriptor of the parent's, even one above RLIMIT_NOFILE.
  * The server and its workers are found through /proc, so most of these run on Linux
  * only. */
@@ -15,6 +16,18 @@
 #  include <sys/resource.h>
 #  include <unistd.h>
 #endif
+
+/* Writes its argument to stdout and, after "E:", to stderr: where a worker's output
+ * goes. */
+int test_task_fs_print(pp_call *call, const void *arg, size_t len) {
+  (void) call;
+  fwrite(arg, 1, len, stdout);
+  fputs("E:", stderr);
+  fwrite(arg, 1, len, stderr);
+  fflush(stdout);
+  fflush(stderr);
+  return 0;
+}
 
 #if defined(__linux__)
 
@@ -51,6 +64,74 @@ static int has_fd(long pid, int fd) {
 static void need_proc(void) {
   if (!has_fd((long) getpid(), 0))
     test_skip("no /proc/<pid>/fd here");
+}
+
+static void check_echo(pp_pool *pool) {
+  pp_result r;
+
+  APPLY(pool, "echo", "y", 1, &r);
+  ASSERT_STATUS(r, 0);
+  ASSERT_EQ_MEM(r.data, r.len, "y", 1);
+  pp_result_free(&r);
+}
+
+/* ---- B: the parent's stdout and stderr as they are now ----------------------------- */
+
+void test_stdio_follows(void) {
+  pp_pool_options opts;
+  pp_pool *pool0, *pool1;
+  int out[2], errp[2], saved1, saved2, err1, err2 = 0;
+  char word[64], got[256], want[80];
+  ssize_t n;
+
+  test_options(&opts);
+  opts.workers = 1;
+  /* A first pool: under forkserver, the server starts now, with stdout and stderr as
+   * they are. */
+  pool0 = NEW_POOL(NULL, &opts);
+  check_echo(pool0);
+
+  snprintf(word, sizeof(word), "stdio-follows-%ld\n", (long) getpid());
+  ASSERT_EQ_INT(pipe(out), 0);
+  ASSERT_EQ_INT(pipe(errp), 0);
+  fflush(stdout);
+  fflush(stderr);
+  saved1 = dup(1);
+  saved2 = dup(2);
+  ASSERT_TRUE(saved1 >= 0 && saved2 >= 0);
+  ASSERT_EQ_INT(dup2(out[1], 1), 1);
+  ASSERT_EQ_INT(dup2(errp[1], 2), 2);
+  /* Nothing may be asserted while stderr is the pipe: note, restore, then check. */
+  pool1 = NULL;
+  err1 = pp_pool_new(&pool1, NULL, &opts);
+  if (err1 == 0) {
+    pp_result r;
+    err2 = pp_apply(pool1, "fs_print", word, strlen(word), &r);
+    pp_result_free(&r);
+  }
+  dup2(saved1, 1);
+  dup2(saved2, 2);
+  close(saved1);
+  close(saved2);
+  close(out[1]);
+  close(errp[1]);
+  ASSERT_EQ_INT(err1, 0);
+  ASSERT_EQ_INT(err2, 0);
+
+  /* The task flushed both before its result came back. */
+  fcntl(out[0], F_SETFL, O_NONBLOCK);
+  fcntl(errp[0], F_SETFL, O_NONBLOCK);
+  n = read(out[0], got, sizeof(got) - 1);
+  got[n > 0 ? n : 0] = '\0';
+  ASSERT_EQ_STR(got, word);
+  n = read(errp[0], got, sizeof(got) - 1);
+  got[n > 0 ? n : 0] = '\0';
+  snprintf(want, sizeof(want), "E:%s", word);
+  ASSERT_CONTAINS(got, want);
+  close(out[0]);
+  close(errp[0]);
+  ASSERT_EQ_INT(pp_pool_close(pool1, NULL, NULL), 0);
+  ASSERT_EQ_INT(pp_pool_close(pool0, NULL, NULL), 0);
 }
 
 /* ---- C: a descriptor above the soft RLIMIT_NOFILE ---------------------------------- */
@@ -101,6 +182,7 @@ void test_fds_above_limit(void) {
 #else
 
 static void not_here(void) { test_skip("the forkserver tests need Linux's /proc"); }
+void test_stdio_follows(void) { not_here(); }
 void test_fds_above_limit(void) { not_here(); }
 
 #endif

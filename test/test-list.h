@@ -119,4 +119,5 @@ TEST_EACH(proto_late_hello)
 TEST_EACH(odd_path)
 
 /* The forkserver's failure paths and what forked workers hold (test-forkserver.c) */
+TEST_EACH(stdio_follows)
 TEST_EACH(fds_above_limit)

@@ -8,8 +8,8 @@
  * pool then talks to the server on its own loop. All connections are anonymous socket
  * pairs, inherited or passed with SCM_RIGHTS: nothing has a name another user could
  * reach. The server forks a worker per request, gets the worker's end of its channel
- * from the pool with the request, and reports each worker's pid and, once it has reaped
- * it, its wait status.
+ * from the pool with the request, with the pool's stdout and stderr as they are at that
+ * moment, and reports each worker's pid and, once it has reaped it, its wait status.
  *
  * The server ends when the master connection closes: when the last pool that uses it
  * ends, or when this process dies. If it dies first, its pools kill the workers it had
@@ -34,29 +34,33 @@
  * so native byte order and layout are fine. */
 typedef struct pp__fs_msg {
   uint32_t type;
-  int32_t value;    /* FORKED: the pid; FAILED: an errno value; EXITED: the wait status */
+  int32_t value;    /* see the types */
   uint64_t token;   /* the worker's token, from the pool */
 } pp__fs_msg;
 
 enum {
-  PP__FS_ADD = 1,   /* pool -> server, on the master connection: a new connection (fd) */
-  PP__FS_FORK,      /* pool -> server: fork a worker on this channel (fd) */
+  PP__FS_ADD = 1,   /* process -> server, on the master connection: a new connection (fd) */
+  PP__FS_FORK,      /* pool -> server: fork a worker on this channel (fd), followed by
+                     * the stdout and stderr that value's PP__FS_STD* bits name */
   PP__FS_KILL,      /* pool -> server: kill that worker */
-  PP__FS_FORKED,    /* server -> pool */
-  PP__FS_FAILED,    /* server -> pool */
-  PP__FS_EXITED,    /* server -> pool */
-  PP__FS_HELLO      /* server -> pool, first on each connection: it reached pp_main */
+  PP__FS_FORKED,    /* server -> pool: value is the pid */
+  PP__FS_FAILED,    /* server -> pool: value is an errno value */
+  PP__FS_EXITED,    /* server -> pool: value is the wait status */
+  PP__FS_HELLO      /* server -> process or pool, first on each connection: it reached
+                     * pp_main (value: its pid) */
 };
+
+enum { PP__FS_STDOUT = 1, PP__FS_STDERR = 2 };
 
 #define PP__FS_MARK "--procpool-forkserver="
 #define PP__FS_MAX_CONNS 4096
+#define PP__FS_MAX_FDS 3
+/* ---- Sending and receiving a message with up to PP__FS_MAX_FDS descriptors --------- */
 
-/* ---- Sending and receiving a message with at most one descriptor ------------------- */
-
-static int pp__fs_send(int fd, const pp__fs_msg *m, int pass_fd) {
+static int pp__fs_send(int fd, const pp__fs_msg *m, const int *pass, int npass) {
   union {
     struct cmsghdr align;
-    char buf[CMSG_SPACE(sizeof(int))];
+    char buf[CMSG_SPACE(PP__FS_MAX_FDS * sizeof(int))];
   } cbuf;
   struct msghdr msg;
   struct iovec iov;
@@ -67,16 +71,16 @@ static int pp__fs_send(int fd, const pp__fs_msg *m, int pass_fd) {
   iov.iov_len = sizeof(*m);
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  if (pass_fd >= 0) {
+  if (npass > 0) {
     struct cmsghdr *c;
     memset(&cbuf, 0, sizeof(cbuf));
     msg.msg_control = cbuf.buf;
-    msg.msg_controllen = sizeof(cbuf.buf);
+    msg.msg_controllen = CMSG_SPACE((size_t) npass * sizeof(int));
     c = CMSG_FIRSTHDR(&msg);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+    c->cmsg_len = CMSG_LEN((size_t) npass * sizeof(int));
+    memcpy(CMSG_DATA(c), pass, (size_t) npass * sizeof(int));
   }
   do
     r = sendmsg(fd, &msg, MSG_NOSIGNAL);
@@ -87,19 +91,28 @@ static int pp__fs_send(int fd, const pp__fs_msg *m, int pass_fd) {
   return r == (ssize_t) sizeof(*m) ? 0 : UV_EPIPE;
 }
 
-/* Receives one whole message. *got_fd is -1 or a descriptor that came with it (made
- * close-on-exec on arrival). Returns 0, UV_EOF, UV_EAGAIN (nothing there, with
- * dontwait) or an error. */
-static int pp__fs_recv(int fd, pp__fs_msg *m, int *got_fd, int dontwait) {
+static void pp__fs_close_all(int *fds, int *nfds) {
+  while (*nfds > 0)
+    close(fds[--*nfds]);
+}
+
+/* Receives one whole message, and the descriptors that came with it into fds (at most
+ * PP__FS_MAX_FDS, made close-on-exec on arrival; *nfds says how many). *dropped is set
+ * when the kernel dropped some that were sent (MSG_CTRUNC): this process is out of
+ * descriptors. Returns 0, UV_EOF, UV_EAGAIN (nothing there, with dontwait) or an error;
+ * on anything but 0, *nfds is 0. */
+static int pp__fs_recv(int fd, pp__fs_msg *m, int *fds, int *nfds, int *dropped,
+                       int dontwait) {
   union {
     struct cmsghdr align;
-    char buf[CMSG_SPACE(sizeof(int))];
+    char buf[CMSG_SPACE(PP__FS_MAX_FDS * sizeof(int))];
   } cbuf;
   struct msghdr msg;
   struct iovec iov;
   size_t have = 0;
 
-  *got_fd = -1;
+  *nfds = 0;
+  *dropped = 0;
   while (have < sizeof(*m)) {
     struct cmsghdr *c;
     ssize_t r;
@@ -113,20 +126,29 @@ static int pp__fs_recv(int fd, pp__fs_msg *m, int *got_fd, int dontwait) {
     do
       r = recvmsg(fd, &msg, (have == 0 && dontwait ? MSG_DONTWAIT : 0) | MSG_CMSG_CLOEXEC);
     while (r == -1 && errno == EINTR);
-    if (r == -1)
-      return errno == EAGAIN || errno == EWOULDBLOCK ? UV_EAGAIN
-                                                     : uv_translate_sys_error(errno);
-    if (r == 0)
-      return UV_EOF;
-    for (c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c))
-      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+    if (r <= 0) {
+      int err = r == 0 ? UV_EOF
+                : errno == EAGAIN || errno == EWOULDBLOCK ? UV_EAGAIN
+                : uv_translate_sys_error(errno);
+      pp__fs_close_all(fds, nfds);
+      return err;
+    }
+    if (msg.msg_flags & MSG_CTRUNC)
+      *dropped = 1;
+    for (c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+      size_t i, n;
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+        continue;
+      n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (i = 0; i < n; i++) {
         int extra;
-        memcpy(&extra, CMSG_DATA(c), sizeof(int));
-        if (*got_fd < 0)
-          *got_fd = extra;
+        memcpy(&extra, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+        if (*nfds < PP__FS_MAX_FDS)
+          fds[(*nfds)++] = extra;
         else
           close(extra);
       }
+    }
     have += (size_t) r;
   }
   return 0;
@@ -139,6 +161,14 @@ typedef struct pp__fs_child {
   int conn;
   uint64_t token;
 } pp__fs_child;
+
+/* What a worker is forked with: its channel, and the pool's stdout and stderr (-1: the
+ * pool had that one closed). */
+typedef struct pp__fs_fork {
+  int chan;
+  int out;
+  int err;
+} pp__fs_fork;
 
 static int pp__fs_sigpipe[2] = { -1, -1 };
 
@@ -157,21 +187,50 @@ static PP__NORETURN void pp__fs_worker_exit(int code) {
   _exit(code);
 }
 
-/* In a child of the server: serve on the channel. */
+/* In a child of the server: from onto to, or to closed when from is -1. */
+static int pp__fs_stdio(int from, int to) {
+  int r;
+
+  if (from < 0) {
+    close(to);
+    return 0;
+  }
+  do
+    r = dup2(from, to);
+  while (r == -1 && errno == EINTR);
+  if (r == -1)
+    return -1;
+  close(from);
+  return 0;
+}
+
+/* In a child of the server: take the pool's stdout and stderr, then serve on the
+ * channel. */
 static void pp__fs_worker_child(void *arg, int report) {
+  const pp__fs_fork *f = (const pp__fs_fork *) arg;
   pp__serve_ctx ctx;
 
+  /* The pool's, as they were when it asked for this worker: a worker prints where a
+   * spawned or forked one would, also after the program moved them with dup2. */
+  if (pp__fs_stdio(f->out, 1) != 0 || pp__fs_stdio(f->err, 2) != 0)
+    pp__unix_child_fail(report, errno);
   close(report);
-  ctx.chan.h = *(const int *) arg;
+  ctx.chan.h = f->chan;
   ctx.exit = pp__fs_worker_exit;
   pp__serve(&ctx);
 }
 
-/* Forks one worker serving on chan. Returns its pid, or -errno. */
-static pid_t pp__fs_fork_worker(int chan) {
-  int err = 0;
-  pid_t pid = pp__unix_fork_child(&chan, 1, pp__fs_worker_child, &chan, &err);
+/* Forks one worker. Returns its pid, or -errno. */
+static pid_t pp__fs_fork_worker(const pp__fs_fork *f) {
+  int keep[3], nkeep = 0, err = 0;
+  pid_t pid;
 
+  keep[nkeep++] = f->chan;
+  if (f->out >= 0)
+    keep[nkeep++] = f->out;
+  if (f->err >= 0)
+    keep[nkeep++] = f->err;
+  pid = pp__unix_fork_child(keep, nkeep, pp__fs_worker_child, (void *) f, &err);
   return pid > 0 ? pid : (pid_t) err;
 }
 
@@ -194,12 +253,58 @@ static void pp__fs_reap(pp__fs_child *kids, size_t *nkids) {
         m.type = PP__FS_EXITED;
         m.value = status;
         m.token = kids[i].token;
-        pp__fs_send(kids[i].conn, &m, -1);
+        pp__fs_send(kids[i].conn, &m, NULL, 0);
       }
       kids[i] = kids[--*nkids];
       break;
     }
   }
+}
+
+/* A FORK request: forks the worker, or says why not. */
+static void pp__fs_on_fork(int conn, const pp__fs_msg *m, const int *fds, int nfds,
+                           int dropped, pp__fs_child **kids, size_t *nkids,
+                           size_t *capkids) {
+  pp__fs_msg reply;
+  pp__fs_fork f;
+  int want = 1 + ((m->value & PP__FS_STDOUT) != 0) + ((m->value & PP__FS_STDERR) != 0);
+  int k = 1;
+  pid_t pid;
+
+  reply.token = m->token;
+  reply.type = PP__FS_FAILED;
+  if (dropped || nfds != want) {
+    /* Out of descriptors, most likely: it is the one way to lose them on the way. */
+    reply.value = dropped ? EMFILE : EINVAL;
+    pp__fs_send(conn, &reply, NULL, 0);
+    return;
+  }
+  f.chan = fds[0];
+  f.out = m->value & PP__FS_STDOUT ? fds[k++] : -1;
+  f.err = m->value & PP__FS_STDERR ? fds[k++] : -1;
+  pid = pp__fs_fork_worker(&f);
+  if (pid > 0 && *nkids == *capkids) {
+    size_t cap = *capkids ? *capkids * 2 : 16;
+    pp__fs_child *grown = realloc(*kids, cap * sizeof(**kids));
+    if (grown == NULL) {
+      /* Not reaped yet, so the pid is still this child's. */
+      kill(pid, SIGKILL);
+    } else {
+      *kids = grown;
+      *capkids = cap;
+    }
+  }
+  if (pid > 0 && *nkids < *capkids) {
+    (*kids)[*nkids].pid = pid;
+    (*kids)[*nkids].conn = conn;
+    (*kids)[*nkids].token = m->token;
+    ++*nkids;
+    reply.type = PP__FS_FORKED;
+    reply.value = (int32_t) pid;
+  } else {
+    reply.value = pid < 0 ? (int32_t) -pid : ENOMEM;
+  }
+  pp__fs_send(conn, &reply, NULL, 0);
 }
 
 int pp__forkserver_main(const char *spec) {
@@ -211,12 +316,20 @@ int pp__forkserver_main(const char *spec) {
   struct sigaction sa;
   char *end;
   long master = strtol(spec, &end, 10);
+  int fd;
 
   if (*spec == '\0' || *end != '\0' || master < 0) {
     fprintf(stderr, "procpool forkserver: bad channel '%s'\n", spec);
     exit(PP__EXIT_SETUP);
   }
   fcntl((int) master, F_SETFD, FD_CLOEXEC);
+  /* 0, 1 and 2 taken, so that no descriptor received later gets their number: a
+   * worker's stdout and stderr are put there with dup2. */
+  for (fd = 0; fd < 3; fd++)
+    if (fcntl(fd, F_GETFD) == -1 && open("/dev/null", O_RDWR) == -1) {
+      fprintf(stderr, "procpool forkserver: cannot open /dev/null\n");
+      exit(PP__EXIT_SETUP);
+    }
   pfd = calloc(PP__FS_MAX_CONNS + 2, sizeof(*pfd));
   conns = calloc(PP__FS_MAX_CONNS + 1, sizeof(*conns));
   if (pfd == NULL || conns == NULL || uv_pipe(pp__fs_sigpipe, UV_NONBLOCK_PIPE,
@@ -238,7 +351,7 @@ int pp__forkserver_main(const char *spec) {
     hello.type = PP__FS_HELLO;
     hello.value = (int32_t) getpid();
     hello.token = 0;
-    if (pp__fs_send((int) master, &hello, -1) != 0)
+    if (pp__fs_send((int) master, &hello, NULL, 0) != 0)
       exit(0);
   }
 
@@ -263,10 +376,10 @@ int pp__forkserver_main(const char *spec) {
     }
     for (i = 0; i < nconns; i++) {
       pp__fs_msg m, reply;
-      int fd = -1, err;
+      int fds[PP__FS_MAX_FDS], nfds, dropped, err;
       if (!(pfd[i + 1].revents & (POLLIN | POLLHUP | POLLERR)))
         continue;
-      err = pp__fs_recv(conns[i], &m, &fd, 1);
+      err = pp__fs_recv(conns[i], &m, fds, &nfds, &dropped, 1);
       if (err == UV_EAGAIN)
         continue;
       if (err != 0) {
@@ -286,50 +399,26 @@ int pp__forkserver_main(const char *spec) {
         i--;
         continue;
       }
-      if (m.type == PP__FS_ADD && i == 0 && fd >= 0 && nconns < PP__FS_MAX_CONNS + 1) {
-        conns[nconns++] = fd;
-        pfd[nconns].revents = 0;
-        reply.type = PP__FS_HELLO;
-        reply.value = (int32_t) getpid();
-        reply.token = 0;
-        pp__fs_send(fd, &reply, -1);
-      } else if (m.type == PP__FS_FORK && i > 0 && fd >= 0) {
-        pid_t pid = pp__fs_fork_worker(fd);
-        close(fd);
-        reply.token = m.token;
-        if (pid > 0 && nkids == capkids) {
-          size_t cap = capkids ? capkids * 2 : 16;
-          pp__fs_child *k = realloc(kids, cap * sizeof(*kids));
-          if (k == NULL) {
-            kill(pid, SIGKILL);
-          } else {
-            kids = k;
-            capkids = cap;
-          }
+      reply.token = 0;
+      if (m.type == PP__FS_ADD && i == 0) {
+        if (nfds == 1 && !dropped && nconns < PP__FS_MAX_CONNS + 1) {
+          conns[nconns++] = fds[0];
+          nfds = 0;
+          pfd[nconns].revents = 0;
+          reply.type = PP__FS_HELLO;
+          reply.value = (int32_t) getpid();
+          pp__fs_send(conns[nconns - 1], &reply, NULL, 0);
         }
-        if (pid > 0 && nkids < capkids) {
-          kids[nkids].pid = pid;
-          kids[nkids].conn = conns[i];
-          kids[nkids].token = m.token;
-          nkids++;
-          reply.type = PP__FS_FORKED;
-          reply.value = (int32_t) pid;
-        } else {
-          reply.type = PP__FS_FAILED;
-          reply.value = pid < 0 ? (int32_t) -pid : ENOMEM;
-        }
-        pp__fs_send(conns[i], &reply, -1);
+      } else if (m.type == PP__FS_FORK && i > 0) {
+        pp__fs_on_fork(conns[i], &m, fds, nfds, dropped, &kids, &nkids, &capkids);
       } else if (m.type == PP__FS_KILL && i > 0) {
         size_t k;
         /* Only a child not yet reaped is killed, so the pid cannot be another's. */
         for (k = 0; k < nkids; k++)
           if (kids[k].conn == conns[i] && kids[k].token == m.token)
             kill(kids[k].pid, SIGKILL);
-        if (fd >= 0)
-          close(fd);
-      } else if (fd >= 0) {
-        close(fd);
       }
+      pp__fs_close_all(fds, &nfds);
     }
   }
   exit(0);
@@ -379,7 +468,7 @@ static int pp__fs_await_hello(pp__fs_server *srv, uint64_t timeout_ms, char *why
                               size_t why_size) {
   struct pollfd p;
   pp__fs_msg m;
-  int r, fd, status, err;
+  int r, fds[PP__FS_MAX_FDS], nfds, dropped, status, err;
   char how[128];
 
   p.fd = srv->master;
@@ -388,9 +477,8 @@ static int pp__fs_await_hello(pp__fs_server *srv, uint64_t timeout_ms, char *why
     r = poll(&p, 1, timeout_ms > INT32_MAX ? INT32_MAX : (int) timeout_ms);
   while (r == -1 && errno == EINTR);
   if (r == 1) {
-    err = pp__fs_recv(srv->master, &m, &fd, 0);
-    if (fd >= 0)
-      close(fd);
+    err = pp__fs_recv(srv->master, &m, fds, &nfds, &dropped, 0);
+    pp__fs_close_all(fds, &nfds);
     if (err == 0 && m.type == PP__FS_HELLO)
       return 0;
   } else {
@@ -504,7 +592,7 @@ static int pp__fs_connect(const char *exe, uint64_t timeout_ms, pp__fs_server **
       if (err != 0)
         break;
     }
-    err = pp__fs_send(srv->master, &m, fds[1]);
+    err = pp__fs_send(srv->master, &m, &fds[1], 1);
     if (err == 0)
       break;
     /* The server died since it was last used: start another. */
@@ -654,9 +742,9 @@ static void pp__fs_on_readable(uv_poll_t *h, int status, int events) {
   for (;;) {
     pp__fs_msg m;
     pp__worker *w;
-    int fd, err = pp__fs_recv(fp->conn, &m, &fd, 1);
-    if (fd >= 0)
-      close(fd);
+    int fds[PP__FS_MAX_FDS], nfds, dropped;
+    int err = pp__fs_recv(fp->conn, &m, fds, &nfds, &dropped, 1);
+    pp__fs_close_all(fds, &nfds);
     if (err == UV_EAGAIN)
       return;
     if (err != 0) {
@@ -738,7 +826,7 @@ static int pp__fs_start(pp__worker *w, char *why, size_t why_size) {
   pp__fs_pool *fp;
   uv_os_sock_t fds[2];
   pp__fs_msg m;
-  int err;
+  int pass[PP__FS_MAX_FDS], npass = 0, err;
 
   if (pool->method_data == NULL) {
     err = pp__fs_open(pool, why, why_size);
@@ -761,7 +849,18 @@ static int pp__fs_start(pp__worker *w, char *why, size_t why_size) {
   memset(&m, 0, sizeof(m));
   m.type = PP__FS_FORK;
   m.token = w->token;
-  err = pp__fs_send(fp->conn, &m, fds[1]);
+  pass[npass++] = fds[1];
+  /* This process's stdout and stderr as they are now, not the server's: spawned and
+   * forked workers get them too. One that is closed here is closed in the worker. */
+  if (fcntl(1, F_GETFD) != -1) {
+    pass[npass++] = 1;
+    m.value |= PP__FS_STDOUT;
+  }
+  if (fcntl(2, F_GETFD) != -1) {
+    pass[npass++] = 2;
+    m.value |= PP__FS_STDERR;
+  }
+  err = pp__fs_send(fp->conn, &m, pass, npass);
   close(fds[1]);
   if (err != 0) {
     snprintf(why, why_size, "cannot reach the forkserver: %s", uv_strerror(err));
@@ -779,7 +878,7 @@ static void pp__fs_kill(pp__worker *w) {
   memset(&m, 0, sizeof(m));
   m.type = PP__FS_KILL;
   m.token = w->token;
-  if (fp == NULL || pp__fs_send(fp->conn, &m, -1) != 0) {
+  if (fp == NULL || pp__fs_send(fp->conn, &m, NULL, 0) != 0) {
     if (w->pid > 0)
       kill((pid_t) w->pid, SIGKILL);
   }
