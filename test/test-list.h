@@ -119,5 +119,8 @@ TEST_EACH(proto_late_hello)
 TEST_EACH(odd_path)
 
 /* The forkserver's failure paths and what forked workers hold (test-forkserver.c) */
+TEST_ONCE(fs_conn_refused)
+TEST_ONCE(fs_server_stopped)
+TEST_ONCE(fs_server_killed)
 TEST_EACH(stdio_follows)
 TEST_EACH(fds_above_limit)

@@ -31,6 +31,11 @@ void pp__unix_child_fail(int fd, int err);
 pid_t pp__unix_fork_child(const int *keep, int nkeep, void (*child)(void *arg, int report),
                           void *arg, int *err);
 
+/* The exit status a forkserver worker is reported with when its server ended before it
+ * could report the worker's own: the worker is not the pool's child, so its real status
+ * cannot be had. pp__os_describe_exit says so in words. */
+#define PP__EXIT_FORKSERVER_GONE (-2)
+
 /* The number of threads in this process, or -1 when it cannot be known here. */
 int pp__unix_thread_count(void);
 
