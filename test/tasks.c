@@ -367,6 +367,7 @@ const pp_task test_tasks[] = {
   { "shm_close_inherited", test_task_shm_close_inherited },
   { "rendezvous", test_task_rendezvous },
   { "use_parent_pool", test_task_use_parent_pool },
+  { "fs_print", test_task_fs_print },
 #ifndef _WIN32
   { "count_fds", t_count_fds },
 #endif

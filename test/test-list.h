@@ -130,3 +130,10 @@ TEST_EACH(apply_cancel_sent_ahead)
 TEST_EACH(worker_parent_pool)
 TEST_ONCE(env_method_long)
 TEST_EACH(relative_exe_chdir)
+
+/* The forkserver's failure paths and what forked workers hold (test-forkserver.c) */
+TEST_ONCE(fs_conn_refused)
+TEST_ONCE(fs_server_stopped)
+TEST_ONCE(fs_server_killed)
+TEST_EACH(stdio_follows)
+TEST_EACH(fds_above_limit)

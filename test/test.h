@@ -42,6 +42,7 @@ int test_task_shm_release(pp_call *call, const void *arg, size_t len);
 int test_task_shm_close_inherited(pp_call *call, const void *arg, size_t len);
 int test_task_rendezvous(pp_call *call, const void *arg, size_t len);
 int test_task_use_parent_pool(pp_call *call, const void *arg, size_t len);
+int test_task_fs_print(pp_call *call, const void *arg, size_t len);
 
 /* What the "mapf" task computes: distinct inputs give distinct outputs. */
 uint64_t test_mapf(uint32_t x);

@@ -162,8 +162,18 @@ static int pp__fork_start(pp__worker *w, char *why, size_t why_size) {
 }
 
 static void pp__fork_kill(pp__worker *w) {
-  if (!w->exited && w->pid > 0)
-    kill((pid_t) w->pid, SIGKILL);
+  if (w->exited || w->pid <= 0)
+    return;
+#if defined(__linux__) && defined(SYS_pidfd_send_signal)
+  /* A waitpid(-1) elsewhere in the program may have reaped the worker, and its pid may be
+   * another process's by now; the pidfd still names the worker, and fails with ESRCH once
+   * it is gone. */
+  if (w->m_fd >= 0) {
+    if (syscall(SYS_pidfd_send_signal, w->m_fd, SIGKILL, NULL, 0u) == 0 || errno != ENOSYS)
+      return;
+  }
+#endif
+  kill((pid_t) w->pid, SIGKILL);
 }
 
 static void pp__fork_close(pp__worker *w) {

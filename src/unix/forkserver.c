@@ -5,17 +5,24 @@
  *
  * One server serves every pool of the process. The process holds one master connection
  * to it, used under a lock only to hand the server a connection of each pool's own; a
- * pool then talks to the server on its own loop. All connections are anonymous socket
- * pairs, inherited or passed with SCM_RIGHTS: nothing has a name another user could
- * reach. The server forks a worker per request, gets the worker's end of its channel
- * from the pool with the request, and reports each worker's pid and, once it has reaped
- * it, its wait status.
+ * pool waits for the server's greeting on that connection (not holding the lock), then
+ * talks to the server on its own loop. All connections are anonymous socket pairs,
+ * inherited or passed with SCM_RIGHTS: nothing has a name another user could reach. The
+ * server forks a worker per request, gets the worker's end of its channel from the pool
+ * with the request, with the pool's stdout and stderr as they are at that moment, and
+ * reports each worker's pid and, once it has reaped it, its wait status.
  *
  * The server ends when the master connection closes: when the last pool that uses it
- * ends, or when this process dies. If it dies first, its pools kill the workers it had
- * started (nothing could report their end any more) and a new server is started. */
+ * ends, or when this process dies. A server that cannot take a new connection (out of
+ * descriptors, at PP__FS_MAX_CONNS, stopped) is set aside: the pool that asked gets
+ * PP_ESPAWN saying why, and the next pool starts a new server. If a server dies first,
+ * its workers are not this process's children, and their pids may be anyone's by then:
+ * they are never signalled. Their pools close their channels instead (an idle worker
+ * reads end-of-file and exits, a busy one is ended by its hang-up watcher) and report
+ * them ended with their server; a new server is started. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -34,29 +41,40 @@
  * so native byte order and layout are fine. */
 typedef struct pp__fs_msg {
   uint32_t type;
-  int32_t value;    /* FORKED: the pid; FAILED: an errno value; EXITED: the wait status */
+  int32_t value;    /* see the types */
   uint64_t token;   /* the worker's token, from the pool */
 } pp__fs_msg;
 
 enum {
-  PP__FS_ADD = 1,   /* pool -> server, on the master connection: a new connection (fd) */
-  PP__FS_FORK,      /* pool -> server: fork a worker on this channel (fd) */
+  PP__FS_ADD = 1,   /* process -> server, on the master connection: a new connection (fd) */
+  PP__FS_FORK,      /* pool -> server: fork a worker on this channel (fd), followed by
+                     * the stdout and stderr that value's PP__FS_STD* bits name */
   PP__FS_KILL,      /* pool -> server: kill that worker */
-  PP__FS_FORKED,    /* server -> pool */
-  PP__FS_FAILED,    /* server -> pool */
-  PP__FS_EXITED,    /* server -> pool */
-  PP__FS_HELLO      /* server -> pool, first on each connection: it reached pp_main */
+  PP__FS_FORKED,    /* server -> pool: value is the pid */
+  PP__FS_FAILED,    /* server -> pool: value is an errno value */
+  PP__FS_EXITED,    /* server -> pool: value is the wait status */
+  PP__FS_HELLO,     /* server -> process or pool, first on each connection: it reached
+                     * pp_main (value: its pid) and took the connection */
+  PP__FS_REFUSED    /* server -> process, on the master connection: an ADD it could not
+                     * take; value: an errno value, or 0 when it has too many connections */
 };
+
+enum { PP__FS_STDOUT = 1, PP__FS_STDERR = 2 };
 
 #define PP__FS_MARK "--procpool-forkserver="
 #define PP__FS_MAX_CONNS 4096
+#define PP__FS_MAX_FDS 3
+/* How long a pool whose connection ended unanswered waits for the server's reason (or
+ * its end) on the master connection: either comes at once, so this only bounds a wait
+ * that holds the process-wide lock. */
+#define PP__FS_PROBE_MS 2000
 
-/* ---- Sending and receiving a message with at most one descriptor ------------------- */
+/* ---- Sending and receiving a message with up to PP__FS_MAX_FDS descriptors --------- */
 
-static int pp__fs_send(int fd, const pp__fs_msg *m, int pass_fd) {
+static int pp__fs_send(int fd, const pp__fs_msg *m, const int *pass, int npass) {
   union {
     struct cmsghdr align;
-    char buf[CMSG_SPACE(sizeof(int))];
+    char buf[CMSG_SPACE(PP__FS_MAX_FDS * sizeof(int))];
   } cbuf;
   struct msghdr msg;
   struct iovec iov;
@@ -67,16 +85,16 @@ static int pp__fs_send(int fd, const pp__fs_msg *m, int pass_fd) {
   iov.iov_len = sizeof(*m);
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  if (pass_fd >= 0) {
+  if (npass > 0) {
     struct cmsghdr *c;
     memset(&cbuf, 0, sizeof(cbuf));
     msg.msg_control = cbuf.buf;
-    msg.msg_controllen = sizeof(cbuf.buf);
+    msg.msg_controllen = CMSG_SPACE((size_t) npass * sizeof(int));
     c = CMSG_FIRSTHDR(&msg);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+    c->cmsg_len = CMSG_LEN((size_t) npass * sizeof(int));
+    memcpy(CMSG_DATA(c), pass, (size_t) npass * sizeof(int));
   }
   do
     r = sendmsg(fd, &msg, MSG_NOSIGNAL);
@@ -87,19 +105,28 @@ static int pp__fs_send(int fd, const pp__fs_msg *m, int pass_fd) {
   return r == (ssize_t) sizeof(*m) ? 0 : UV_EPIPE;
 }
 
-/* Receives one whole message. *got_fd is -1 or a descriptor that came with it (made
- * close-on-exec on arrival). Returns 0, UV_EOF, UV_EAGAIN (nothing there, with
- * dontwait) or an error. */
-static int pp__fs_recv(int fd, pp__fs_msg *m, int *got_fd, int dontwait) {
+static void pp__fs_close_all(int *fds, int *nfds) {
+  while (*nfds > 0)
+    close(fds[--*nfds]);
+}
+
+/* Receives one whole message, and the descriptors that came with it into fds (at most
+ * PP__FS_MAX_FDS, made close-on-exec on arrival; *nfds says how many). *dropped is set
+ * when the kernel dropped some that were sent (MSG_CTRUNC): this process is out of
+ * descriptors. Returns 0, UV_EOF, UV_EAGAIN (nothing there, with dontwait) or an error;
+ * on anything but 0, *nfds is 0. */
+static int pp__fs_recv(int fd, pp__fs_msg *m, int *fds, int *nfds, int *dropped,
+                       int dontwait) {
   union {
     struct cmsghdr align;
-    char buf[CMSG_SPACE(sizeof(int))];
+    char buf[CMSG_SPACE(PP__FS_MAX_FDS * sizeof(int))];
   } cbuf;
   struct msghdr msg;
   struct iovec iov;
   size_t have = 0;
 
-  *got_fd = -1;
+  *nfds = 0;
+  *dropped = 0;
   while (have < sizeof(*m)) {
     struct cmsghdr *c;
     ssize_t r;
@@ -113,20 +140,29 @@ static int pp__fs_recv(int fd, pp__fs_msg *m, int *got_fd, int dontwait) {
     do
       r = recvmsg(fd, &msg, (have == 0 && dontwait ? MSG_DONTWAIT : 0) | MSG_CMSG_CLOEXEC);
     while (r == -1 && errno == EINTR);
-    if (r == -1)
-      return errno == EAGAIN || errno == EWOULDBLOCK ? UV_EAGAIN
-                                                     : uv_translate_sys_error(errno);
-    if (r == 0)
-      return UV_EOF;
-    for (c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c))
-      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+    if (r <= 0) {
+      int err = r == 0 ? UV_EOF
+                : errno == EAGAIN || errno == EWOULDBLOCK ? UV_EAGAIN
+                : uv_translate_sys_error(errno);
+      pp__fs_close_all(fds, nfds);
+      return err;
+    }
+    if (msg.msg_flags & MSG_CTRUNC)
+      *dropped = 1;
+    for (c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+      size_t i, n;
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+        continue;
+      n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (i = 0; i < n; i++) {
         int extra;
-        memcpy(&extra, CMSG_DATA(c), sizeof(int));
-        if (*got_fd < 0)
-          *got_fd = extra;
+        memcpy(&extra, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+        if (*nfds < PP__FS_MAX_FDS)
+          fds[(*nfds)++] = extra;
         else
           close(extra);
       }
+    }
     have += (size_t) r;
   }
   return 0;
@@ -139,6 +175,14 @@ typedef struct pp__fs_child {
   int conn;
   uint64_t token;
 } pp__fs_child;
+
+/* What a worker is forked with: its channel, and the pool's stdout and stderr (-1: the
+ * pool had that one closed). */
+typedef struct pp__fs_fork {
+  int chan;
+  int out;
+  int err;
+} pp__fs_fork;
 
 static int pp__fs_sigpipe[2] = { -1, -1 };
 
@@ -157,21 +201,50 @@ static PP__NORETURN void pp__fs_worker_exit(int code) {
   _exit(code);
 }
 
-/* In a child of the server: serve on the channel. */
+/* In a child of the server: from onto to, or to closed when from is -1. */
+static int pp__fs_stdio(int from, int to) {
+  int r;
+
+  if (from < 0) {
+    close(to);
+    return 0;
+  }
+  do
+    r = dup2(from, to);
+  while (r == -1 && errno == EINTR);
+  if (r == -1)
+    return -1;
+  close(from);
+  return 0;
+}
+
+/* In a child of the server: take the pool's stdout and stderr, then serve on the
+ * channel. */
 static void pp__fs_worker_child(void *arg, int report) {
+  const pp__fs_fork *f = (const pp__fs_fork *) arg;
   pp__serve_ctx ctx;
 
+  /* The pool's, as they were when it asked for this worker: a worker prints where a
+   * spawned or forked one would, also after the program moved them with dup2. */
+  if (pp__fs_stdio(f->out, 1) != 0 || pp__fs_stdio(f->err, 2) != 0)
+    pp__unix_child_fail(report, errno);
   close(report);
-  ctx.chan.h = *(const int *) arg;
+  ctx.chan.h = f->chan;
   ctx.exit = pp__fs_worker_exit;
   pp__serve(&ctx);
 }
 
-/* Forks one worker serving on chan. Returns its pid, or -errno. */
-static pid_t pp__fs_fork_worker(int chan) {
-  int err = 0;
-  pid_t pid = pp__unix_fork_child(&chan, 1, pp__fs_worker_child, &chan, &err);
+/* Forks one worker. Returns its pid, or -errno. */
+static pid_t pp__fs_fork_worker(const pp__fs_fork *f) {
+  int keep[3], nkeep = 0, err = 0;
+  pid_t pid;
 
+  keep[nkeep++] = f->chan;
+  if (f->out >= 0)
+    keep[nkeep++] = f->out;
+  if (f->err >= 0)
+    keep[nkeep++] = f->err;
+  pid = pp__unix_fork_child(keep, nkeep, pp__fs_worker_child, (void *) f, &err);
   return pid > 0 ? pid : (pid_t) err;
 }
 
@@ -194,12 +267,58 @@ static void pp__fs_reap(pp__fs_child *kids, size_t *nkids) {
         m.type = PP__FS_EXITED;
         m.value = status;
         m.token = kids[i].token;
-        pp__fs_send(kids[i].conn, &m, -1);
+        pp__fs_send(kids[i].conn, &m, NULL, 0);
       }
       kids[i] = kids[--*nkids];
       break;
     }
   }
+}
+
+/* A FORK request: forks the worker, or says why not. */
+static void pp__fs_on_fork(int conn, const pp__fs_msg *m, const int *fds, int nfds,
+                           int dropped, pp__fs_child **kids, size_t *nkids,
+                           size_t *capkids) {
+  pp__fs_msg reply;
+  pp__fs_fork f;
+  int want = 1 + ((m->value & PP__FS_STDOUT) != 0) + ((m->value & PP__FS_STDERR) != 0);
+  int k = 1;
+  pid_t pid;
+
+  reply.token = m->token;
+  reply.type = PP__FS_FAILED;
+  if (dropped || nfds != want) {
+    /* Out of descriptors, most likely: it is the one way to lose them on the way. */
+    reply.value = dropped ? EMFILE : EINVAL;
+    pp__fs_send(conn, &reply, NULL, 0);
+    return;
+  }
+  f.chan = fds[0];
+  f.out = m->value & PP__FS_STDOUT ? fds[k++] : -1;
+  f.err = m->value & PP__FS_STDERR ? fds[k++] : -1;
+  pid = pp__fs_fork_worker(&f);
+  if (pid > 0 && *nkids == *capkids) {
+    size_t cap = *capkids ? *capkids * 2 : 16;
+    pp__fs_child *grown = realloc(*kids, cap * sizeof(**kids));
+    if (grown == NULL) {
+      /* Not reaped yet, so the pid is still this child's. */
+      kill(pid, SIGKILL);
+    } else {
+      *kids = grown;
+      *capkids = cap;
+    }
+  }
+  if (pid > 0 && *nkids < *capkids) {
+    (*kids)[*nkids].pid = pid;
+    (*kids)[*nkids].conn = conn;
+    (*kids)[*nkids].token = m->token;
+    ++*nkids;
+    reply.type = PP__FS_FORKED;
+    reply.value = (int32_t) pid;
+  } else {
+    reply.value = pid < 0 ? (int32_t) -pid : ENOMEM;
+  }
+  pp__fs_send(conn, &reply, NULL, 0);
 }
 
 int pp__forkserver_main(const char *spec) {
@@ -211,12 +330,20 @@ int pp__forkserver_main(const char *spec) {
   struct sigaction sa;
   char *end;
   long master = strtol(spec, &end, 10);
+  int fd;
 
   if (*spec == '\0' || *end != '\0' || master < 0) {
     fprintf(stderr, "procpool forkserver: bad channel '%s'\n", spec);
     exit(PP__EXIT_SETUP);
   }
   fcntl((int) master, F_SETFD, FD_CLOEXEC);
+  /* 0, 1 and 2 taken, so that no descriptor received later gets their number: a
+   * worker's stdout and stderr are put there with dup2. */
+  for (fd = 0; fd < 3; fd++)
+    if (fcntl(fd, F_GETFD) == -1 && open("/dev/null", O_RDWR) == -1) {
+      fprintf(stderr, "procpool forkserver: cannot open /dev/null\n");
+      exit(PP__EXIT_SETUP);
+    }
   pfd = calloc(PP__FS_MAX_CONNS + 2, sizeof(*pfd));
   conns = calloc(PP__FS_MAX_CONNS + 1, sizeof(*conns));
   if (pfd == NULL || conns == NULL || uv_pipe(pp__fs_sigpipe, UV_NONBLOCK_PIPE,
@@ -238,7 +365,7 @@ int pp__forkserver_main(const char *spec) {
     hello.type = PP__FS_HELLO;
     hello.value = (int32_t) getpid();
     hello.token = 0;
-    if (pp__fs_send((int) master, &hello, -1) != 0)
+    if (pp__fs_send((int) master, &hello, NULL, 0) != 0)
       exit(0);
   }
 
@@ -263,10 +390,10 @@ int pp__forkserver_main(const char *spec) {
     }
     for (i = 0; i < nconns; i++) {
       pp__fs_msg m, reply;
-      int fd = -1, err;
+      int fds[PP__FS_MAX_FDS], nfds, dropped, err;
       if (!(pfd[i + 1].revents & (POLLIN | POLLHUP | POLLERR)))
         continue;
-      err = pp__fs_recv(conns[i], &m, &fd, 1);
+      err = pp__fs_recv(conns[i], &m, fds, &nfds, &dropped, 1);
       if (err == UV_EAGAIN)
         continue;
       if (err != 0) {
@@ -286,50 +413,32 @@ int pp__forkserver_main(const char *spec) {
         i--;
         continue;
       }
-      if (m.type == PP__FS_ADD && i == 0 && fd >= 0 && nconns < PP__FS_MAX_CONNS + 1) {
-        conns[nconns++] = fd;
-        pfd[nconns].revents = 0;
-        reply.type = PP__FS_HELLO;
-        reply.value = (int32_t) getpid();
-        reply.token = 0;
-        pp__fs_send(fd, &reply, -1);
-      } else if (m.type == PP__FS_FORK && i > 0 && fd >= 0) {
-        pid_t pid = pp__fs_fork_worker(fd);
-        close(fd);
-        reply.token = m.token;
-        if (pid > 0 && nkids == capkids) {
-          size_t cap = capkids ? capkids * 2 : 16;
-          pp__fs_child *k = realloc(kids, cap * sizeof(*kids));
-          if (k == NULL) {
-            kill(pid, SIGKILL);
-          } else {
-            kids = k;
-            capkids = cap;
-          }
-        }
-        if (pid > 0 && nkids < capkids) {
-          kids[nkids].pid = pid;
-          kids[nkids].conn = conns[i];
-          kids[nkids].token = m.token;
-          nkids++;
-          reply.type = PP__FS_FORKED;
-          reply.value = (int32_t) pid;
+      reply.token = 0;
+      if (m.type == PP__FS_ADD && i == 0) {
+        if (nfds == 1 && !dropped && nconns < PP__FS_MAX_CONNS + 1) {
+          conns[nconns++] = fds[0];
+          nfds = 0;
+          pfd[nconns].revents = 0;
+          reply.type = PP__FS_HELLO;
+          reply.value = (int32_t) getpid();
+          pp__fs_send(conns[nconns - 1], &reply, NULL, 0);
         } else {
-          reply.type = PP__FS_FAILED;
-          reply.value = pid < 0 ? (int32_t) -pid : ENOMEM;
+          /* The pool sees only its connection end (the kernel dropped it, or it is
+           * closed below): say why where the process will look. */
+          reply.type = PP__FS_REFUSED;
+          reply.value = nfds == 1 && !dropped ? 0 : EMFILE;
+          pp__fs_send((int) master, &reply, NULL, 0);
         }
-        pp__fs_send(conns[i], &reply, -1);
+      } else if (m.type == PP__FS_FORK && i > 0) {
+        pp__fs_on_fork(conns[i], &m, fds, nfds, dropped, &kids, &nkids, &capkids);
       } else if (m.type == PP__FS_KILL && i > 0) {
         size_t k;
         /* Only a child not yet reaped is killed, so the pid cannot be another's. */
         for (k = 0; k < nkids; k++)
           if (kids[k].conn == conns[i] && kids[k].token == m.token)
             kill(kids[k].pid, SIGKILL);
-        if (fd >= 0)
-          close(fd);
-      } else if (fd >= 0) {
-        close(fd);
       }
+      pp__fs_close_all(fds, &nfds);
     }
   }
   exit(0);
@@ -337,14 +446,19 @@ int pp__forkserver_main(const char *spec) {
 
 /* ---- The pool's side: the servers of this process ----------------------------------- */
 
-/* One server per worker program (pools with different worker_executable values need
- * different servers); the list is shared by every pool of the process, under a lock. */
+/* One record per server process. The listed ones are where new pools connect: one per
+ * worker program (pools with different worker_executable values need different
+ * servers). A server found gone, or set aside because it could not take a connection,
+ * is unlisted; its record lives on while pools hold it. Every field, and the list, is
+ * under the lock, which is never held across an unbounded wait. */
 typedef struct pp__fs_server {
   struct pp__fs_server *next;
   char *exe;
-  pid_t pid;
+  pid_t pid;          /* the server, this process's child; 0 once reaped */
+  long shown_pid;     /* its pid for messages, also once reaped */
   int master;         /* -1 once the server is known to be gone */
-  unsigned refs;
+  int listed;
+  unsigned refs;      /* pools connected to it */
 } pp__fs_server;
 
 static uv_once_t pp__fs_once = UV_ONCE_INIT;
@@ -356,30 +470,70 @@ static void pp__fs_init_lock(void) {
     abort();
 }
 
-static void pp__fs_stop_server(pp__fs_server *srv) {
-  int status;
+/* Kills and reaps a server. It is this process's child and not reaped yet, so the pid is
+ * its own; after SIGKILL the wait is only as long as the kernel's clean-up, the one kind
+ * of wait allowed under the lock. Says how it ended in how (may be NULL). A server that
+ * had exited already keeps its own status: the signal does not change it. */
+static void pp__fs_kill_reap(pid_t pid, char *how, size_t how_size) {
+  int status = 0;
+  pid_t r;
 
+  kill(pid, SIGKILL);
+  do
+    r = waitpid(pid, &status, 0);
+  while (r == -1 && errno == EINTR);
+  if (how == NULL)
+    return;
+  if (r != pid)
+    snprintf(how, how_size, "ended");
+  else if (WIFSIGNALED(status))
+    pp__os_describe_exit(0, WTERMSIG(status), how, how_size);
+  else
+    pp__os_describe_exit(WEXITSTATUS(status), 0, how, how_size);
+}
+
+static void pp__fs_unlist(pp__fs_server *srv) {
+  pp__fs_server **p;
+
+  if (!srv->listed)
+    return;
+  for (p = &pp__fs_servers; *p != NULL; p = &(*p)->next)
+    if (*p == srv) {
+      *p = srv->next;
+      break;
+    }
+  srv->listed = 0;
+}
+
+/* The server is gone, or must go: no new pool connects to it, its master connection
+ * closes (which ends it) and it is reaped. Harmless when done already. */
+static void pp__fs_end(pp__fs_server *srv, char *how, size_t how_size) {
+  pp__fs_unlist(srv);
   if (srv->master >= 0)
     close(srv->master);
   srv->master = -1;
-  if (srv->pid > 0) {
-    /* The server exits on end-of-file; the kill makes the wait certain to end. */
-    kill(srv->pid, SIGKILL);
-    while (waitpid(srv->pid, &status, 0) == -1 && errno == EINTR)
-      ;
-  }
+  if (srv->pid > 0)
+    pp__fs_kill_reap(srv->pid, how, how_size);
+  else if (how != NULL)
+    snprintf(how, how_size, "ended");
   srv->pid = 0;
 }
 
-/* Starts the server: fork, then exec of the worker program with the server's mark. A
- * failure to exec comes back over a close-on-exec pipe. */
+static void pp__fs_free_if_unused(pp__fs_server *srv) {
+  if (srv->refs > 0)
+    return;
+  pp__fs_end(srv, NULL, 0);
+  free(srv->exe);
+  free(srv);
+}
+
 /* Waits for the new server's hello: it reached pp_main. Returns 0, or PP_ESPAWN with why
  * saying how it ended or that it took too long (it is then killed and reaped). */
 static int pp__fs_await_hello(pp__fs_server *srv, uint64_t timeout_ms, char *why,
                               size_t why_size) {
   struct pollfd p;
   pp__fs_msg m;
-  int r, fd, status, err;
+  int r, fds[PP__FS_MAX_FDS], nfds, dropped, err = UV_ETIMEDOUT;
   char how[128];
 
   p.fd = srv->master;
@@ -388,87 +542,195 @@ static int pp__fs_await_hello(pp__fs_server *srv, uint64_t timeout_ms, char *why
     r = poll(&p, 1, timeout_ms > INT32_MAX ? INT32_MAX : (int) timeout_ms);
   while (r == -1 && errno == EINTR);
   if (r == 1) {
-    err = pp__fs_recv(srv->master, &m, &fd, 0);
-    if (fd >= 0)
-      close(fd);
+    err = pp__fs_recv(srv->master, &m, fds, &nfds, &dropped, 0);
+    pp__fs_close_all(fds, &nfds);
     if (err == 0 && m.type == PP__FS_HELLO)
       return 0;
-  } else {
-    kill(srv->pid, SIGKILL);
   }
-  while (waitpid(srv->pid, &status, 0) == -1 && errno == EINTR)
-    ;
-  if (r == 1 && WIFSIGNALED(status))
-    pp__os_describe_exit(0, WTERMSIG(status), how, sizeof(how));
-  else if (r == 1)
-    pp__os_describe_exit(WEXITSTATUS(status), 0, how, sizeof(how));
-  if (r == 1)
-    snprintf(why, why_size, "the forkserver '%s' (pid %ld) %s before it reached pp_main "
-             "(does main() call pp_main first?)", srv->exe, (long) srv->pid, how);
-  else
+  pp__fs_end(srv, how, sizeof(how));
+  if (err == UV_ETIMEDOUT)
     snprintf(why, why_size, "the forkserver '%s' (pid %ld) did not reach pp_main within "
-             "%llu ms (stuck before it?); it was killed", srv->exe, (long) srv->pid,
+             "%llu ms (stuck before it?); it was killed", srv->exe, srv->shown_pid,
              (unsigned long long) timeout_ms);
-  close(srv->master);
-  srv->master = -1;
-  srv->pid = 0;
+  else
+    snprintf(why, why_size, "the forkserver '%s' (pid %ld) %s before it reached pp_main "
+             "(does main() call pp_main first?)", srv->exe, srv->shown_pid, how);
   return PP_ESPAWN;
 }
 
-/* In the child: become the server, a fresh image of the worker program. */
+/* In the child: become the server, a fresh image of the worker program. Everything it
+ * needs was prepared before the fork: only async-signal-safe calls here. */
 typedef struct pp__fs_exec {
-  const char *exe;
   int fd;
+  char *args[3];
 } pp__fs_exec;
 
 static void pp__fs_server_child(void *arg, int report) {
-  const pp__fs_exec *x = (const pp__fs_exec *) arg;
-  char mark[sizeof(PP__FS_MARK) + 16];
-  char *args[3];
+  pp__fs_exec *x = (pp__fs_exec *) arg;
 
   if (fcntl(x->fd, F_SETFD, 0) == -1)
     pp__unix_child_fail(report, errno);
-  snprintf(mark, sizeof(mark), "%s%d", PP__FS_MARK, x->fd);
-  args[0] = (char *) x->exe;
-  args[1] = mark;
-  args[2] = NULL;
-  execv(x->exe, args);
+  execv(x->args[0], x->args);
   pp__unix_child_fail(report, errno);
 }
 
-static int pp__fs_start_server(pp__fs_server *srv, uint64_t timeout_ms, char *why,
-                               size_t why_size) {
+/* Starts a server for exe and lists it: fork, then exec of the worker program with the
+ * server's mark. A failure to exec comes back over a close-on-exec pipe. */
+static int pp__fs_start_server(const char *exe, uint64_t timeout_ms, pp__fs_server **out,
+                               char *why, size_t why_size) {
   uv_os_sock_t fds[2];
+  pp__fs_server *srv;
   pp__fs_exec x;
+  char mark[sizeof(PP__FS_MARK) + 16];
   pid_t pid;
   int err;
 
+  srv = calloc(1, sizeof(*srv));
+  if (srv == NULL || (srv->exe = malloc(strlen(exe) + 1)) == NULL) {
+    free(srv);
+    snprintf(why, why_size, "out of memory");
+    return PP_ENOMEM;
+  }
+  strcpy(srv->exe, exe);
+  srv->master = -1;
   err = uv_socketpair(SOCK_STREAM, 0, fds, 0, 0);
   if (err != 0) {
     snprintf(why, why_size, "cannot make the forkserver's channel: %s", uv_strerror(err));
+    pp__fs_free_if_unused(srv);
     return err;
   }
-  x.exe = srv->exe;
+  snprintf(mark, sizeof(mark), "%s%d", PP__FS_MARK, (int) fds[1]);
   x.fd = fds[1];
+  x.args[0] = srv->exe;
+  x.args[1] = mark;
+  x.args[2] = NULL;
   pid = pp__unix_fork_child(&fds[1], 1, pp__fs_server_child, &x, &err);
   close(fds[1]);
   if (pid == -1) {
     close(fds[0]);
-    snprintf(why, why_size, "cannot start the forkserver '%s': %s", srv->exe,
-             uv_strerror(err));
+    snprintf(why, why_size, "cannot start the forkserver '%s': %s", exe, uv_strerror(err));
+    pp__fs_free_if_unused(srv);
     return err;
   }
   srv->pid = pid;
+  srv->shown_pid = (long) pid;
   srv->master = fds[0];
-  return pp__fs_await_hello(srv, timeout_ms, why, why_size);
+  err = pp__fs_await_hello(srv, timeout_ms, why, why_size);
+  if (err != 0) {
+    pp__fs_free_if_unused(srv);
+    return err;
+  }
+  srv->next = pp__fs_servers;
+  pp__fs_servers = srv;
+  srv->listed = 1;
+  *out = srv;
+  return 0;
+}
+
+/* A pool's new connection ended, or stayed silent, before the server's greeting: finds
+ * out why and sets the server aside, so that the next pool starts a new one. Under the
+ * lock. */
+static void pp__fs_explain(pp__fs_server *srv, int err, uint64_t timeout_ms, char *why,
+                           size_t why_size) {
+  struct pollfd p;
+  pp__fs_msg m;
+  int r, fds[PP__FS_MAX_FDS], nfds, dropped, got = UV_EAGAIN;
+  char how[128];
+
+  if (!srv->listed) {
+    snprintf(why, why_size, "the forkserver '%s' (pid %ld) was found gone or set aside by "
+             "another pool before it took this pool's connection; the next pool starts a "
+             "new one", srv->exe, srv->shown_pid);
+    return;
+  }
+  if (err == UV_ETIMEDOUT) {
+    pp__fs_unlist(srv);
+    snprintf(why, why_size, "the forkserver '%s' (pid %ld) did not take this pool's "
+             "connection within %llu ms (is it stopped or stuck?); it gets no new pools, "
+             "and the next pool starts a new server", srv->exe, srv->shown_pid,
+             (unsigned long long) timeout_ms);
+    return;
+  }
+  /* It closed the connection unanswered: either it refused it, and has said why on the
+   * master connection by now or will in a moment, or it is ending, and that connection
+   * ends too. */
+  p.fd = srv->master;
+  p.events = POLLIN;
+  do
+    r = poll(&p, 1, PP__FS_PROBE_MS);
+  while (r == -1 && errno == EINTR);
+  if (r == 1) {
+    got = pp__fs_recv(srv->master, &m, fds, &nfds, &dropped, 1);
+    pp__fs_close_all(fds, &nfds);
+  }
+  if (got == 0 && m.type == PP__FS_REFUSED && m.value == 0) {
+    pp__fs_unlist(srv);
+    snprintf(why, why_size, "the forkserver '%s' (pid %ld) refused this pool's connection: "
+             "it serves %d connections already, its most; it gets no new pools, and the "
+             "next pool starts a new server", srv->exe, srv->shown_pid, PP__FS_MAX_CONNS);
+  } else if (got == 0 && m.type == PP__FS_REFUSED) {
+    pp__fs_unlist(srv);
+    snprintf(why, why_size, "the forkserver '%s' (pid %ld) could not take this pool's "
+             "connection: it is out of descriptors (%s); it gets no new pools, and the "
+             "next pool starts a new server", srv->exe, srv->shown_pid,
+             uv_strerror(uv_translate_sys_error(m.value)));
+  } else if (got != 0 && got != UV_EAGAIN) {
+    pp__fs_end(srv, how, sizeof(how));
+    snprintf(why, why_size, "the forkserver '%s' (pid %ld) %s before it took this pool's "
+             "connection; the next pool starts a new one", srv->exe, srv->shown_pid, how);
+  } else {
+    pp__fs_unlist(srv);
+    snprintf(why, why_size, "the forkserver '%s' (pid %ld) closed this pool's connection "
+             "unanswered (%s); it gets no new pools, and the next pool starts a new "
+             "server", srv->exe, srv->shown_pid, uv_strerror(err));
+  }
+}
+
+/* Waits, not holding the lock, for the server's greeting on a pool's new connection: it
+ * took the connection. Returns 0 with the server's pid, or PP_ESPAWN saying why not. */
+static int pp__fs_await_greeting(pp__fs_server *srv, int conn, uint64_t timeout_ms,
+                                 long *server_pid, char *why, size_t why_size) {
+  struct pollfd p;
+  pp__fs_msg m;
+  int r, fds[PP__FS_MAX_FDS], nfds, dropped, err = UV_ETIMEDOUT;
+  uint64_t start = uv_hrtime(), waited;
+
+  p.fd = conn;
+  p.events = POLLIN;
+  for (;;) {
+    waited = (uv_hrtime() - start) / 1000000u;
+    if (waited >= timeout_ms)
+      break;
+    r = poll(&p, 1, timeout_ms - waited > INT32_MAX ? INT32_MAX : (int) (timeout_ms - waited));
+    if (r == -1 && errno == EINTR)
+      continue;
+    if (r == -1) {
+      err = uv_translate_sys_error(errno);
+    } else if (r == 1) {
+      err = pp__fs_recv(conn, &m, fds, &nfds, &dropped, 0);
+      pp__fs_close_all(fds, &nfds);
+      if (err == 0 && m.type == PP__FS_HELLO) {
+        *server_pid = (long) m.value;
+        return 0;
+      }
+      if (err == 0)
+        err = UV_EPROTO;
+    }
+    if (r != 0)
+      break;
+  }
+  uv_mutex_lock(&pp__fs_lock);
+  pp__fs_explain(srv, err, timeout_ms, why, why_size);
+  uv_mutex_unlock(&pp__fs_lock);
+  return PP_ESPAWN;
 }
 
 /* Gives the caller a connection of its own to the server of exe, starting the server if
  * there is none or the one there was has died. */
 static int pp__fs_connect(const char *exe, uint64_t timeout_ms, pp__fs_server **out,
-                          int *conn, char *why, size_t why_size) {
+                          int *conn, long *server_pid, char *why, size_t why_size) {
   uv_os_sock_t fds[2];
-  pp__fs_server *srv;
+  pp__fs_server *srv = NULL;
   pp__fs_msg m;
   int err, attempt;
 
@@ -481,42 +743,40 @@ static int pp__fs_connect(const char *exe, uint64_t timeout_ms, pp__fs_server **
   m.type = PP__FS_ADD;
   uv_once(&pp__fs_once, pp__fs_init_lock);
   uv_mutex_lock(&pp__fs_lock);
-  for (srv = pp__fs_servers; srv != NULL; srv = srv->next)
-    if (strcmp(srv->exe, exe) == 0)
-      break;
-  if (srv == NULL) {
-    srv = calloc(1, sizeof(*srv));
-    if (srv != NULL && (srv->exe = malloc(strlen(exe) + 1)) != NULL) {
-      strcpy(srv->exe, exe);
-      srv->master = -1;
-      srv->next = pp__fs_servers;
-      pp__fs_servers = srv;
-    } else {
-      free(srv);
-      srv = NULL;
-      err = PP_ENOMEM;
-      snprintf(why, why_size, "out of memory");
-    }
-  }
-  for (attempt = 0; srv != NULL && attempt < 2; attempt++) {
-    if (srv->master < 0) {
-      err = pp__fs_start_server(srv, timeout_ms, why, why_size);
+  for (attempt = 0; attempt < 2; attempt++) {
+    char how[128];
+    for (srv = pp__fs_servers; srv != NULL; srv = srv->next)
+      if (strcmp(srv->exe, exe) == 0)
+        break;
+    if (srv == NULL) {
+      err = pp__fs_start_server(exe, timeout_ms, &srv, why, why_size);
       if (err != 0)
         break;
     }
-    err = pp__fs_send(srv->master, &m, fds[1]);
-    if (err == 0)
+    err = pp__fs_send(srv->master, &m, &fds[1], 1);
+    if (err == 0) {
+      srv->refs++;
       break;
-    /* The server died since it was last used: start another. */
-    pp__fs_stop_server(srv);
-    snprintf(why, why_size, "the forkserver is gone: %s", uv_strerror(err));
+    }
+    /* It died since it was last used: the next attempt starts another. */
+    pp__fs_end(srv, how, sizeof(how));
+    snprintf(why, why_size, "the forkserver '%s' (pid %ld) %s", exe, srv->shown_pid, how);
+    pp__fs_free_if_unused(srv);
+    srv = NULL;
   }
-  if (err == 0)
-    srv->refs++;
   uv_mutex_unlock(&pp__fs_lock);
   close(fds[1]);
+  if (srv == NULL) {
+    close(fds[0]);
+    return err;
+  }
+  err = pp__fs_await_greeting(srv, fds[0], timeout_ms, server_pid, why, why_size);
   if (err != 0) {
     close(fds[0]);
+    uv_mutex_lock(&pp__fs_lock);
+    srv->refs--;
+    pp__fs_free_if_unused(srv);
+    uv_mutex_unlock(&pp__fs_lock);
     return err;
   }
   *out = srv;
@@ -524,46 +784,11 @@ static int pp__fs_connect(const char *exe, uint64_t timeout_ms, pp__fs_server **
   return 0;
 }
 
-/* A pool saw its connection end: the server has exited. Reaps it, so that the next pool
- * starts a new one, and says how it ended. */
-static void pp__fs_server_gone(pp__fs_server *srv, char *how, size_t how_size) {
-  int status;
-  pid_t r = 0;
-
-  uv_mutex_lock(&pp__fs_lock);
-  if (srv->pid > 0) {
-    do
-      r = waitpid(srv->pid, &status, 0);
-    while (r == -1 && errno == EINTR);
-    if (srv->master >= 0)
-      close(srv->master);
-    srv->master = -1;
-    srv->pid = 0;
-  }
-  uv_mutex_unlock(&pp__fs_lock);
-  if (r > 0 && WIFSIGNALED(status))
-    pp__os_describe_exit(0, WTERMSIG(status), how, how_size);
-  else if (r > 0)
-    pp__os_describe_exit(WEXITSTATUS(status), 0, how, how_size);
-  else
-    snprintf(how, how_size, "ended");
-}
-
-/* The last pool of a server is done with it: the server and its record go. */
+/* A pool is done with its server; the last one ends it. */
 static void pp__fs_release(pp__fs_server *srv) {
-  pp__fs_server **p;
-
   uv_mutex_lock(&pp__fs_lock);
-  if (--srv->refs == 0) {
-    pp__fs_stop_server(srv);
-    for (p = &pp__fs_servers; *p != NULL; p = &(*p)->next)
-      if (*p == srv) {
-        *p = srv->next;
-        break;
-      }
-    free(srv->exe);
-    free(srv);
-  }
+  srv->refs--;
+  pp__fs_free_if_unused(srv);
   uv_mutex_unlock(&pp__fs_lock);
 }
 
@@ -572,7 +797,7 @@ static void pp__fs_release(pp__fs_server *srv) {
 typedef struct pp__fs_pool {
   uv_poll_t poll;
   int conn;
-  int greeted;        /* the server said hello: it reached pp_main */
+  long server_pid;    /* from the server's greeting on this connection */
   pp_pool *pool;
   pp__fs_server *server;
 } pp__fs_pool;
@@ -600,23 +825,31 @@ static void pp__fs_on_poll_closed(uv_handle_t *h) {
   pp__pool_handle_closed(pool);
 }
 
-/* The server is gone: nothing can report the end of the workers it started, so they are
- * killed and reported as such; the next start connects to a new server. */
+/* No server can end or report w any more. It is not this process's child, and its pid
+ * may be anyone's by now: it is never signalled. Shutting down the pool's end of its
+ * channel ends it instead (an idle worker reads end-of-file and exits, a busy one is
+ * ended by its hang-up watcher), without closing the descriptor under libuv; its end is
+ * reported now, with a status that says it is unknown. */
+static void pp__fs_cut(pp__worker *w) {
+  uv_os_fd_t fd;
+
+  if (uv_fileno((const uv_handle_t *) &w->pipe, &fd) == 0)
+    shutdown(fd, SHUT_RDWR);
+  pp__worker_on_exit(w, PP__EXIT_FORKSERVER_GONE, 0);
+}
+
+/* The server is gone (the connection ended): the workers it had started are cut off,
+ * and the next start connects to a new server. */
 static void pp__fs_lost(pp_pool *pool) {
   pp__fs_pool *fp = (pp__fs_pool *) pool->method_data;
   pp__qnode *q, *last;
   char why[512];
 
-  if (fp->greeted) {
-    pp__warn_once(&pp__fs_warned_death, "the forkserver died; its workers were killed and "
-                                        "a new server will be started");
-    snprintf(why, sizeof(why), "the forkserver died before it started the worker");
-  } else {
-    char how[128];
-    pp__fs_server_gone(fp->server, how, sizeof(how));
-    snprintf(why, sizeof(why), "the forkserver '%s' %s before it reached pp_main (does "
-             "main() call pp_main first?)", pool->exe, how);
-  }
+  pp__warn_once(&pp__fs_warned_death, "the forkserver '%s' (pid %ld) ended: the workers "
+                "it had started were cut off from their pools and end by themselves, and "
+                "a new server will be started", pool->exe, fp->server_pid);
+  snprintf(why, sizeof(why), "the forkserver '%s' (pid %ld) ended before it reported "
+           "the worker it was asked to start", pool->exe, fp->server_pid);
   pool->method_data = NULL;
   uv_poll_stop(&fp->poll);
   uv_close((uv_handle_t *) &fp->poll, pp__fs_on_poll_closed);
@@ -626,16 +859,13 @@ static void pp__fs_lost(pp_pool *pool) {
     pp__worker *w = PP__CONTAINER_OF(q, pp__worker, node);
     int done = q == last;
     q = q->next;
-    if (w->exited) {
-      if (done)
-        break;
-      continue;
-    }
-    if (w->pid > 0) {
-      kill((pid_t) w->pid, SIGKILL);
-      pp__worker_on_exit(w, 0, SIGKILL);
-    } else {
-      pp__worker_on_start_failed(w, why);
+    if (!w->exited) {
+      /* A worker that greeted its pool exists, even if the server's word of it was
+       * lost; one that did neither may never have been forked. */
+      if (w->pid > 0 || w->got_hello)
+        pp__fs_cut(w);
+      else
+        pp__worker_on_start_failed(w, why);
     }
     if (done)
       break;
@@ -654,18 +884,14 @@ static void pp__fs_on_readable(uv_poll_t *h, int status, int events) {
   for (;;) {
     pp__fs_msg m;
     pp__worker *w;
-    int fd, err = pp__fs_recv(fp->conn, &m, &fd, 1);
-    if (fd >= 0)
-      close(fd);
+    int fds[PP__FS_MAX_FDS], nfds, dropped;
+    int err = pp__fs_recv(fp->conn, &m, fds, &nfds, &dropped, 1);
+    pp__fs_close_all(fds, &nfds);
     if (err == UV_EAGAIN)
       return;
     if (err != 0) {
       pp__fs_lost(pool);
       return;
-    }
-    if (m.type == PP__FS_HELLO) {
-      fp->greeted = 1;
-      continue;
     }
     w = pp__fs_worker(pool, m.token);
     if (w == NULL || w->exited)
@@ -673,9 +899,9 @@ static void pp__fs_on_readable(uv_poll_t *h, int status, int events) {
     if (m.type == PP__FS_FORKED) {
       w->pid = (long) m.value;
     } else if (m.type == PP__FS_FAILED) {
-      char why[256];
-      snprintf(why, sizeof(why), "the forkserver could not fork a worker: %s",
-               uv_strerror(uv_translate_sys_error(m.value)));
+      char why[512];
+      snprintf(why, sizeof(why), "the forkserver '%s' (pid %ld) could not fork a worker: %s",
+               pool->exe, fp->server_pid, uv_strerror(uv_translate_sys_error(m.value)));
       pp__worker_on_start_failed(w, why);
     } else if (m.type == PP__FS_EXITED) {
       if (WIFSIGNALED(m.value))
@@ -692,8 +918,8 @@ static int pp__fs_open(pp_pool *pool, char *why, size_t why_size) {
 
   if (fp == NULL)
     return PP_ENOMEM;
-  err = pp__fs_connect(pool->exe, pool->start_timeout_ms, &fp->server, &fp->conn, why,
-                       why_size);
+  err = pp__fs_connect(pool->exe, pool->start_timeout_ms, &fp->server, &fp->conn,
+                       &fp->server_pid, why, why_size);
   if (err != 0) {
     free(fp);
     return err;
@@ -738,7 +964,7 @@ static int pp__fs_start(pp__worker *w, char *why, size_t why_size) {
   pp__fs_pool *fp;
   uv_os_sock_t fds[2];
   pp__fs_msg m;
-  int err;
+  int pass[PP__FS_MAX_FDS], npass = 0, err;
 
   if (pool->method_data == NULL) {
     err = pp__fs_open(pool, why, why_size);
@@ -761,10 +987,22 @@ static int pp__fs_start(pp__worker *w, char *why, size_t why_size) {
   memset(&m, 0, sizeof(m));
   m.type = PP__FS_FORK;
   m.token = w->token;
-  err = pp__fs_send(fp->conn, &m, fds[1]);
+  pass[npass++] = fds[1];
+  /* This process's stdout and stderr as they are now, not the server's: spawned and
+   * forked workers get them too. One that is closed here is closed in the worker. */
+  if (fcntl(1, F_GETFD) != -1) {
+    pass[npass++] = 1;
+    m.value |= PP__FS_STDOUT;
+  }
+  if (fcntl(2, F_GETFD) != -1) {
+    pass[npass++] = 2;
+    m.value |= PP__FS_STDERR;
+  }
+  err = pp__fs_send(fp->conn, &m, pass, npass);
   close(fds[1]);
   if (err != 0) {
-    snprintf(why, why_size, "cannot reach the forkserver: %s", uv_strerror(err));
+    snprintf(why, why_size, "cannot reach the forkserver '%s' (pid %ld): %s", pool->exe,
+             fp->server_pid, uv_strerror(err));
     return err;
   }
   return 0;
@@ -779,13 +1017,15 @@ static void pp__fs_kill(pp__worker *w) {
   memset(&m, 0, sizeof(m));
   m.type = PP__FS_KILL;
   m.token = w->token;
-  if (fp == NULL || pp__fs_send(fp->conn, &m, -1) != 0) {
-    if (w->pid > 0)
-      kill((pid_t) w->pid, SIGKILL);
+  if (fp == NULL || pp__fs_send(fp->conn, &m, NULL, 0) != 0) {
+    /* The server is gone: nothing can kill or report the worker but its channel. */
+    pp__fs_cut(w);
+    return;
   }
-  /* Not forked yet (the server may never get to it, if it is stuck before pp_main): the
-   * server kills it on arrival, and no end will be reported that is worth waiting for. */
-  if (w->pid <= 0 || fp == NULL)
+  /* Its fork not reported yet: the server takes requests in order, so it kills the
+   * worker as soon as it has forked it (or it never forks it), and the report of that
+   * end is not worth waiting for. */
+  if (w->pid <= 0)
     pp__worker_on_exit(w, 0, SIGKILL);
 }
 

@@ -1,4 +1,5 @@
 #include "../os.h"
+#include "unix.h"
 
 #include <signal.h>
 #include <stdint.h>
@@ -48,6 +49,10 @@ void pp__os_describe_exit(int64_t exit_status, int term_signal, char *buf, size_
   if (term_signal == 0 && exit_status == -1) {
     snprintf(buf, size, "ended, but its exit status was collected elsewhere (a waitpid(-1) "
                         "or wait() in the program?)");
+    return;
+  }
+  if (term_signal == 0 && exit_status == PP__EXIT_FORKSERVER_GONE) {
+    snprintf(buf, size, "ended with its forkserver (its exit status is unknown)");
     return;
   }
   if (term_signal == 0) {

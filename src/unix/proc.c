@@ -5,7 +5,10 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -44,10 +47,78 @@ static void pp__close_span(int lo, int hi) {
     close(fd);
 }
 
+#if defined(__linux__) && defined(SYS_getdents64)
+struct pp__dirent64 {
+  uint64_t d_ino;
+  int64_t d_off;
+  unsigned short d_reclen;
+  unsigned char d_type;
+  char d_name[1];
+};
+
+/* Closes every descriptor from lo up that /proc/self/fd lists. Raw system calls only:
+ * opendir allocates, which a child of a threaded parent must not. Returns -1 when there
+ * is no /proc. */
+static int pp__close_listed(int lo) {
+  union {
+    struct pp__dirent64 align;
+    char buf[4096];
+  } u;
+  int dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+  if (dir == -1)
+    return -1;
+  for (;;) {
+    long n = syscall(SYS_getdents64, dir, u.buf, sizeof(u.buf)), off;
+    if (n <= 0)
+      break;
+    for (off = 0; off < n;) {
+      const struct pp__dirent64 *d = (const struct pp__dirent64 *) (u.buf + off);
+      const char *p = u.buf + off + offsetof(struct pp__dirent64, d_name);
+      int fd = 0;
+      off += d->d_reclen;
+      if (*p < '0' || *p > '9')
+        continue;
+      while (*p >= '0' && *p <= '9')
+        fd = fd * 10 + (*p++ - '0');
+      /* The directory's entries follow descriptor numbers, so closing one as it is
+       * listed loses none. */
+      if (fd >= lo && fd != dir)
+        close(fd);
+    }
+  }
+  close(dir);
+  return 0;
+}
+#endif
+
+/* Closes every descriptor from lo up, whatever its number: one can lie above the soft
+ * RLIMIT_NOFILE (made before the limit was lowered), so the limit is no bound. */
+static void pp__close_from(int lo) {
+  struct rlimit rl;
+  long top, fd;
+
+#if defined(__linux__) && defined(SYS_close_range)
+  if (syscall(SYS_close_range, (unsigned) lo, ~0u, 0u) == 0 || errno != ENOSYS)
+    return;
+#endif
+#if defined(__linux__) && defined(SYS_getdents64)
+  if (pp__close_listed(lo) == 0)
+    return;
+#endif
+  /* The last resort: the hard limit bounds what could have been made before a lower
+   * soft one. */
+  top = 1L << 20;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max != RLIM_INFINITY &&
+      rl.rlim_max < (rlim_t) top)
+    top = (long) rl.rlim_max;
+  for (fd = lo; fd < top; fd++)
+    close((int) fd);
+}
+
 int pp__unix_child_reset(const int *keep, int nkeep) {
   struct sigaction sa;
   sigset_t none;
-  long max = sysconf(_SC_OPEN_MAX);
   int sorted[8];
   int sig, i, lo, devnull;
 
@@ -87,8 +158,6 @@ int pp__unix_child_reset(const int *keep, int nkeep) {
       sorted[j] = sorted[j - 1];
     sorted[j] = v;
   }
-  if (max <= 0 || max > 1 << 20)
-    max = 1 << 20;
   lo = 3;
   for (i = 0; i < nkeep; i++) {
     if (sorted[i] < lo)
@@ -96,7 +165,7 @@ int pp__unix_child_reset(const int *keep, int nkeep) {
     pp__close_span(lo, sorted[i] - 1);
     lo = sorted[i] + 1;
   }
-  pp__close_span(lo, (int) max - 1);
+  pp__close_from(lo);
 
   sigemptyset(&none);
   pthread_sigmask(SIG_SETMASK, &none, NULL);
