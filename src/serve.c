@@ -6,14 +6,18 @@
 #include <string.h>
 
 #include "channel.h"
+#include "names.h"
 #include "os.h"
 #include "procpool.h"
 #include "protocol.h"
 #include "serve.h"
 
-/* The program's task table, recorded by pp_main in every process. */
+/* The program's task table, recorded by pp_main in every process, with its names in one
+ * array (for the HELLO) and their index (for the initializer's lookup). */
 static const pp_task *pp__table;
 static size_t pp__ntasks;
+static const char **pp__table_names;
+static pp__names pp__table_index;
 static int pp__serving;
 
 /* The longest message a task can give pp_fail; the header promises it. */
@@ -53,21 +57,79 @@ typedef struct pp__reader {
   uint8_t *big;
 } pp__reader;
 
-int pp__table_check(const pp_task *tasks, size_t *count) {
-  size_t i, j;
+/* What every message about a bad table starts with (but a NULL table's). */
+#define PP__TABLE_BAD "pp_main was given a malformed task table: "
 
-  if (tasks == NULL)
+/* Checks the table and indexes its names. On success *names (malloc'd) and *ix are the
+ * caller's; on failure nothing is left and why says what is wrong, in words a person can
+ * act on. */
+static int pp__table_load(const pp_task *tasks, size_t *count, const char ***names,
+                          pp__names *ix, char *why, size_t why_size) {
+  const char **arr;
+  size_t n, i, first = 0, second = 0;
+  int err;
+
+  if (tasks == NULL) {
+    snprintf(why, why_size, "pp_main was given no task table (NULL)");
     return PP_EINVAL;
-  for (i = 0; tasks[i].name != NULL; i++) {
-    size_t n = strlen(tasks[i].name);
-    if (tasks[i].fn == NULL || n == 0 || n > PP__MAX_NAME || i >= PP__MAX_TASKS)
-      return PP_EINVAL;
-    for (j = 0; j < i; j++)
-      if (strcmp(tasks[i].name, tasks[j].name) == 0)
-        return PP_EINVAL;
   }
+  for (n = 0; tasks[n].name != NULL; n++) {
+    size_t len;
+    if (n == PP__MAX_TASKS) {
+      snprintf(why, why_size, PP__TABLE_BAD "it has more than %d tasks", PP__MAX_TASKS);
+      return PP_EINVAL;
+    }
+    len = strlen(tasks[n].name);
+    if (len == 0) {
+      snprintf(why, why_size, PP__TABLE_BAD "task %zu's name is empty", n);
+      return PP_EINVAL;
+    }
+    if (len > PP__MAX_NAME) {
+      snprintf(why, why_size,
+               PP__TABLE_BAD "task %zu's name is longer than %d bytes (%zu: '%.32s...')", n,
+               PP__MAX_NAME, len, tasks[n].name);
+      return PP_EINVAL;
+    }
+    if (tasks[n].fn == NULL) {
+      snprintf(why, why_size, PP__TABLE_BAD "task %zu ('%s') has no function", n,
+               tasks[n].name);
+      return PP_EINVAL;
+    }
+  }
+  arr = malloc((n + 1) * sizeof(*arr));
+  if (arr == NULL) {
+    snprintf(why, why_size, "pp_main: out of memory for a task table of %zu tasks", n);
+    return PP_ENOMEM;
+  }
+  for (i = 0; i < n; i++)
+    arr[i] = tasks[i].name;
+  err = pp__names_init(ix, arr, n, &first, &second);
+  if (err != 0) {
+    if (err == PP_EINVAL)
+      snprintf(why, why_size, PP__TABLE_BAD "tasks %zu and %zu are both named '%s'", first,
+               second, tasks[first].name);
+    else
+      snprintf(why, why_size, "pp_main: out of memory for a task table of %zu tasks", n);
+    free(arr);
+    return err;
+  }
+  *count = n;
+  *names = arr;
+  return 0;
+}
+
+int pp__table_check(const pp_task *tasks, size_t *count, char *why, size_t why_size) {
+  const char **names;
+  pp__names ix;
+  size_t n;
+  int err = pp__table_load(tasks, &n, &names, &ix, why, why_size);
+
+  if (err != 0)
+    return err;
+  pp__names_free(&ix);
+  free(names);
   if (count != NULL)
-    *count = i;
+    *count = n;
   return 0;
 }
 
@@ -77,12 +139,9 @@ const pp_task *pp__table_get(size_t *count) {
 }
 
 static int pp__table_find(const char *name, size_t len) {
-  size_t i;
+  uint32_t index;
 
-  for (i = 0; i < pp__ntasks; i++)
-    if (strlen(pp__table[i].name) == len && memcmp(pp__table[i].name, name, len) == 0)
-      return (int) i;
-  return -1;
+  return pp__names_find(&pp__table_index, name, len, &index) == 0 ? (int) index : -1;
 }
 
 int pp_reply(pp_call *call, const void *data, size_t len) {
@@ -303,26 +362,17 @@ static int pp__send(pp__chan *chan, uint8_t type, uint16_t aux, uint64_t id,
 }
 
 static int pp__send_hello(pp__chan *chan) {
-  const char **names;
   uint8_t *buf;
-  size_t i, size;
+  size_t size;
   int err;
 
-  names = malloc((pp__ntasks + 1) * sizeof(*names));
-  if (names == NULL)
-    return PP_ENOMEM;
-  for (i = 0; i < pp__ntasks; i++)
-    names[i] = pp__table[i].name;
-  size = pp__hello_size(names, pp__ntasks);
+  size = pp__hello_size(pp__table_names, pp__ntasks);
   buf = malloc(size);
-  if (buf == NULL) {
-    free(names);
+  if (buf == NULL)
     return PP_ENOMEM;
-  }
-  pp__hello_encode(buf, (uint32_t) uv_os_getpid(), names, pp__ntasks);
+  pp__hello_encode(buf, (uint32_t) uv_os_getpid(), pp__table_names, pp__ntasks);
   err = pp__send(chan, PP__F_HELLO, 0, 0, buf, size);
   free(buf);
-  free(names);
   return err;
 }
 
@@ -458,7 +508,6 @@ static int pp__serve_batch(pp__chan *chan, pp_call *call, size_t index, uint64_t
     err = pp__send_batch_run(chan, id, first, b->count - first, &table, &data);
   free(table.p);
   free(data.p);
-  free(arg.p);
   return err;
 }
 
@@ -583,19 +632,32 @@ static const char *pp__find_mark(int argc, char **argv, const char *mark) {
 int pp_main(int argc, char **argv, const pp_task *tasks) {
   const char *worker = pp__find_mark(argc, argv, PP__WORKER_MARK);
   const char *server = pp__find_mark(argc, argv, PP__FORKSERVER_MARK);
+  const char **names;
+  pp__names ix;
+  char why[512];
   size_t n;
+  int err;
 
-  if (pp__table_check(tasks, &n) != 0) {
+  err = pp__table_load(tasks, &n, &names, &ix, why, sizeof(why));
+  if (err != 0) {
     /* In a worker, a bad table can only end the process; say why on stderr, and the pool
      * reports the early exit as PP_ESPAWN. */
     if (worker != NULL || server != NULL) {
-      fprintf(stderr, "procpool worker: pp_main was given a malformed task table\n");
+      fprintf(stderr, "procpool %s %lu: %s\n", worker != NULL ? "worker" : "forkserver",
+              (unsigned long) uv_os_getpid(), why);
       exit(PP__EXIT_SETUP);
     }
-    return PP_EINVAL;
+    fprintf(stderr, "procpool: %s\n", why);
+    return err;
   }
+  /* A second call replaces the table; pools made since the first keep their own copy
+   * of the names. */
+  pp__names_free(&pp__table_index);
+  free(pp__table_names);
   pp__table = tasks;
   pp__ntasks = n;
+  pp__table_names = names;
+  pp__table_index = ix;
 
   if (server != NULL) {
     pp__forkserver_main(server);
@@ -604,7 +666,7 @@ int pp_main(int argc, char **argv, const pp_task *tasks) {
   }
   if (worker != NULL) {
     pp__serve_ctx ctx;
-    int err = pp__chan_open(worker, &ctx.chan);
+    err = pp__chan_open(worker, &ctx.chan);
     if (err != 0) {
       fprintf(stderr, "procpool worker: cannot open the channel '%s': %s\n", worker,
               pp_strerror(err));

@@ -117,3 +117,9 @@ TEST_EACH(proto_late_hello)
 
 /* A program in a path with spaces and non-ASCII characters (test-paths.c) */
 TEST_EACH(odd_path)
+
+/* The worker side of the protocol: a batch's results item by item, the initializer's
+ * aligned argument, big and malformed task tables (test-worker.c) */
+TEST_EACH(big_table)
+TEST_ONCE(names_index)
+TEST_ONCE(table_refused)
