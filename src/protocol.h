@@ -19,13 +19,22 @@
 #define PP__MAX_MESSAGE_LIMIT ((size_t) UINT32_MAX - (1u << 20))
 
 enum pp__frame_type {
-  PP__F_HELLO = 1,  /* worker -> pool: first frame: magic, version, pid, task names */
+  PP__F_HELLO = 1,  /* worker -> pool: first frame: magic, version, pid, task names; or,
+                     * aux PP__HELLO_FAILED, why it cannot serve */
   PP__F_INIT = 2,   /* pool -> worker: limits, initializer name and argument */
   PP__F_READY = 3,  /* worker -> pool: aux 0: ready; aux 1: initializer failed, payload msg */
   PP__F_TASK = 4,   /* pool -> worker: aux task index, id, payload the argument */
   PP__F_RESULT = 5, /* worker -> pool: aux a pp__result_kind, id, payload data or message */
   PP__F_BATCH = 6,  /* pool -> worker: aux task index, id; payload a batch of arguments */
   PP__F_BATCH_RESULT = 7  /* worker -> pool: id; payload results of a run of the batch */
+};
+
+/* A HELLO's aux. PP__HELLO_FAILED is a worker that cannot serve (pp_main found its task
+ * table malformed): the payload is its message, at most PP__MAX_ERRMSG bytes, not a
+ * greeting, and the worker exits with PP__EXIT_SETUP. The pool reports a failed start. */
+enum pp__hello_kind {
+  PP__HELLO_OK = 0,
+  PP__HELLO_FAILED = 1
 };
 
 /* A batch (pp_map's items, many per frame): u32 count, count u32 lengths, then the

@@ -371,7 +371,7 @@ static int pp__send_hello(pp__chan *chan) {
   if (buf == NULL)
     return PP_ENOMEM;
   pp__hello_encode(buf, (uint32_t) uv_os_getpid(), pp__table_names, pp__ntasks);
-  err = pp__send(chan, PP__F_HELLO, 0, 0, buf, size);
+  err = pp__send(chan, PP__F_HELLO, PP__HELLO_OK, 0, buf, size);
   free(buf);
   return err;
 }
@@ -629,6 +629,22 @@ static const char *pp__find_mark(int argc, char **argv, const char *mark) {
   return NULL;
 }
 
+/* A worker whose program gave pp_main a malformed table cannot serve. Rather than end
+ * in silence (the pool would see a worker that never reached pp_main), it tells the pool
+ * why, in a HELLO of its own kind, and exits. */
+static PP__NORETURN void pp__refuse(const char *spec, const char *why) {
+  pp__chan chan;
+
+  fprintf(stderr, "procpool worker %lu: %s\n", (unsigned long) uv_os_getpid(), why);
+  if (pp__chan_open(spec, &chan) == 0) {
+    size_t len = strlen(why);
+    pp__send(&chan, PP__F_HELLO, PP__HELLO_FAILED, 0, why,
+             len < PP__MAX_ERRMSG ? len : PP__MAX_ERRMSG);
+    pp__chan_close(&chan);
+  }
+  pp__spawned_exit(PP__EXIT_SETUP);
+}
+
 int pp_main(int argc, char **argv, const pp_task *tasks) {
   const char *worker = pp__find_mark(argc, argv, PP__WORKER_MARK);
   const char *server = pp__find_mark(argc, argv, PP__FORKSERVER_MARK);
@@ -640,11 +656,10 @@ int pp_main(int argc, char **argv, const pp_task *tasks) {
 
   err = pp__table_load(tasks, &n, &names, &ix, why, sizeof(why));
   if (err != 0) {
-    /* In a worker, a bad table can only end the process; say why on stderr, and the pool
-     * reports the early exit as PP_ESPAWN. */
-    if (worker != NULL || server != NULL) {
-      fprintf(stderr, "procpool %s %lu: %s\n", worker != NULL ? "worker" : "forkserver",
-              (unsigned long) uv_os_getpid(), why);
+    if (worker != NULL)
+      pp__refuse(worker, why);
+    if (server != NULL) {
+      fprintf(stderr, "procpool forkserver %lu: %s\n", (unsigned long) uv_os_getpid(), why);
       exit(PP__EXIT_SETUP);
     }
     fprintf(stderr, "procpool: %s\n", why);

@@ -1,5 +1,6 @@
 /* The worker side of the protocol: a table of 65535 tasks is cheap to check, and a
- * malformed table says exactly what is wrong. */
+ * malformed table says exactly what is wrong, in the parent and in a worker (through the
+ * pool). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -286,4 +287,27 @@ void test_table_refused(void) {
   ASSERT_EQ_INT(c.status, 1);
   ASSERT_CONTAINS(c.buf, "pp_main was given a malformed task table: tasks 3 and 65000 are "
                          "both named 'big00003'");
+}
+
+/* A worker whose program gives pp_main a malformed table tells the pool why: pools
+ * fail to start with PP_ESPAWN and that reason, not "did not reach pp_main". Spawn only:
+ * a forked worker has its parent's table, and a forkserver's own start is another
+ * matter. */
+void test_worker_bad_table(void) {
+  pp_pool_options opts;
+  pp_pool *pool;
+  pp_result r;
+
+  test_unsetenv("PROCPOOL_START_METHOD");
+  pp_pool_options_init(&opts);
+  opts.start_method = PP_START_SPAWN;
+  opts.workers = 1;
+  test_setenv(TABLE_ENV, "dup");
+  pool = NEW_POOL(NULL, &opts);
+  APPLY(pool, "echo", "x", 1, &r);
+  ASSERT_STATUS(r, PP_ESPAWN);
+  ASSERT_CONTAINS(r.message, "tasks 3 and 65000 are both named 'big00003'");
+  pp_result_free(&r);
+  ASSERT_EQ_INT(pp_pool_close(pool, NULL, NULL), 0);
+  test_unsetenv(TABLE_ENV);
 }
