@@ -38,9 +38,9 @@ enum pp__hello_kind {
 };
 
 /* A batch (pp_map's items, many per frame): u32 count, count u32 lengths, then the
- * arguments end to end. Its results come in one or more BATCH_RESULT frames, each for
- * the next run of items: u32 first, u32 count, count pairs of u32 kind and u32 length,
- * then the results (or messages) end to end. */
+ * arguments end to end. Its results come in BATCH_RESULT frames, each for the next run of
+ * items: u32 first, u32 count, count pairs of u32 kind and u32 length, then the results
+ * (or messages) end to end. A worker writes one per item, before it starts the next. */
 #define PP__BATCH_MAX 4096
 #define PP__BATCH_SLACK (8 + 8 * PP__BATCH_MAX)
 

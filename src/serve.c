@@ -415,105 +415,98 @@ static int pp__send_result(pp__writer *w, uint8_t type, uint64_t id, pp_call *ca
   return pp__writer_frame(w, type, (uint16_t) call->kind, id, call->msg, call->msg_len);
 }
 
-/* A growable byte buffer, for a batch's results. */
+/* A byte buffer kept from batch to batch, for the items' arguments that need an aligned
+ * place. */
 typedef struct pp__buf {
   uint8_t *p;
-  size_t len, cap;
+  size_t cap;
 } pp__buf;
 
-static int pp__buf_add(pp__buf *b, const void *data, size_t len) {
-  if (len > b->cap - b->len) {
-    size_t cap = b->cap ? b->cap : 4096;
-    uint8_t *p;
-    while (cap - b->len < len)
-      cap *= 2;
-    p = realloc(b->p, cap);
-    if (p == NULL)
-      return PP_ENOMEM;
-    b->p = p;
-    b->cap = cap;
-  }
-  if (len > 0)
-    memcpy(b->p + b->len, data, len);
-  b->len += len;
+static int pp__buf_reserve(pp__buf *b, size_t len) {
+  uint8_t *p;
+
+  if (len <= b->cap)
+    return 0;
+  /* The old contents are not needed, so free and malloc rather than realloc's copy. */
+  p = malloc(len);
+  if (p == NULL)
+    return PP_ENOMEM;
+  free(b->p);
+  b->p = p;
+  b->cap = len;
   return 0;
 }
 
-/* Sends the results of items [first, first + count) of batch id. */
-static int pp__send_batch_run(pp__chan *chan, uint64_t id, uint32_t first, uint32_t count,
-                              pp__buf *table, pp__buf *data) {
-  uint8_t hdr[PP__HDR_SIZE + 8];
-  pp__iov iov[3];
-  int err;
-
-  pp__hdr_encode(hdr, PP__F_BATCH_RESULT, 0, id, (uint32_t) (8 + table->len + data->len));
-  pp__put_u32(hdr + PP__HDR_SIZE, first);
-  pp__put_u32(hdr + PP__HDR_SIZE + 4, count);
-  iov[0].base = hdr;
-  iov[0].len = sizeof(hdr);
-  iov[1].base = table->p;
-  iov[1].len = table->len;
-  iov[2].base = data->p;
-  iov[2].len = data->len;
-  err = pp__chan_write(chan, iov, 3);
-  table->len = 0;
-  data->len = 0;
-  return err;
+/* Like a large result's buffer, a large argument's place is not kept. */
+static void pp__buf_trim(pp__buf *b) {
+  if (b->cap > PP__KEEP_REPLY) {
+    free(b->p);
+    b->p = NULL;
+    b->cap = 0;
+  }
 }
 
-/* Runs each item of a batch, as many tasks, and sends their results in as few frames as
- * the size limit allows. Each argument is copied to an aligned place first: in the batch
- * they lie end to end. */
+/* Writes item i's result as a BATCH_RESULT of that one item: one write call, and the
+ * result is not copied. */
+static int pp__send_batch_item(pp__chan *chan, uint64_t id, uint32_t i, const pp_call *call) {
+  uint8_t head[PP__HDR_SIZE + 16];
+  pp__iov iov[2];
+  size_t n = call->kind == PP__R_OK ? call->len : call->msg_len;
+
+  pp__hdr_encode(head, PP__F_BATCH_RESULT, 0, id, (uint32_t) (16 + n));
+  pp__put_u32(head + PP__HDR_SIZE, i);
+  pp__put_u32(head + PP__HDR_SIZE + 4, 1);
+  pp__put_u32(head + PP__HDR_SIZE + 8, (uint32_t) call->kind);
+  pp__put_u32(head + PP__HDR_SIZE + 12, (uint32_t) n);
+  iov[0].base = head;
+  iov[0].len = sizeof(head);
+  iov[1].base = call->kind == PP__R_OK ? (const void *) call->data : (const void *) call->msg;
+  iov[1].len = n;
+  return pp__chan_write(chan, iov, 2);
+}
+
+/* Runs each item of a batch as a task of its own, and writes each item's result before
+ * the next item starts: a worker that dies in item k has then put the results of the
+ * items before k on the wire, so the pool fails item k alone and runs again only the
+ * items that never started (doc/design.md). The arguments lie end to end in the batch;
+ * one that is not aligned as the header promises is copied to `arg` first. */
 static int pp__serve_batch(pp__chan *chan, pp_call *call, size_t index, uint64_t id,
-                           const pp__batch *b, size_t max_message) {
-  pp__buf table = { NULL, 0, 0 }, data = { NULL, 0, 0 }, arg = { NULL, 0, 0 };
+                           const pp__batch *b, size_t max_message, pp__buf *arg) {
   const uint8_t *next = b->data;
-  uint32_t i, first = 0;
+  uint32_t i;
   int err = 0;
 
   for (i = 0; i < b->count && err == 0; i++) {
     uint32_t alen = pp__get_u32(b->table + (size_t) i * 4);
-    const void *out;
-    uint8_t pair[8];
-    size_t n;
+    const void *p = next;
 
-    arg.len = 0;
-    err = pp__buf_add(&arg, next, alen);
-    if (err != 0)
-      break;
+    if (alen > 0 && (uintptr_t) next % PP__ALIGN != 0) {
+      err = pp__buf_reserve(arg, alen);
+      if (err != 0)
+        break;
+      memcpy(arg->p, next, alen);
+      p = arg->p;
+    }
     next += alen;
     pp__call_reset(call, max_message);
     if (index < pp__ntasks) {
-      pp__run(call, index, arg.p, alen);
+      pp__run(call, index, p, alen);
     } else {
       call->kind = PP__R_NOTASK;
       call->msg_len = (size_t) snprintf(call->msg, sizeof(call->msg),
                                         "task number %u is not in the worker's table",
                                         (unsigned) index);
     }
-    out = call->kind == PP__R_OK ? call->data : (const void *) call->msg;
-    n = call->kind == PP__R_OK ? call->len : call->msg_len;
-    if (i > first && data.len + n > max_message) {
-      err = pp__send_batch_run(chan, id, first, i - first, &table, &data);
-      first = i;
-    }
-    pp__put_u32(pair, (uint32_t) call->kind);
-    pp__put_u32(pair + 4, (uint32_t) n);
-    if (err == 0)
-      err = pp__buf_add(&table, pair, sizeof(pair));
-    if (err == 0)
-      err = pp__buf_add(&data, out, n);
+    err = pp__send_batch_item(chan, id, i, call);
   }
-  if (err == 0)
-    err = pp__send_batch_run(chan, id, first, b->count - first, &table, &data);
-  free(table.p);
-  free(data.p);
+  pp__buf_trim(arg);
   return err;
 }
 
 void pp__serve(pp__serve_ctx *ctx) {
   pp__reader r;
   pp__writer wr;
+  pp__buf arg = { NULL, 0 };
   pp_call call;
   size_t max_message = 0;
   int inited = 0;
@@ -589,7 +582,7 @@ void pp__serve(pp__serve_ctx *ctx) {
         pp__worker_die(ctx, PP__EXIT_PROTO, why, 0);
       err = pp__writer_flush(&wr);
       if (err == 0)
-        err = pp__serve_batch(&ctx->chan, &call, h.aux, h.id, &b, max_message);
+        err = pp__serve_batch(&ctx->chan, &call, h.aux, h.id, &b, max_message, &arg);
     } else {
       pp__worker_die(ctx, PP__EXIT_PROTO, "the pool sent an unexpected frame", 0);
     }
@@ -602,6 +595,7 @@ void pp__serve(pp__serve_ctx *ctx) {
     }
   }
   pp__call_reset(&call, 0);
+  free(arg.p);
   free(r.big);
   free(r.scratch);
   free(r.buf);

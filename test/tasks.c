@@ -365,6 +365,7 @@ const pp_task test_tasks[] = {
   { "shm_make", test_task_shm_make },
   { "shm_release", test_task_shm_release },
   { "shm_close_inherited", test_task_shm_close_inherited },
+  { "count_run", test_task_count_run },
 #ifndef _WIN32
   { "count_fds", t_count_fds },
 #endif

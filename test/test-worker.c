@@ -1,18 +1,38 @@
-/* The worker side of the protocol: a table of 65535 tasks is cheap to check, and a
- * malformed table says exactly what is wrong, in the parent and in a worker (through the
- * pool). */
+/* The worker side of the protocol: a batch's items each write their result before the
+ * next starts, a table of 65535 tasks is cheap to check, and a malformed table says
+ * exactly what is wrong, in the parent and in a worker (through the pool). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* First: uv.h brings winsock2.h, which must come before windows.h. */
 #include "test.h"
 #include "../src/names.h"
 #include "../src/serve.h"
+
+#ifdef _WIN32
+#  include <windows.h>
+#else
+#  include <signal.h>
+#  include <sys/resource.h>
+#endif
 
 /* The environment variable that makes main() give pp_main another table than
  * test_tasks: "big" (65535 tasks) or "dup" (the same, with task 65000 named as task 3).
  * Set by a test for the workers it starts; read before pp_main, in every process. */
 #define TABLE_ENV "PP_TEST_TABLE"
+
+/* A crash that leaves no core file and opens no dialog, and ends the process the plain
+ * way rather than through a sanitizer's handler (as tasks.c's). */
+static void quiet_crash(void) {
+#ifdef _WIN32
+  SetErrorMode(SEM_FAILCRITICALERRORS | SEM_NOGPFAULTERRORBOX);
+#else
+  struct rlimit rl = { 0, 0 };
+  setrlimit(RLIMIT_CORE, &rl);
+  signal(SIGABRT, SIG_DFL);
+#endif
+}
 
 /* ---- Tables ------------------------------------------------------------------------- */
 
@@ -78,6 +98,100 @@ const pp_task *test_worker_table(void) {
   if (strcmp(buf, "dup") == 0)
     return make_big_table(1);
   return test_tasks;
+}
+
+/* ---- A crash in a batch -------------------------------------------------------------- */
+
+#define RUN_ITEMS 100
+#define RUN_CRASH 50
+
+/* The argument of "count_run": where the counters are, which item this is, and whether
+ * it crashes its worker. */
+typedef struct run_arg {
+  pp_shm_ref ref;
+  uint32_t index;
+  uint32_t crash;
+} run_arg;
+
+/* Adds one to the item's counter in the shared segment, then crashes its worker or
+ * replies its index. The segment stays mapped from item to item. */
+int test_task_count_run(pp_call *call, const void *arg, size_t len) {
+  static pp_shm *shm;
+  static char name[sizeof(((pp_shm_ref *) 0)->name)];
+  run_arg a;
+  volatile uint32_t *counts;
+  int err;
+
+  if (len != sizeof(a))
+    return pp_fail(call, "count_run: expected %u bytes, got %lu", (unsigned) sizeof(a),
+                   (unsigned long) len);
+  memcpy(&a, arg, sizeof(a));
+  if (shm == NULL || strcmp(name, a.ref.name) != 0) {
+    pp_shm_close(shm);
+    shm = NULL;
+    if ((err = pp_shm_open(&a.ref, &shm)) != 0)
+      return pp_fail(call, "count_run: pp_shm_open: %s", pp_strerror(err));
+    memcpy(name, a.ref.name, sizeof(name));
+  }
+  if (a.index >= pp_shm_size(shm) / sizeof(uint32_t))
+    return pp_fail(call, "count_run: item %u is past the counters", (unsigned) a.index);
+  counts = (volatile uint32_t *) pp_shm_data(shm);
+  counts[a.index]++;
+  if (a.crash) {
+    quiet_crash();
+    abort();
+  }
+  return pp_reply(call, &a.index, sizeof(a.index));
+}
+
+/* A worker dies in item RUN_CRASH of a batch. Every item before it in the batch had
+ * finished: each runs once and succeeds; the one that crashed runs once and fails with
+ * PP_EWORKER; the items after it run once, elsewhere. (The worker writes each item's
+ * result before the next; the pool fails only the item that was running.) */
+void test_map_crash_runs_once(void) {
+  run_arg *args = calloc(RUN_ITEMS, sizeof(*args));
+  pp_input in[RUN_ITEMS];
+  pp_result out[RUN_ITEMS];
+  pp_pool_options opts;
+  pp_shm *shm = NULL;
+  pp_pool *pool;
+  uint32_t *counts;
+  size_t i;
+  int status;
+
+  ASSERT_NOT_NULL(args);
+  ASSERT_EQ_INT(pp_shm_create(&shm, RUN_ITEMS * sizeof(uint32_t)), 0);
+  counts = (uint32_t *) pp_shm_data(shm);
+  for (i = 0; i < RUN_ITEMS; i++) {
+    pp_shm_ref_get(shm, &args[i].ref);
+    args[i].index = (uint32_t) i;
+    args[i].crash = i == RUN_CRASH;
+    in[i].data = &args[i];
+    in[i].len = sizeof(args[i]);
+  }
+  /* Two workers: pp_map makes batches of 100 / (2 * 8) = 6 items, so item 50 is the
+   * third of the batch [48, 54) and two items of its batch finish before it. */
+  test_options(&opts);
+  opts.workers = 2;
+  pool = NEW_POOL(NULL, &opts);
+  status = pp_map(pool, "count_run", RUN_ITEMS, in, out);
+  ASSERT_EQ_INT(status, PP_EWORKER);
+  for (i = 0; i < RUN_ITEMS; i++) {
+    if (i == RUN_CRASH)
+      continue;
+    ASSERT_STATUS(out[i], 0);
+    ASSERT_EQ_MEM(out[i].data, out[i].len, &args[i].index, sizeof(args[i].index));
+    if (counts[i] != 1)
+      fprintf(stderr, "item %u ran %u times\n", (unsigned) i, (unsigned) counts[i]);
+    ASSERT_EQ_INT(counts[i], 1);
+  }
+  ASSERT_STATUS(out[RUN_CRASH], PP_EWORKER);
+  ASSERT_EQ_INT(counts[RUN_CRASH], 1);
+  for (i = 0; i < RUN_ITEMS; i++)
+    pp_result_free(&out[i]);
+  ASSERT_EQ_INT(pp_pool_close(pool, NULL, NULL), 0);
+  ASSERT_EQ_INT(pp_shm_close(shm), 0);
+  free(args);
 }
 
 /* ---- Big and malformed tables -------------------------------------------------------- */

@@ -40,6 +40,7 @@ int test_task_shm_crash(pp_call *call, const void *arg, size_t len);
 int test_task_shm_make(pp_call *call, const void *arg, size_t len);
 int test_task_shm_release(pp_call *call, const void *arg, size_t len);
 int test_task_shm_close_inherited(pp_call *call, const void *arg, size_t len);
+int test_task_count_run(pp_call *call, const void *arg, size_t len);
 
 /* The table main() gives pp_main: test_tasks, unless the environment asks for a big or
  * a malformed one (test-worker.c). */
