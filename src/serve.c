@@ -503,6 +503,27 @@ static int pp__serve_batch(pp__chan *chan, pp_call *call, size_t index, uint64_t
   return err;
 }
 
+/* Runs the initializer. In the INIT frame its argument follows the initializer's name, at
+ * an offset that the name's length decides; the header promises an argument aligned for
+ * any type, so it is copied to an aligned place unless it happens to be in one. */
+static void pp__run_init(pp_call *call, size_t index, const pp__init *init, pp__buf *arg) {
+  const void *p = init->initarg;
+
+  if (init->initarg_len > 0 && (uintptr_t) p % PP__ALIGN != 0) {
+    if (pp__buf_reserve(arg, init->initarg_len) != 0) {
+      call->kind = PP__R_FAIL;
+      call->msg_len = (size_t) snprintf(call->msg, sizeof(call->msg),
+                                        "no memory in the worker for the initializer's "
+                                        "argument of %zu bytes", init->initarg_len);
+      return;
+    }
+    memcpy(arg->p, p, init->initarg_len);
+    p = arg->p;
+  }
+  pp__run(call, index, p, init->initarg_len);
+  pp__buf_trim(arg);
+}
+
 void pp__serve(pp__serve_ctx *ctx) {
   pp__reader r;
   pp__writer wr;
@@ -561,7 +582,7 @@ void pp__serve(pp__serve_ctx *ctx) {
                                            "task table",
                                            (int) init.initializer_len, init.initializer);
         } else {
-          pp__run(&call, (size_t) index, init.initarg, init.initarg_len);
+          pp__run_init(&call, (size_t) index, &init, &arg);
         }
       }
       err = pp__send_result(&wr, PP__F_READY, 0, &call);

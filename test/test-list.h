@@ -121,6 +121,7 @@ TEST_EACH(odd_path)
 /* The worker side of the protocol: a batch's results item by item, the initializer's
  * aligned argument, big and malformed task tables (test-worker.c) */
 TEST_EACH(map_crash_runs_once)
+TEST_EACH(init_arg_aligned)
 TEST_EACH(big_table)
 TEST_ONCE(names_index)
 TEST_ONCE(table_refused)

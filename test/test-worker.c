@@ -1,6 +1,7 @@
 /* The worker side of the protocol: a batch's items each write their result before the
- * next starts, a table of 65535 tasks is cheap to check, and a malformed table says
- * exactly what is wrong, in the parent and in a worker (through the pool). */
+ * next starts, the initializer's argument is aligned, a table of 65535 tasks is cheap to
+ * check, and a malformed table says exactly what is wrong, in the parent and in a
+ * worker (through the pool). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,6 +193,82 @@ void test_map_crash_runs_once(void) {
   ASSERT_EQ_INT(pp_pool_close(pool, NULL, NULL), 0);
   ASSERT_EQ_INT(pp_shm_close(shm), 0);
   free(args);
+}
+
+/* ---- The initializer's argument ------------------------------------------------------ */
+
+static int align_inited;
+
+/* The initializer: its argument must be aligned for any type and hold the pattern of
+ * its length (init_pattern). */
+static unsigned char init_pattern(size_t j, size_t len) {
+  return (unsigned char) (j * 7 + len);
+}
+
+int test_task_init_aligned(pp_call *call, const void *arg, size_t len) {
+  const unsigned char *p = (const unsigned char *) arg;
+  size_t j;
+
+  if (len == 0 || arg == NULL)
+    return pp_fail(call, "init_aligned: no argument");
+  if ((uintptr_t) arg % 16 != 0)
+    return pp_fail(call, "init_aligned: the argument at %p is not 16-byte aligned", arg);
+  for (j = 0; j < len; j++)
+    if (p[j] != init_pattern(j, len))
+      return pp_fail(call, "init_aligned: byte %lu of %lu is wrong", (unsigned long) j,
+                     (unsigned long) len);
+  align_inited++;
+  return 0;
+}
+
+/* How many times the initializer ran in this worker. */
+int test_task_init_aligned_count(pp_call *call, const void *arg, size_t len) {
+  uint32_t n = (uint32_t) align_inited;
+
+  (void) arg;
+  (void) len;
+  return pp_reply(call, &n, sizeof(n));
+}
+
+/* The INIT frame puts the argument after the initializer's name: names of every length
+ * modulo 16 that matters here (the argument lands at 13 + length). Each is in
+ * test_tasks with the same function. */
+static const char *const align_names[] = {
+  "i", "ia", "ia3", "ia_4", "ia_init", "ia_init8", "ia_init_aligned", "ia_init_aligned6",
+};
+
+void test_init_arg_aligned(void) {
+  static const size_t sizes[] = { 40, 100000 };
+  size_t k, s, j;
+
+  for (k = 0; k < sizeof(align_names) / sizeof(align_names[0]); k++) {
+    for (s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
+      unsigned char *initarg = malloc(sizes[s]);
+      pp_pool_options opts;
+      pp_pool *pool;
+      pp_result r;
+      uint32_t once = 1;
+
+      ASSERT_NOT_NULL(initarg);
+      for (j = 0; j < sizes[s]; j++)
+        initarg[j] = init_pattern(j, sizes[s]);
+      test_options(&opts);
+      opts.workers = 1;
+      opts.initializer = align_names[k];
+      opts.initarg = initarg;
+      opts.initarg_len = sizes[s];
+      pool = NEW_POOL(NULL, &opts);
+      free(initarg);
+      APPLY(pool, "init_aligned_count", NULL, 0, &r);
+      if (r.status != 0)
+        fprintf(stderr, "initializer '%s', argument of %lu bytes\n", align_names[k],
+                (unsigned long) sizes[s]);
+      ASSERT_STATUS(r, 0);
+      ASSERT_EQ_MEM(r.data, r.len, &once, sizeof(once));
+      pp_result_free(&r);
+      ASSERT_EQ_INT(pp_pool_close(pool, NULL, NULL), 0);
+    }
+  }
 }
 
 /* ---- Big and malformed tables -------------------------------------------------------- */

@@ -41,6 +41,8 @@ int test_task_shm_make(pp_call *call, const void *arg, size_t len);
 int test_task_shm_release(pp_call *call, const void *arg, size_t len);
 int test_task_shm_close_inherited(pp_call *call, const void *arg, size_t len);
 int test_task_count_run(pp_call *call, const void *arg, size_t len);
+int test_task_init_aligned(pp_call *call, const void *arg, size_t len);
+int test_task_init_aligned_count(pp_call *call, const void *arg, size_t len);
 
 /* The table main() gives pp_main: test_tasks, unless the environment asks for a big or
  * a malformed one (test-worker.c). */
