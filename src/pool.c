@@ -214,6 +214,9 @@ static int pp__resolve_options(pp_pool *pool, const pp_pool_options *o) {
     for (i = 0; i < n; i++)
       pool->names[i] = table[i].name;
     pool->ntasks = n;
+    /* pp_main checked the table: its names are unique. */
+    if (pp__names_init(&pool->index, pool->names, n, NULL, NULL) != 0)
+      return PP_ENOMEM;
   }
   if (o->initializer != NULL) {
     size_t len = strlen(o->initializer);
@@ -247,14 +250,9 @@ static int pp__resolve_options(pp_pool *pool, const pp_pool_options *o) {
 /* ---- Tasks -------------------------------------------------------------------------- */
 
 int pp__find_task(const pp_pool *pool, const char *name, uint32_t *index) {
-  size_t i;
-
-  for (i = 0; i < pool->ntasks; i++)
-    if (strcmp(pool->names[i], name) == 0) {
-      *index = (uint32_t) i;
-      return 0;
-    }
-  return PP_ENOTASK;
+  if (pool->names == NULL)
+    return PP_ENOTASK;
+  return pp__names_find(&pool->index, name, strlen(name), index);
 }
 
 void pp__task_free(pp__task *t) {
@@ -325,6 +323,7 @@ static void pp__pool_free(pp_pool *pool) {
     for (i = 0; i < pool->ntasks; i++)
       free((char *) pool->names[i]);
   free((void *) pool->names);
+  pp__names_free(&pool->index);
   pp__tasktab_free(&pool->tasks);
   free(pool->broken_msg);
   free(pool->exe);

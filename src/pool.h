@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "names.h"
 #include "procpool.h"
 #include "protocol.h"
 #include "queue.h"
@@ -172,6 +173,7 @@ struct pp_pool {
   const char **names;
   size_t ntasks;
   int names_owned;
+  pp__names index;         /* the names by name, built with them */
   uint64_t next_id;
   size_t pending;          /* queued + running */
   pp__qnode queue;

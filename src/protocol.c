@@ -60,7 +60,12 @@ int pp__hdr_check_from_worker(const pp__hdr *h, size_t max_message, const char *
   }
   switch (h->type) {
     case PP__F_HELLO:
-      limit = 12 + (size_t) PP__MAX_TASKS * (1 + PP__MAX_NAME);
+      if (h->aux > PP__HELLO_FAILED) {
+        *why = "a hello of an unknown kind";
+        return PP_EPROTO;
+      }
+      limit = h->aux == PP__HELLO_FAILED ? PP__MAX_ERRMSG
+                                         : 12 + (size_t) PP__MAX_TASKS * (1 + PP__MAX_NAME);
       break;
     case PP__F_READY:
       limit = PP__MAX_ERRMSG;

@@ -19,7 +19,8 @@
 #define PP__MAX_MESSAGE_LIMIT ((size_t) UINT32_MAX - (1u << 20))
 
 enum pp__frame_type {
-  PP__F_HELLO = 1,  /* worker -> pool: first frame: magic, version, pid, task names */
+  PP__F_HELLO = 1,  /* worker -> pool: first frame: magic, version, pid, task names; or,
+                     * aux PP__HELLO_FAILED, why it cannot serve */
   PP__F_INIT = 2,   /* pool -> worker: limits, initializer name and argument */
   PP__F_READY = 3,  /* worker -> pool: aux 0: ready; aux 1: initializer failed, payload msg */
   PP__F_TASK = 4,   /* pool -> worker: aux task index, id, payload the argument */
@@ -28,14 +29,18 @@ enum pp__frame_type {
   PP__F_BATCH_RESULT = 7  /* worker -> pool: id; payload results of a run of the batch */
 };
 
-/* A HELLO whose aux is this carries, instead of the usual payload, a message saying why
- * the worker cannot serve (its task table is malformed, say). */
-#define PP__HELLO_REFUSED 1
+/* A HELLO's aux. PP__HELLO_FAILED is a worker that cannot serve (pp_main found its task
+ * table malformed): the payload is its message, at most PP__MAX_ERRMSG bytes, not a
+ * greeting, and the worker exits with PP__EXIT_SETUP. The pool reports a failed start. */
+enum pp__hello_kind {
+  PP__HELLO_OK = 0,
+  PP__HELLO_FAILED = 1
+};
 
 /* A batch (pp_map's items, many per frame): u32 count, count u32 lengths, then the
- * arguments end to end. Its results come in one or more BATCH_RESULT frames, each for
- * the next run of items: u32 first, u32 count, count pairs of u32 kind and u32 length,
- * then the results (or messages) end to end. */
+ * arguments end to end. Its results come in BATCH_RESULT frames, each for the next run of
+ * items: u32 first, u32 count, count pairs of u32 kind and u32 length, then the results
+ * (or messages) end to end. A worker writes one per item, before it starts the next. */
 #define PP__BATCH_MAX 4096
 #define PP__BATCH_SLACK (8 + 8 * PP__BATCH_MAX)
 

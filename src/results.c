@@ -33,8 +33,9 @@ static int pp__on_hello(pp__worker *w, const pp__hdr *hdr, const uint8_t *p, siz
   const char *why;
   const uint8_t *name;
   size_t nlen, pos = 0, i;
+  int err;
 
-  if (hdr->aux == PP__HELLO_REFUSED) {
+  if (hdr->aux == PP__HELLO_FAILED) {
     /* The worker could not serve, and says why (a malformed task table, say). */
     if (len > PP__MAX_ERRMSG)
       len = PP__MAX_ERRMSG;
@@ -72,6 +73,12 @@ static int pp__on_hello(pp__worker *w, const pp__hdr *hdr, const uint8_t *p, siz
       s[nlen] = '\0';
       pool->names[i] = s;
       pool->ntasks = i + 1;
+    }
+    err = pp__names_init(&pool->index, pool->names, pool->ntasks, NULL, NULL);
+    if (err != 0) {
+      pp__worker_proto(w, err == PP_ENOMEM ? "out of memory"
+                                           : "its task table has two tasks of one name");
+      return -1;
     }
     return 0;
   }

@@ -6,14 +6,18 @@
 #include <string.h>
 
 #include "channel.h"
+#include "names.h"
 #include "os.h"
 #include "procpool.h"
 #include "protocol.h"
 #include "serve.h"
 
-/* The program's task table, recorded by pp_main in every process. */
+/* The program's task table, recorded by pp_main in every process, with its names in one
+ * array (for the HELLO) and their index (for the initializer's lookup). */
 static const pp_task *pp__table;
 static size_t pp__ntasks;
+static const char **pp__table_names;
+static pp__names pp__table_index;
 static int pp__serving;
 
 /* The longest message a task can give pp_fail; the header promises it. */
@@ -53,21 +57,79 @@ typedef struct pp__reader {
   uint8_t *big;
 } pp__reader;
 
-int pp__table_check(const pp_task *tasks, size_t *count) {
-  size_t i, j;
+/* What every message about a bad table starts with (but a NULL table's). */
+#define PP__TABLE_BAD "pp_main was given a malformed task table: "
 
-  if (tasks == NULL)
+/* Checks the table and indexes its names. On success *names (malloc'd) and *ix are the
+ * caller's; on failure nothing is left and why says what is wrong, in words a person can
+ * act on. */
+static int pp__table_load(const pp_task *tasks, size_t *count, const char ***names,
+                          pp__names *ix, char *why, size_t why_size) {
+  const char **arr;
+  size_t n, i, first = 0, second = 0;
+  int err;
+
+  if (tasks == NULL) {
+    snprintf(why, why_size, "pp_main was given no task table (NULL)");
     return PP_EINVAL;
-  for (i = 0; tasks[i].name != NULL; i++) {
-    size_t n = strlen(tasks[i].name);
-    if (tasks[i].fn == NULL || n == 0 || n > PP__MAX_NAME || i >= PP__MAX_TASKS)
-      return PP_EINVAL;
-    for (j = 0; j < i; j++)
-      if (strcmp(tasks[i].name, tasks[j].name) == 0)
-        return PP_EINVAL;
   }
+  for (n = 0; tasks[n].name != NULL; n++) {
+    size_t len;
+    if (n == PP__MAX_TASKS) {
+      snprintf(why, why_size, PP__TABLE_BAD "it has more than %d tasks", PP__MAX_TASKS);
+      return PP_EINVAL;
+    }
+    len = strlen(tasks[n].name);
+    if (len == 0) {
+      snprintf(why, why_size, PP__TABLE_BAD "task %zu's name is empty", n);
+      return PP_EINVAL;
+    }
+    if (len > PP__MAX_NAME) {
+      snprintf(why, why_size,
+               PP__TABLE_BAD "task %zu's name is longer than %d bytes (%zu: '%.32s...')", n,
+               PP__MAX_NAME, len, tasks[n].name);
+      return PP_EINVAL;
+    }
+    if (tasks[n].fn == NULL) {
+      snprintf(why, why_size, PP__TABLE_BAD "task %zu ('%s') has no function", n,
+               tasks[n].name);
+      return PP_EINVAL;
+    }
+  }
+  arr = malloc((n + 1) * sizeof(*arr));
+  if (arr == NULL) {
+    snprintf(why, why_size, "pp_main: out of memory for a task table of %zu tasks", n);
+    return PP_ENOMEM;
+  }
+  for (i = 0; i < n; i++)
+    arr[i] = tasks[i].name;
+  err = pp__names_init(ix, arr, n, &first, &second);
+  if (err != 0) {
+    if (err == PP_EINVAL)
+      snprintf(why, why_size, PP__TABLE_BAD "tasks %zu and %zu are both named '%s'", first,
+               second, tasks[first].name);
+    else
+      snprintf(why, why_size, "pp_main: out of memory for a task table of %zu tasks", n);
+    free(arr);
+    return err;
+  }
+  *count = n;
+  *names = arr;
+  return 0;
+}
+
+int pp__table_check(const pp_task *tasks, size_t *count, char *why, size_t why_size) {
+  const char **names;
+  pp__names ix;
+  size_t n;
+  int err = pp__table_load(tasks, &n, &names, &ix, why, why_size);
+
+  if (err != 0)
+    return err;
+  pp__names_free(&ix);
+  free(names);
   if (count != NULL)
-    *count = i;
+    *count = n;
   return 0;
 }
 
@@ -77,12 +139,9 @@ const pp_task *pp__table_get(size_t *count) {
 }
 
 static int pp__table_find(const char *name, size_t len) {
-  size_t i;
+  uint32_t index;
 
-  for (i = 0; i < pp__ntasks; i++)
-    if (strlen(pp__table[i].name) == len && memcmp(pp__table[i].name, name, len) == 0)
-      return (int) i;
-  return -1;
+  return pp__names_find(&pp__table_index, name, len, &index) == 0 ? (int) index : -1;
 }
 
 int pp_reply(pp_call *call, const void *data, size_t len) {
@@ -303,26 +362,17 @@ static int pp__send(pp__chan *chan, uint8_t type, uint16_t aux, uint64_t id,
 }
 
 static int pp__send_hello(pp__chan *chan) {
-  const char **names;
   uint8_t *buf;
-  size_t i, size;
+  size_t size;
   int err;
 
-  names = malloc((pp__ntasks + 1) * sizeof(*names));
-  if (names == NULL)
-    return PP_ENOMEM;
-  for (i = 0; i < pp__ntasks; i++)
-    names[i] = pp__table[i].name;
-  size = pp__hello_size(names, pp__ntasks);
+  size = pp__hello_size(pp__table_names, pp__ntasks);
   buf = malloc(size);
-  if (buf == NULL) {
-    free(names);
+  if (buf == NULL)
     return PP_ENOMEM;
-  }
-  pp__hello_encode(buf, (uint32_t) uv_os_getpid(), names, pp__ntasks);
-  err = pp__send(chan, PP__F_HELLO, 0, 0, buf, size);
+  pp__hello_encode(buf, (uint32_t) uv_os_getpid(), pp__table_names, pp__ntasks);
+  err = pp__send(chan, PP__F_HELLO, PP__HELLO_OK, 0, buf, size);
   free(buf);
-  free(names);
   return err;
 }
 
@@ -365,106 +415,119 @@ static int pp__send_result(pp__writer *w, uint8_t type, uint64_t id, pp_call *ca
   return pp__writer_frame(w, type, (uint16_t) call->kind, id, call->msg, call->msg_len);
 }
 
-/* A growable byte buffer, for a batch's results. */
+/* A byte buffer kept from batch to batch, for the items' arguments that need an aligned
+ * place. */
 typedef struct pp__buf {
   uint8_t *p;
-  size_t len, cap;
+  size_t cap;
 } pp__buf;
 
-static int pp__buf_add(pp__buf *b, const void *data, size_t len) {
-  if (len > b->cap - b->len) {
-    size_t cap = b->cap ? b->cap : 4096;
-    uint8_t *p;
-    while (cap - b->len < len)
-      cap *= 2;
-    p = realloc(b->p, cap);
-    if (p == NULL)
-      return PP_ENOMEM;
-    b->p = p;
-    b->cap = cap;
-  }
-  if (len > 0)
-    memcpy(b->p + b->len, data, len);
-  b->len += len;
+static int pp__buf_reserve(pp__buf *b, size_t len) {
+  uint8_t *p;
+
+  if (len <= b->cap)
+    return 0;
+  /* The old contents are not needed, so free and malloc rather than realloc's copy. */
+  p = malloc(len);
+  if (p == NULL)
+    return PP_ENOMEM;
+  free(b->p);
+  b->p = p;
+  b->cap = len;
   return 0;
 }
 
-/* Sends the results of items [first, first + count) of batch id. */
-static int pp__send_batch_run(pp__chan *chan, uint64_t id, uint32_t first, uint32_t count,
-                              pp__buf *table, pp__buf *data) {
-  uint8_t hdr[PP__HDR_SIZE + 8];
-  pp__iov iov[3];
-  int err;
-
-  pp__hdr_encode(hdr, PP__F_BATCH_RESULT, 0, id, (uint32_t) (8 + table->len + data->len));
-  pp__put_u32(hdr + PP__HDR_SIZE, first);
-  pp__put_u32(hdr + PP__HDR_SIZE + 4, count);
-  iov[0].base = hdr;
-  iov[0].len = sizeof(hdr);
-  iov[1].base = table->p;
-  iov[1].len = table->len;
-  iov[2].base = data->p;
-  iov[2].len = data->len;
-  err = pp__chan_write(chan, iov, 3);
-  table->len = 0;
-  data->len = 0;
-  return err;
+/* Like a large result's buffer, a large argument's place is not kept. */
+static void pp__buf_trim(pp__buf *b) {
+  if (b->cap > PP__KEEP_REPLY) {
+    free(b->p);
+    b->p = NULL;
+    b->cap = 0;
+  }
 }
 
-/* Runs each item of a batch, as many tasks, and sends their results in as few frames as
- * the size limit allows. Each argument is copied to an aligned place first: in the batch
- * they lie end to end. */
+/* Writes item i's result as a BATCH_RESULT of that one item: one write call, and the
+ * result is not copied. */
+static int pp__send_batch_item(pp__chan *chan, uint64_t id, uint32_t i, const pp_call *call) {
+  uint8_t head[PP__HDR_SIZE + 16];
+  pp__iov iov[2];
+  size_t n = call->kind == PP__R_OK ? call->len : call->msg_len;
+
+  pp__hdr_encode(head, PP__F_BATCH_RESULT, 0, id, (uint32_t) (16 + n));
+  pp__put_u32(head + PP__HDR_SIZE, i);
+  pp__put_u32(head + PP__HDR_SIZE + 4, 1);
+  pp__put_u32(head + PP__HDR_SIZE + 8, (uint32_t) call->kind);
+  pp__put_u32(head + PP__HDR_SIZE + 12, (uint32_t) n);
+  iov[0].base = head;
+  iov[0].len = sizeof(head);
+  iov[1].base = call->kind == PP__R_OK ? (const void *) call->data : (const void *) call->msg;
+  iov[1].len = n;
+  return pp__chan_write(chan, iov, 2);
+}
+
+/* Runs each item of a batch as a task of its own, and writes each item's result before
+ * the next item starts: a worker that dies in item k has then put the results of the
+ * items before k on the wire, so the pool fails item k alone and runs again only the
+ * items that never started (doc/design.md). The arguments lie end to end in the batch;
+ * one that is not aligned as the header promises is copied to `arg` first. */
 static int pp__serve_batch(pp__chan *chan, pp_call *call, size_t index, uint64_t id,
-                           const pp__batch *b, size_t max_message) {
-  pp__buf table = { NULL, 0, 0 }, data = { NULL, 0, 0 }, arg = { NULL, 0, 0 };
+                           const pp__batch *b, size_t max_message, pp__buf *arg) {
   const uint8_t *next = b->data;
-  uint32_t i, first = 0;
+  uint32_t i;
   int err = 0;
 
   for (i = 0; i < b->count && err == 0; i++) {
     uint32_t alen = pp__get_u32(b->table + (size_t) i * 4);
-    const void *out;
-    uint8_t pair[8];
-    size_t n;
+    const void *p = next;
 
-    arg.len = 0;
-    err = pp__buf_add(&arg, next, alen);
-    if (err != 0)
-      break;
+    if (alen > 0 && (uintptr_t) next % PP__ALIGN != 0) {
+      err = pp__buf_reserve(arg, alen);
+      if (err != 0)
+        break;
+      memcpy(arg->p, next, alen);
+      p = arg->p;
+    }
     next += alen;
     pp__call_reset(call, max_message);
     if (index < pp__ntasks) {
-      pp__run(call, index, arg.p, alen);
+      pp__run(call, index, p, alen);
     } else {
       call->kind = PP__R_NOTASK;
       call->msg_len = (size_t) snprintf(call->msg, sizeof(call->msg),
                                         "task number %u is not in the worker's table",
                                         (unsigned) index);
     }
-    out = call->kind == PP__R_OK ? call->data : (const void *) call->msg;
-    n = call->kind == PP__R_OK ? call->len : call->msg_len;
-    if (i > first && data.len + n > max_message) {
-      err = pp__send_batch_run(chan, id, first, i - first, &table, &data);
-      first = i;
-    }
-    pp__put_u32(pair, (uint32_t) call->kind);
-    pp__put_u32(pair + 4, (uint32_t) n);
-    if (err == 0)
-      err = pp__buf_add(&table, pair, sizeof(pair));
-    if (err == 0)
-      err = pp__buf_add(&data, out, n);
+    err = pp__send_batch_item(chan, id, i, call);
   }
-  if (err == 0)
-    err = pp__send_batch_run(chan, id, first, b->count - first, &table, &data);
-  free(table.p);
-  free(data.p);
-  free(arg.p);
+  pp__buf_trim(arg);
   return err;
+}
+
+/* Runs the initializer. In the INIT frame its argument follows the initializer's name, at
+ * an offset that the name's length decides; the header promises an argument aligned for
+ * any type, so it is copied to an aligned place unless it happens to be in one. */
+static void pp__run_init(pp_call *call, size_t index, const pp__init *init, pp__buf *arg) {
+  const void *p = init->initarg;
+
+  if (init->initarg_len > 0 && (uintptr_t) p % PP__ALIGN != 0) {
+    if (pp__buf_reserve(arg, init->initarg_len) != 0) {
+      call->kind = PP__R_FAIL;
+      call->msg_len = (size_t) snprintf(call->msg, sizeof(call->msg),
+                                        "no memory in the worker for the initializer's "
+                                        "argument of %zu bytes", init->initarg_len);
+      return;
+    }
+    memcpy(arg->p, p, init->initarg_len);
+    p = arg->p;
+  }
+  pp__run(call, index, p, init->initarg_len);
+  pp__buf_trim(arg);
 }
 
 void pp__serve(pp__serve_ctx *ctx) {
   pp__reader r;
   pp__writer wr;
+  pp__buf arg = { NULL, 0 };
   pp_call call;
   size_t max_message = 0;
   int inited = 0;
@@ -519,7 +582,7 @@ void pp__serve(pp__serve_ctx *ctx) {
                                            "task table",
                                            (int) init.initializer_len, init.initializer);
         } else {
-          pp__run(&call, (size_t) index, init.initarg, init.initarg_len);
+          pp__run_init(&call, (size_t) index, &init, &arg);
         }
       }
       err = pp__send_result(&wr, PP__F_READY, 0, &call);
@@ -540,7 +603,7 @@ void pp__serve(pp__serve_ctx *ctx) {
         pp__worker_die(ctx, PP__EXIT_PROTO, why, 0);
       err = pp__writer_flush(&wr);
       if (err == 0)
-        err = pp__serve_batch(&ctx->chan, &call, h.aux, h.id, &b, max_message);
+        err = pp__serve_batch(&ctx->chan, &call, h.aux, h.id, &b, max_message, &arg);
     } else {
       pp__worker_die(ctx, PP__EXIT_PROTO, "the pool sent an unexpected frame", 0);
     }
@@ -553,6 +616,7 @@ void pp__serve(pp__serve_ctx *ctx) {
     }
   }
   pp__call_reset(&call, 0);
+  free(arg.p);
   free(r.big);
   free(r.scratch);
   free(r.buf);
@@ -580,22 +644,50 @@ static const char *pp__find_mark(int argc, char **argv, const char *mark) {
   return NULL;
 }
 
+/* A worker whose program gave pp_main a malformed table cannot serve. Rather than end
+ * in silence (the pool would see a worker that never reached pp_main), it tells the pool
+ * why, in a HELLO of its own kind, and exits. */
+static PP__NORETURN void pp__refuse(const char *spec, const char *why) {
+  pp__chan chan;
+
+  fprintf(stderr, "procpool worker %lu: %s\n", (unsigned long) uv_os_getpid(), why);
+  if (pp__chan_open(spec, &chan) == 0) {
+    size_t len = strlen(why);
+    pp__send(&chan, PP__F_HELLO, PP__HELLO_FAILED, 0, why,
+             len < PP__MAX_ERRMSG ? len : PP__MAX_ERRMSG);
+    pp__chan_close(&chan);
+  }
+  pp__spawned_exit(PP__EXIT_SETUP);
+}
+
 int pp_main(int argc, char **argv, const pp_task *tasks) {
   const char *worker = pp__find_mark(argc, argv, PP__WORKER_MARK);
   const char *server = pp__find_mark(argc, argv, PP__FORKSERVER_MARK);
+  const char **names;
+  pp__names ix;
+  char why[512];
   size_t n;
+  int err;
 
-  if (pp__table_check(tasks, &n) != 0) {
-    /* In a worker, a bad table can only end the process; say why on stderr, and the pool
-     * reports the early exit as PP_ESPAWN. */
-    if (worker != NULL || server != NULL) {
-      fprintf(stderr, "procpool worker: pp_main was given a malformed task table\n");
+  err = pp__table_load(tasks, &n, &names, &ix, why, sizeof(why));
+  if (err != 0) {
+    if (worker != NULL)
+      pp__refuse(worker, why);
+    if (server != NULL) {
+      fprintf(stderr, "procpool forkserver %lu: %s\n", (unsigned long) uv_os_getpid(), why);
       exit(PP__EXIT_SETUP);
     }
-    return PP_EINVAL;
+    fprintf(stderr, "procpool: %s\n", why);
+    return err;
   }
+  /* A second call replaces the table; pools made since the first keep their own copy
+   * of the names. */
+  pp__names_free(&pp__table_index);
+  free(pp__table_names);
   pp__table = tasks;
   pp__ntasks = n;
+  pp__table_names = names;
+  pp__table_index = ix;
 
   if (server != NULL) {
     pp__forkserver_main(server);
@@ -604,7 +696,7 @@ int pp_main(int argc, char **argv, const pp_task *tasks) {
   }
   if (worker != NULL) {
     pp__serve_ctx ctx;
-    int err = pp__chan_open(worker, &ctx.chan);
+    err = pp__chan_open(worker, &ctx.chan);
     if (err != 0) {
       fprintf(stderr, "procpool worker: cannot open the channel '%s': %s\n", worker,
               pp_strerror(err));

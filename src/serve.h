@@ -22,7 +22,8 @@
 #define PP__FORKSERVER_MARK "--procpool-forkserver="
 
 /* Exit codes of a worker that gives up; the pool reports them in its messages. */
-#define PP__EXIT_SETUP 121   /* could not open its channel or greet the pool */
+#define PP__EXIT_SETUP 121   /* a malformed task table, or could not open its channel or
+                              * greet the pool */
 #define PP__EXIT_PROTO 122   /* the pool sent something it cannot read */
 
 typedef struct pp__serve_ctx {
@@ -40,8 +41,10 @@ PP__NORETURN void pp__serve(pp__serve_ctx *ctx);
  * forkservers exist (src/unix/forkserver.c). Elsewhere it returns PP_ENOTSUP. */
 int pp__forkserver_main(const char *spec);
 
-/* 0 when tasks is a well-formed table (sets *count), else PP_EINVAL. */
-int pp__table_check(const pp_task *tasks, size_t *count);
+/* 0 when tasks is a well-formed table (sets *count, when not NULL); else PP_EINVAL (or
+ * PP_ENOMEM) with what is wrong in why, e.g. "pp_main was given a malformed task table:
+ * tasks 3 and 700 are both named 'x'". */
+int pp__table_check(const pp_task *tasks, size_t *count, char *why, size_t why_size);
 
 /* Whether this process is serving tasks: a worker may not make or use pools (a pool a
  * fork worker inherited belongs to its parent). */

@@ -98,7 +98,7 @@ int main(int argc, char **argv) {
     hang();
   if (env_is_1("PP_TEST_EXIT_BEFORE_MAIN"))
     exit(5);
-  err = pp_main(argc, argv, test_tasks);
+  err = pp_main(argc, argv, test_worker_table());
   if (err != 0) {
     fprintf(stderr, "run-tests: pp_main failed: %s (%s)\n", pp_strerror(err),
             pp_errname(err));

@@ -368,6 +368,17 @@ const pp_task test_tasks[] = {
   { "rendezvous", test_task_rendezvous },
   { "use_parent_pool", test_task_use_parent_pool },
   { "fs_print", test_task_fs_print },
+  { "count_run", test_task_count_run },
+  { "init_aligned_count", test_task_init_aligned_count },
+  /* The same initializer under names of many lengths (test-worker.c). */
+  { "i", test_task_init_aligned },
+  { "ia", test_task_init_aligned },
+  { "ia3", test_task_init_aligned },
+  { "ia_4", test_task_init_aligned },
+  { "ia_init", test_task_init_aligned },
+  { "ia_init8", test_task_init_aligned },
+  { "ia_init_aligned", test_task_init_aligned },
+  { "ia_init_aligned6", test_task_init_aligned },
 #ifndef _WIN32
   { "count_fds", t_count_fds },
 #endif

@@ -137,3 +137,12 @@ TEST_ONCE(fs_server_stopped)
 TEST_ONCE(fs_server_killed)
 TEST_EACH(stdio_follows)
 TEST_EACH(fds_above_limit)
+
+/* The worker side of the protocol: a batch's results item by item, the initializer's
+ * aligned argument, big and malformed task tables (test-worker.c) */
+TEST_EACH(map_crash_runs_once)
+TEST_EACH(init_arg_aligned)
+TEST_EACH(big_table)
+TEST_ONCE(names_index)
+TEST_ONCE(table_refused)
+TEST_ONCE(worker_bad_table)

@@ -43,6 +43,13 @@ int test_task_shm_close_inherited(pp_call *call, const void *arg, size_t len);
 int test_task_rendezvous(pp_call *call, const void *arg, size_t len);
 int test_task_use_parent_pool(pp_call *call, const void *arg, size_t len);
 int test_task_fs_print(pp_call *call, const void *arg, size_t len);
+int test_task_count_run(pp_call *call, const void *arg, size_t len);
+int test_task_init_aligned(pp_call *call, const void *arg, size_t len);
+int test_task_init_aligned_count(pp_call *call, const void *arg, size_t len);
+
+/* The table main() gives pp_main: test_tasks, unless the environment asks for a big or
+ * a malformed one (test-worker.c). */
+const pp_task *test_worker_table(void);
 
 /* What the "mapf" task computes: distinct inputs give distinct outputs. */
 uint64_t test_mapf(uint32_t x);
