@@ -127,8 +127,10 @@ PP_EXTERN int pp_fail(pp_call *call, const char *fmt, ...) PP_PRINTF(2, 3);
  *
  * In any other process it records `tasks` as the program's task table and returns 0.
  * It returns PP_EINVAL when tasks is NULL or the table is malformed (a NULL fn, a
- * duplicate, empty or over-long name, too many tasks). The table is borrowed and must stay
- * valid for as long as a pool exists. */
+ * duplicate, empty or over-long name, too many tasks: stderr says which), or PP_ENOMEM.
+ * A worker whose table is malformed tells the pool why, and its start fails with
+ * PP_ESPAWN and that reason. The table is borrowed and must stay valid for as long as a
+ * pool exists. */
 PP_EXTERN int pp_main(int argc, char **argv, const pp_task *tasks);
 
 /* ---- Start methods ----------------------------------------------------------------- */
@@ -153,8 +155,8 @@ PP_EXTERN int pp_main(int argc, char **argv, const pp_task *tasks);
  *     fresh program on every OS.
  * The environment variable PROCPOOL_START_METHOD ("fork", "spawn", "forkserver",
  * "default", in lower case), when set and not empty, overrides the method of every pool:
- * PROCPOOL_START_METHOD=spawn gives every OS Windows' behaviour. Any other value makes
- * pp_pool_new fail with PP_EINVAL (and say why on stderr). */
+ * PROCPOOL_START_METHOD=spawn gives every OS Windows' behaviour. Any other value (of any
+ * length) makes pp_pool_new fail with PP_EINVAL (and say why on stderr). */
 typedef enum pp_start_method {
   PP_START_DEFAULT = 0,
   PP_START_FORK,
@@ -201,12 +203,14 @@ typedef struct pp_pool_options {
   unsigned max_tasks_per_worker;
   /* 0: none. Otherwise a task still running that long after it started in its worker
    * fails with PP_ETIMEDOUT; its worker is killed and replaced. (A task sent ahead of its
-   * turn starts its clock when the one before it ends.) */
+   * turn starts its clock when the one before it ends.) Counted in real time: time the
+   * application spends away from the loop does not shorten it. */
   uint64_t task_timeout_ms;
   /* NULL: this program (uv_exepath). Otherwise the path of a program whose main() calls
    * pp_main with the same task table (checked: a worker with another table fails to
-   * start). Copied by pp_pool_new. Unused under fork, whose workers are copies of this
-   * process; the forkserver runs it. */
+   * start). Copied by pp_pool_new; a relative path is taken relative to the current
+   * directory once, there, so a later chdir() changes nothing. Unused (and not checked)
+   * under fork, whose workers are copies of this process; the forkserver runs it. */
   const char *worker_executable;
   /* 0: 256 MiB. The largest argument, result or initarg, in bytes, at most 4 GiB - 1 MiB.
    * A larger argument fails pp_submit with PP_E2BIG before anything is sent; a larger
@@ -304,12 +308,13 @@ PP_EXTERN int pp_submit(pp_pool *pool, const char *task, const void *arg, size_t
  * A task that was running has its worker killed (a replacement is started, and tasks
  * sent to that worker behind it run elsewhere); one sent ahead to a worker but not
  * started stays there and its result, when it comes, is dropped. Returns 0, PP_EINVAL
- * (NULL pool) or PP_ENOENT (no pending task has that id: it already finished, or never
- * existed). */
+ * (NULL pool, or called from a worker: a task under fork sees its parent's pools, and
+ * may not touch them) or PP_ENOENT (no pending task has that id: it already finished,
+ * or never existed). */
 PP_EXTERN int pp_cancel(pp_pool *pool, uint64_t id);
 
 /* Runs the pool's loop until no task is pending. Returns 0, PP_EINVAL (NULL pool, or
- * called from a result callback) or PP_ECLOSED (the loop ran out of work with tasks still
+ * called from a result callback or a worker) or PP_ECLOSED (the loop ran out of work with tasks still
  * pending, which means someone closed the pool's handles: it does not hang). On a
  * caller's loop it runs that loop (UV_RUN_ONCE, repeatedly), so other handles' callbacks
  * run too; do not call it from any callback of that loop. */
@@ -322,6 +327,8 @@ typedef struct pp_input {
 } pp_input;
 
 /* Runs one task and waits for it, running the pool's loop (same rules as pp_pool_wait).
+ * The argument is lent, not copied: it must stay unchanged until pp_apply returns, which
+ * it does only once nothing reads it any more (also when the task was canceled).
  * *out receives the result, which the caller frees with pp_result_free. Returns
  * out->status: 0, a task's error, or a submit error (then out->message says why; called
  * from a result callback, that is PP_EINVAL). Whenever pool and out are not NULL, *out
@@ -330,10 +337,14 @@ PP_EXTERN int pp_apply(pp_pool *pool, const char *task, const void *arg, size_t 
                        pp_result *out);
 
 /* Runs task once for each of the n args and waits for all; out[i] receives the result of
- * args[i] (free each with pp_result_free). At most a few tasks per worker are queued at a
- * time, so a huge n does not hold n copies of the arguments. Returns 0 when every task
- * succeeded, else the status of the first (lowest index) that failed; every out[i] is
- * filled either way. With out untouched: PP_EINVAL when pool or task is NULL, args or out
+ * args[i] (free each with pp_result_free). The arguments are lent, as with pp_apply. At
+ * most a few tasks per worker are queued at a time, so a huge n does not hold n copies
+ * of the arguments. An item that cannot be sent fails alone and the others run: PP_EINVAL
+ * for data NULL with len > 0, PP_E2BIG for len over max_message_bytes. Items go to
+ * workers in batches, but each runs at most once: a worker that dies in the middle of a
+ * batch fails only the item it was running (PP_EWORKER), and the items after it run
+ * elsewhere. Returns 0 when every task succeeded, else the status of the first (lowest
+ * index) that failed; every out[i] is filled either way. With out untouched: PP_EINVAL when pool or task is NULL, args or out
  * is NULL with n > 0, or when called from a result callback; PP_ENOMEM. */
 PP_EXTERN int pp_map(pp_pool *pool, const char *task, size_t n, const pp_input *args,
                      pp_result *out);
@@ -350,15 +361,16 @@ typedef void (*pp_close_cb)(void *user);
  * finish and deliver its result, then stops the workers and frees the pool. cb (may be
  * NULL) is called once all of it is done; the pool pointer is invalid from then on.
  * On a caller's loop it returns at once and the loop finishes the work; on a private loop
- * it runs the loop until done, calls cb, closes the loop and returns. Returns 0,
- * PP_EINVAL (NULL pool; or a private-loop pool closed from its own result callback) or
- * PP_ECLOSED (already closing: the first call's cb still runs). */
+ * it runs the loop until done, calls cb, closes the loop and returns. A worker that dies,
+ * is retired or times out meanwhile is replaced as long as tasks wait for one. Returns 0,
+ * PP_EINVAL (NULL pool; a private-loop pool closed from its own result callback; called
+ * from a worker) or PP_ECLOSED (already closing: the first call's cb still runs). */
 PP_EXTERN int pp_pool_close(pp_pool *pool, pp_close_cb cb, void *user);
 
 /* Like pp_pool_close, but queued and running tasks end at once with PP_ECANCELED (their
  * callbacks run) and the workers are killed. May be called while a pp_pool_close is in
- * progress: it hurries it (the close's cb still runs, once). Returns 0, PP_EINVAL or
- * PP_ECLOSED (already terminating). */
+ * progress: it hurries it (the close's cb still runs, once). Returns 0, PP_EINVAL (as
+ * pp_pool_close) or PP_ECLOSED (already terminating). */
 PP_EXTERN int pp_pool_terminate(pp_pool *pool, pp_close_cb cb, void *user);
 
 /* ---- Shared memory: large data without copies ------------------------------------- */
