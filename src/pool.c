@@ -604,8 +604,10 @@ int pp__pool_end(pp_pool *pool) {
      * and must not become a busy wait. */
     int alive = uv_run(pool->loop, UV_RUN_ONCE);
     assert(alive || pool->final_closed);
-    if (!alive && !pool->final_closed)
-      break;
+    if (!alive && !pool->final_closed) {
+      pp__maintain(pool);
+      pp__maybe_shutdown(pool);
+    }
   }
   pool->blocking--;
   /* uv_loop_close fails while a closed handle's callback is still to run. */
