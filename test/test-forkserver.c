@@ -138,10 +138,20 @@ void test_fs_conn_refused(void) {
   pool0 = fs_pool(NULL, 1, 0);
   spid = parent_of((long) test_worker_pid(pool0));
   ASSERT_TRUE(spid > 1);
-  /* With its soft limit at its lowest free descriptor, the server can make no new one;
-   * it is idle now, so that is the lowest for good. */
-  for (lowest = 0; has_fd(spid, lowest); lowest++)
-    ;
+  /* With its soft limit at its lowest free descriptor, the server can make no new one.
+   * It may still be closing the descriptors a FORK request brought (they are closed
+   * after the worker could already answer): wait until the lowest is the same on five
+   * looks in a row. */
+  {
+    int same = 0, prev = -1;
+    while (same < 5) {
+      for (lowest = 0; has_fd(spid, lowest); lowest++)
+        ;
+      same = lowest == prev ? same + 1 : 0;
+      prev = lowest;
+      uv_sleep(20);
+    }
+  }
   ASSERT_EQ_INT(prlimit((pid_t) spid, RLIMIT_NOFILE, NULL, &rl), 0);
   rl.rlim_cur = (rlim_t) lowest;
   if (prlimit((pid_t) spid, RLIMIT_NOFILE, &rl, NULL) != 0)
