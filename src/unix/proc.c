@@ -249,3 +249,144 @@ int pp__unix_thread_count(void) {
   return -1;
 #endif
 }
+
+#if defined(PP_HAVE_ADDCLOSEFROM) || defined(__APPLE__)
+#  define PP__SPAWN_NO_FORK 1
+#endif
+
+#if defined(PP__SPAWN_NO_FORK)
+#  include <spawn.h>
+
+extern char **environ;
+
+/* glibc's posix_spawn starts the child with clone(CLONE_VM | CLONE_VFORK): no page table
+ * is copied, so the cost is the same from a 20 GiB parent as from a small one, and the
+ * exec's errno comes back as its result. The file actions run in the child in order. */
+static int pp__spawn_posix(const char *path, char *const argv[], int chan, pid_t *pid) {
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  sigset_t all, none;
+  int fd, err;
+
+  err = posix_spawn_file_actions_init(&fa);
+  if (err != 0)
+    return uv_translate_sys_error(err);
+  err = posix_spawnattr_init(&attr);
+  if (err != 0) {
+    posix_spawn_file_actions_destroy(&fa);
+    return uv_translate_sys_error(err);
+  }
+  sigfillset(&all);
+  sigemptyset(&none);
+  /* Every signal to its default, ignored ones too (the pool's SIG_IGN for SIGPIPE is the
+   * parent's business), and none blocked: a worker must not differ by start method nor
+   * by what thread started it. */
+  err = posix_spawnattr_setsigdefault(&attr, &all);
+  if (err == 0)
+    err = posix_spawnattr_setsigmask(&attr, &none);
+  if (err == 0)
+    err = posix_spawnattr_setflags(&attr, (short) (POSIX_SPAWN_SETSIGDEF |
+                                                   POSIX_SPAWN_SETSIGMASK
+#  if defined(__APPLE__)
+                                                   | POSIX_SPAWN_CLOEXEC_DEFAULT
+#  endif
+                                                   ));
+  if (err == 0)
+    err = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  /* stdout and stderr stay the parent's, even marked close-on-exec: a dup2 onto itself
+   * clears the mark (POSIX 2024; glibc since 2.29, macOS), as uv_spawn did. One closed
+   * here stays closed there. */
+  for (fd = 1; fd <= 2 && err == 0; fd++)
+    if (fcntl(fd, F_GETFD) != -1) {
+#  if defined(__APPLE__)
+      err = posix_spawn_file_actions_addinherit_np(&fa, fd);
+#  else
+      err = posix_spawn_file_actions_adddup2(&fa, fd, fd);
+#  endif
+    }
+  if (err == 0)
+    err = posix_spawn_file_actions_adddup2(&fa, chan, PP__UNIX_CHILD_FD);
+#  if !defined(__APPLE__)
+  /* The application's descriptors opened without close-on-exec too: a worker that holds
+   * another's channel or a listening socket keeps them alive after the parent let go.
+   * (macOS: POSIX_SPAWN_CLOEXEC_DEFAULT does this.) */
+  if (err == 0)
+    err = posix_spawn_file_actions_addclosefrom_np(&fa, PP__UNIX_CHILD_FD + 1);
+#  endif
+  if (err == 0)
+    err = posix_spawn(pid, path, &fa, &attr, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  return err == 0 ? 0 : uv_translate_sys_error(err);
+}
+
+#else
+
+typedef struct pp__spawn_args {
+  const char *path;
+  char *const *argv;
+  int chan;
+} pp__spawn_args;
+
+/* In a forked child whose descriptors are stdio, the channel and report only. The
+ * report pipe may sit where the channel goes: it moves first. */
+static void pp__spawn_child(void *arg, int report) {
+  const pp__spawn_args *a = (const pp__spawn_args *) arg;
+  int fd, r;
+
+  if (report == PP__UNIX_CHILD_FD) {
+    report = fcntl(report, F_DUPFD_CLOEXEC, PP__UNIX_CHILD_FD + 1);
+    if (report == -1)
+      _exit(127);
+  }
+  for (fd = 1; fd <= 2; fd++)
+    fcntl(fd, F_SETFD, 0);
+  /* The channel sits above PP__UNIX_CHILD_FD (pp__unix_spawn), so the copy is a new
+   * descriptor, without close-on-exec. */
+  do
+    r = dup2(a->chan, PP__UNIX_CHILD_FD);
+  while (r == -1 && errno == EINTR);
+  if (r == -1)
+    pp__unix_child_fail(report, errno);
+  execv(a->path, a->argv);
+  pp__unix_child_fail(report, errno);
+}
+
+/* No way to close the descriptors opened without close-on-exec in a posix_spawn child
+ * (glibc before 2.34, musl, the BSDs): the one fully safe alternative is a child of our
+ * own that closes them itself before exec. A vfork child could too, but it would share
+ * our memory while it runs the closing loop and the signal resets, which only
+ * posix_spawn's implementers can make safe against this process's signal handlers. */
+static int pp__spawn_fork(const char *path, char *const argv[], int chan, pid_t *pid) {
+  pp__spawn_args a;
+  int err = 0;
+
+  a.path = path;
+  a.argv = argv;
+  a.chan = chan;
+  *pid = pp__unix_fork_child(&chan, 1, pp__spawn_child, &a, &err);
+  return *pid == -1 ? err : 0;
+}
+
+#endif
+
+int pp__unix_spawn(const char *path, char *const argv[], int chan, pid_t *pid) {
+  int moved = -1, err;
+
+  /* The channel must survive the actions that set up 0 to PP__UNIX_CHILD_FD: one that
+   * already sits there (this process runs with some of stdio closed) moves up first. */
+  if (chan <= PP__UNIX_CHILD_FD) {
+    moved = fcntl(chan, F_DUPFD_CLOEXEC, PP__UNIX_CHILD_FD + 1);
+    if (moved == -1)
+      return uv_translate_sys_error(errno);
+    chan = moved;
+  }
+#if defined(PP__SPAWN_NO_FORK)
+  err = pp__spawn_posix(path, argv, chan, pid);
+#else
+  err = pp__spawn_fork(path, argv, chan, pid);
+#endif
+  if (moved != -1)
+    close(moved);
+  return err;
+}

@@ -4,6 +4,8 @@
 
 #include <sys/types.h>
 
+#include "../pool.h"
+
 /* Forks with every signal blocked, so that no handler of the parent's (libuv's among
  * them) runs in the child before the child has reset them. stdio is flushed first, so
  * buffered output is not written twice. Returns the pid (0 in the child) or a UV_E*
@@ -35,6 +37,29 @@ pid_t pp__unix_fork_child(const int *keep, int nkeep, void (*child)(void *arg, i
  * could report the worker's own: the worker is not the pool's child, so its real status
  * cannot be had. pp__os_describe_exit says so in words. */
 #define PP__EXIT_FORKSERVER_GONE (-2)
+
+/* The descriptor a started program finds its channel at (spawned workers, the
+ * forkserver), named on its command line. */
+#define PP__UNIX_CHILD_FD 3
+
+/* Starts the program path with argv, without copying this process (posix_spawn, whose
+ * cost does not grow with this process's size, where the C library can close every
+ * other descriptor in the child; fork and exec elsewhere). The child gets chan (which
+ * stays open here) at PP__UNIX_CHILD_FD, stdin on the null device, this process's
+ * stdout and stderr (closed where they are closed here), no other descriptor, even one
+ * opened without close-on-exec, every signal at its default and an empty signal mask.
+ * Returns 0 with *pid, or the UV_E* error of the failed start, exec's included. */
+int pp__unix_spawn(const char *path, char *const argv[], int chan, pid_t *pid);
+
+/* A worker that is this process's child (spawn, fork), in src/unix/child.c. watch sets
+ * up the watcher of its end (a pidfd where there is one, SIGCHLD by pid otherwise; never
+ * waitpid(-1)), counted in w->open_handles, and reports the end with
+ * pp__worker_on_exit. abandon kills and reaps it at once, for a start that failed after
+ * the process existed. kill and close are the method's kill and close. */
+int pp__unix_child_watch(pp__worker *w);
+void pp__unix_child_abandon(pp__worker *w);
+void pp__unix_child_kill(pp__worker *w);
+void pp__unix_child_close(pp__worker *w);
 
 /* The number of threads in this process, or -1 when it cannot be known here. */
 int pp__unix_thread_count(void);
