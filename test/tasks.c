@@ -381,6 +381,8 @@ const pp_task test_tasks[] = {
   { "ia_init_aligned6", test_task_init_aligned },
 #ifndef _WIN32
   { "count_fds", t_count_fds },
+  { "sp_fd_open", test_task_sp_fd_open },
+  { "sp_signals", test_task_sp_signals },
 #endif
   { NULL, NULL },
 };

@@ -146,3 +146,11 @@ TEST_EACH(big_table)
 TEST_ONCE(names_index)
 TEST_ONCE(table_refused)
 TEST_ONCE(worker_bad_table)
+
+/* The Unix spawn path without fork: bad programs, descriptors without close-on-exec,
+ * signals, a threaded parent (test-spawnpath.c) */
+TEST_EACH(sp_missing_exe)
+TEST_EACH(sp_not_executable)
+TEST_EACH(sp_fd_no_cloexec)
+TEST_EACH(sp_signals)
+TEST_EACH(sp_threaded_parent)
