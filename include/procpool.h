@@ -136,8 +136,10 @@ PP_EXTERN int pp_main(int argc, char **argv, const pp_task *tasks);
 /* ---- Start methods ----------------------------------------------------------------- */
 
 /* How workers are started.
- *   PP_START_SPAWN: the program is executed afresh (uv_spawn) and reaches the worker loop
- *     through pp_main. A worker sees only what the program's static initialisation gives:
+ *   PP_START_SPAWN: the program is executed afresh and reaches the worker loop through
+ *     pp_main. On Unix it is started with posix_spawn, which does not copy this process:
+ *     a start costs the same from a parent of any size, and never stalls the loop for
+ *     longer than from a small one (Windows: CreateProcess, which copies nothing either). A worker sees only what the program's static initialisation gives:
  *     not the parent's later changes to globals, not its heap. Windows' only method;
  *     available everywhere.
  *   PP_START_FORK: the pool forks its workers; a worker sees a copy of the parent's memory
@@ -149,7 +151,13 @@ PP_EXTERN int pp_main(int argc, char **argv, const pp_task *tasks);
  *   PP_START_FORKSERVER: a server process is started once, like a spawned worker, and
  *     workers are forked from it: cheap to start, and they see a fresh program's state,
  *     as under spawn; their parent is the server. One server serves every pool of the
- *     process that uses the same worker program. Unix only.
+ *     process that uses the same worker program, and it is started as a spawned worker
+ *     is, without copying this process. It lives as long as the process: a pool that
+ *     ends leaves it idle (a process, some 1.5 MiB resident), and the next pool gets
+ *     workers from it at once. It ends by itself when this process exits, execs or dies
+ *     (it sees the end of its connection), so it is never left behind; a child this
+ *     process forks without exec holds that connection too, and keeps the server until
+ *     it ends. Unix only.
  *   PP_START_DEFAULT: forkserver on Linux and the BSDs, spawn on macOS (where fork is
  *     unsafe under the system frameworks) and Windows. So by default a worker sees a
  *     fresh program on every OS.

@@ -45,6 +45,7 @@ static const helper_entry helpers[] = {
   { "@exit7", helper_exit7 },
   { "@orphan-parent", test_helper_orphan_parent },
   { "@odd-path", test_helper_odd_path },
+  { "@fs-kept", test_helper_fs_kept },
 };
 
 /* The parent sets these for the workers it is about to start. They stand for a program

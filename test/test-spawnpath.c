@@ -6,6 +6,7 @@
  *   - a worker starts with every signal at its default and none blocked, also when the
  *     thread that starts it blocks some and the application ignores some;
  *   - a start, and a replacement, from a parent that runs another thread. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -274,3 +275,148 @@ void test_sp_threaded_parent(void) {
   ASSERT_EQ_INT(uv_thread_join(&b.tid), 0);
   uv_mutex_destroy(&b.lock);
 }
+
+/* ---- One forkserver for the life of the process ------------------------------------ */
+
+#if defined(__linux__)
+#  include <sys/wait.h>
+
+/* The parent of process pid, from /proc; -1 when it cannot be read. */
+static long sp_parent_of(long pid) {
+  char path[64], buf[512];
+  FILE *f;
+  size_t n;
+  const char *p;
+  long ppid;
+
+  snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+  f = fopen(path, "r");
+  if (f == NULL)
+    return -1;
+  n = fread(buf, 1, sizeof(buf) - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  p = strrchr(buf, ')');
+  if (p == NULL || sscanf(p + 1, " %*c %ld", &ppid) != 1)
+    return -1;
+  return ppid;
+}
+
+/* A forkserver pool of one worker, used once; gives back its server's pid (its worker's
+ * parent). Skips when the environment forces another method. */
+static long fs_pool_server(void) {
+  pp_pool_options opts;
+  pp_pool *pool;
+  long server;
+
+  pp_pool_options_init(&opts);
+  opts.start_method = PP_START_FORKSERVER;
+  opts.workers = 1;
+  pool = NEW_POOL(NULL, &opts);
+  if (pp_pool_start_method(pool) != PP_START_FORKSERVER)
+    test_skip("PROCPOOL_START_METHOD chose another method than forkserver");
+  server = sp_parent_of((long) test_worker_pid(pool));
+  ASSERT_TRUE(server > 1);
+  ASSERT_TRUE(server != (long) getpid());
+  ASSERT_EQ_INT(pp_pool_close(pool, NULL, NULL), 0);
+  return server;
+}
+
+/* Makes two forkserver pools one after the other, prints their server's pid, then ends
+ * as argv[2] says: "exit" returns from main, "kill" is SIGKILLed. */
+int test_helper_fs_kept(int argc, char **argv) {
+  long a, b;
+
+  if (argc != 3)
+    return 2;
+  a = fs_pool_server();
+  b = fs_pool_server();
+  if (a != b) {
+    fprintf(stderr, "fs-kept: the second pool had server %ld, the first %ld\n", b, a);
+    return 3;
+  }
+  printf("%ld\n", a);
+  fflush(stdout);
+  if (strcmp(argv[2], "kill") == 0)
+    raise(SIGKILL);
+  return 0;
+}
+
+/* Runs the helper role "@fs-kept" with how; returns the server pid it printed, once it
+ * has ended as asked. */
+static long run_fs_kept(const char *how) {
+  char exe[4096], line[64];
+  size_t size = sizeof(exe), have = 0;
+  int p[2], status;
+  pid_t pid;
+  ssize_t n;
+  long server = -1;
+
+  ASSERT_EQ_INT(uv_exepath(exe, &size), 0);
+  ASSERT_EQ_INT(pipe(p), 0);
+  fflush(NULL);
+  pid = fork();
+  ASSERT_TRUE(pid >= 0);
+  if (pid == 0) {
+    char *args[4];
+    args[0] = exe;
+    args[1] = (char *) "@fs-kept";
+    args[2] = (char *) how;
+    args[3] = NULL;
+    dup2(p[1], 1);
+    execv(exe, args);
+    _exit(127);
+  }
+  close(p[1]);
+  /* One line; the server holds the write end too (it has the helper's stdout), so the
+   * end of the pipe is not waited for. */
+  while (have + 1 < sizeof(line) && (have == 0 || line[have - 1] != '\n')) {
+    n = read(p[0], line + have, sizeof(line) - 1 - have);
+    if (n == -1 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    have += (size_t) n;
+  }
+  line[have] = '\0';
+  close(p[0]);
+  while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
+    ;
+  if (strcmp(how, "kill") == 0) {
+    ASSERT_TRUE(WIFSIGNALED(status));
+    ASSERT_EQ_INT(WTERMSIG(status), SIGKILL);
+  } else {
+    ASSERT_TRUE(WIFEXITED(status));
+    ASSERT_EQ_INT(WEXITSTATUS(status), 0);
+  }
+  ASSERT_EQ_INT(sscanf(line, "%ld", &server), 1);
+  return server;
+}
+
+/* A pool's end leaves the server idle, and the next pool uses it; a process that made
+ * forkserver pools leaves no server behind when it exits or is killed. */
+void test_sp_fs_kept(void) {
+  long a, b, server;
+
+  a = fs_pool_server();
+  ASSERT_EQ_INT(test_process_gone(a), 0);
+  b = fs_pool_server();
+  ASSERT_EQ_INT(b, a);
+
+  server = run_fs_kept("exit");
+  test_wait_process_gone(server, "the forkserver of a process that exited");
+  server = run_fs_kept("kill");
+  test_wait_process_gone(server, "the forkserver of a process that was killed");
+}
+
+#else
+
+int test_helper_fs_kept(int argc, char **argv) {
+  (void) argc;
+  (void) argv;
+  return 77;
+}
+
+void test_sp_fs_kept(void) { test_skip("the forkserver's processes are found in /proc"); }
+
+#endif

@@ -185,6 +185,8 @@ void test_wait_process_gone(long pid, const char *what);
 int test_helper_orphan_parent(int argc, char **argv);
 /* The helper role "@odd-path" of odd-path (test-paths.c). */
 int test_helper_odd_path(int argc, char **argv);
+/* The helper role "@fs-kept" of sp-fs-kept (test-spawnpath.c). */
+int test_helper_fs_kept(int argc, char **argv);
 
 /* uv_os_setenv / uv_os_unsetenv that must succeed. */
 void test_setenv(const char *name, const char *value);

@@ -1,6 +1,6 @@
 /* The forkserver start method. On first use, the process starts a server: the program
- * executed afresh (fork, then exec, so it holds nothing of the parent), which enters
- * pp__forkserver_main through pp_main. Workers are forked from that server, so they
+ * executed afresh (started as a spawned worker is, so it holds nothing of the parent),
+ * which enters pp__forkserver_main through pp_main. Workers are forked from that server, so they
  * start cheaply yet see only a fresh program's state, as spawned ones do.
  *
  * One server serves every pool of the process. The process holds one master connection
@@ -12,8 +12,12 @@
  * with the request, with the pool's stdout and stderr as they are at that moment, and
  * reports each worker's pid and, once it has reaped it, its wait status.
  *
- * The server ends when the master connection closes: when the last pool that uses it
- * ends, or when this process dies. A server that cannot take a new connection (out of
+ * The server is started without copying this process (posix_spawn: see
+ * pp__unix_spawn), and lives as long as this process: a pool that ends leaves it idle
+ * for the next. It ends when the master connection closes, which only this process's
+ * end does (exit, exec or death: the connection is close-on-exec), short of its being
+ * set aside as below; a child the application forks without exec holds a copy of the
+ * connection, and keeps the server as long as it lives. A server that cannot take a new connection (out of
  * descriptors, at PP__FS_MAX_CONNS, stopped) is set aside: the pool that asked gets
  * PP_ESPAWN saying why, and the next pool starts a new server. If a server dies first,
  * its workers are not this process's children, and their pids may be anyone's by then:
@@ -519,8 +523,10 @@ static void pp__fs_end(pp__fs_server *srv, char *how, size_t how_size) {
   srv->pid = 0;
 }
 
+/* A listed server stays, idle, when its last pool ends: the next pool gets workers from
+ * it at once, and is not charged a new server's start. */
 static void pp__fs_free_if_unused(pp__fs_server *srv) {
-  if (srv->refs > 0)
+  if (srv->refs > 0 || srv->listed)
     return;
   pp__fs_end(srv, NULL, 0);
   free(srv->exe);
@@ -558,30 +564,15 @@ static int pp__fs_await_hello(pp__fs_server *srv, uint64_t timeout_ms, char *why
   return PP_ESPAWN;
 }
 
-/* In the child: become the server, a fresh image of the worker program. Everything it
- * needs was prepared before the fork: only async-signal-safe calls here. */
-typedef struct pp__fs_exec {
-  int fd;
-  char *args[3];
-} pp__fs_exec;
-
-static void pp__fs_server_child(void *arg, int report) {
-  pp__fs_exec *x = (pp__fs_exec *) arg;
-
-  if (fcntl(x->fd, F_SETFD, 0) == -1)
-    pp__unix_child_fail(report, errno);
-  execv(x->args[0], x->args);
-  pp__unix_child_fail(report, errno);
-}
-
-/* Starts a server for exe and lists it: fork, then exec of the worker program with the
- * server's mark. A failure to exec comes back over a close-on-exec pipe. */
+/* Starts a server for exe and lists it: the worker program with the server's mark,
+ * started as spawned workers are (pp__unix_spawn: posix_spawn, no copy of this process,
+ * which may be big), its master connection at PP__UNIX_CHILD_FD. */
 static int pp__fs_start_server(const char *exe, uint64_t timeout_ms, pp__fs_server **out,
                                char *why, size_t why_size) {
   uv_os_sock_t fds[2];
   pp__fs_server *srv;
-  pp__fs_exec x;
   char mark[sizeof(PP__FS_MARK) + 16];
+  char *args[3];
   pid_t pid;
   int err;
 
@@ -599,14 +590,13 @@ static int pp__fs_start_server(const char *exe, uint64_t timeout_ms, pp__fs_serv
     pp__fs_free_if_unused(srv);
     return err;
   }
-  snprintf(mark, sizeof(mark), "%s%d", PP__FS_MARK, (int) fds[1]);
-  x.fd = fds[1];
-  x.args[0] = srv->exe;
-  x.args[1] = mark;
-  x.args[2] = NULL;
-  pid = pp__unix_fork_child(&fds[1], 1, pp__fs_server_child, &x, &err);
+  snprintf(mark, sizeof(mark), "%s%d", PP__FS_MARK, PP__UNIX_CHILD_FD);
+  args[0] = srv->exe;
+  args[1] = mark;
+  args[2] = NULL;
+  err = pp__unix_spawn(srv->exe, args, fds[1], &pid);
   close(fds[1]);
-  if (pid == -1) {
+  if (err != 0) {
     close(fds[0]);
     snprintf(why, why_size, "cannot start the forkserver '%s': %s", exe, uv_strerror(err));
     pp__fs_free_if_unused(srv);
@@ -784,7 +774,8 @@ static int pp__fs_connect(const char *exe, uint64_t timeout_ms, pp__fs_server **
   return 0;
 }
 
-/* A pool is done with its server; the last one ends it. */
+/* A pool is done with its server. The last one leaves it idle if it is listed, and ends
+ * it if it was set aside. */
 static void pp__fs_release(pp__fs_server *srv) {
   uv_mutex_lock(&pp__fs_lock);
   srv->refs--;
