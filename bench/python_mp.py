@@ -159,6 +159,37 @@ def measure(method, c):
     return samples
 
 
+def pool_starts(method, reps):
+    """A pool of 2 until its first result, reps times: the times in ms."""
+    ctx = multiprocessing.get_context(method)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        pool = ctx.Pool(2)
+        assert pool.apply(echo, (WORD,)) == WORD
+        times.append((time.perf_counter() - t0) * 1e3)
+        pool.close()
+        pool.join()
+    return times
+
+
+def big_heap(mib, reps):
+    """bench-big.c's start figure: pool start for every method from this process small,
+    then after it touched mib MiB of heap, in the same run."""
+    available = [m for m in METHODS if m in multiprocessing.get_all_start_methods()]
+    small = {m: pool_starts(m, reps) for m in available}
+    t0 = time.perf_counter()
+    heap = bytearray(b"\x01") * (mib << 20)  # written, not only reserved
+    print(f"heap: {mib} MiB touched in {(time.perf_counter() - t0) * 1e3:.0f} ms; "
+          f"best and median of {reps} runs")
+    big = {m: pool_starts(m, reps) for m in available}
+    for m in available:
+        print(f"{m}\n  start    small {min(small[m]):8.2f} ms (median "
+              f"{statistics.median(small[m]):8.2f})   big {min(big[m]):8.2f} ms (median "
+              f"{statistics.median(big[m]):8.2f})")
+    del heap
+
+
 def figures(samples):
     d = {k: (statistics.median(v) if v else None) for k, v in samples.items()}
     d["samples"] = samples
@@ -169,7 +200,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny counts: a smoke test")
     ap.add_argument("--json", help="write the figures as JSON")
+    ap.add_argument("--big-heap-mib", type=int, metavar="N",
+                    help="only pool start, from this process small and then with N MiB "
+                    "of touched heap (bench-big's case)")
     args = ap.parse_args()
+    if args.big_heap_mib:
+        big_heap(args.big_heap_mib, 2 if args.quick else 5)
+        return
     c = counts(args.quick)
     available = multiprocessing.get_all_start_methods()
 
