@@ -139,8 +139,9 @@ PP_EXTERN int pp_main(int argc, char **argv, const pp_task *tasks);
  *   PP_START_SPAWN: the program is executed afresh and reaches the worker loop through
  *     pp_main. On Unix it is started with posix_spawn, which does not copy this process:
  *     a start costs the same from a parent of any size, and never stalls the loop for
- *     longer than from a small one (Windows: CreateProcess, which copies nothing either). A worker sees only what the program's static initialisation gives:
- *     not the parent's later changes to globals, not its heap. Windows' only method;
+ *     longer than from a small one (Windows: CreateProcess, which copies nothing
+ *     either). A worker sees only what the program's static initialisation gives: not
+ *     the parent's later changes to globals, not its heap. Windows' only method;
  *     available everywhere.
  *   PP_START_FORK: the pool forks its workers; a worker sees a copy of the parent's memory
  *     as it was at that moment (a replacement: as it is when the replacement starts). It
