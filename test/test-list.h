@@ -146,3 +146,12 @@ TEST_EACH(big_table)
 TEST_ONCE(names_index)
 TEST_ONCE(table_refused)
 TEST_ONCE(worker_bad_table)
+
+/* The results journal: a batch's finished items run once when its worker dies in the
+ * middle of it, whatever their results' sizes; names removed; the reader (test-journal.c) */
+TEST_EACH(journal_crash_mid_batch)
+TEST_EACH(journal_sigkill_mid_batch)
+TEST_EACH(journal_result_sizes)
+TEST_EACH(journal_run_limit)
+TEST_EACH(journal_name_removed)
+TEST_ONCE(journal_read_untrusted)

@@ -46,6 +46,7 @@ int test_task_fs_print(pp_call *call, const void *arg, size_t len);
 int test_task_count_run(pp_call *call, const void *arg, size_t len);
 int test_task_init_aligned(pp_call *call, const void *arg, size_t len);
 int test_task_init_aligned_count(pp_call *call, const void *arg, size_t len);
+int test_task_journal_run(pp_call *call, const void *arg, size_t len);
 
 /* The table main() gives pp_main: test_tasks, unless the environment asks for a big or
  * a malformed one (test-worker.c). */
