@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "dispatch.h"
+#include "journal.h"
 #include "lifecycle.h"
 
 /* Arguments this large are written from the task itself rather than copied. */
@@ -54,6 +55,21 @@ static int pp__wbatch_reserve(pp__wbatch *b, size_t bytes) {
  * with it. */
 static int pp__task_lent(const pp__task *t) {
   return t->hold != NULL && t->len > PP__WCOPY_MAX;
+}
+
+int pp__wbatch_put(pp__worker *w, const void *frame, size_t len) {
+  pp__wbatch *b = &w->wb[w->wb_fill];
+  int err = pp__wbatch_reserve(b, len);
+
+  if (err != 0)
+    return err;
+  memcpy(b->bytes + b->len, frame, len);
+  b->segs[b->nsegs].off = b->len;
+  b->segs[b->nsegs].len = len;
+  b->segs[b->nsegs].task = NULL;
+  b->nsegs++;
+  b->len += len;
+  return 0;
 }
 
 /* Appends t's frame to the worker's batch. */
@@ -247,8 +263,11 @@ static int pp__worker_can_take(const pp__worker *w) {
 /* Sends t to w. Returns 0, or an error that leaves t queued. */
 static int pp__assign(pp__worker *w, pp__task *t) {
   pp_pool *pool = w->pool;
-  int err = pp__wbatch_add(&w->wb[w->wb_fill], t);
+  int err;
 
+  if (t->nitems != 0)
+    pp__journal_batch(w);  /* A worker's first batch: its journal's frame goes first. */
+  err = pp__wbatch_add(&w->wb[w->wb_fill], t);
   if (err != 0)
     return err;
   pp__q_remove(&t->node);

@@ -16,4 +16,7 @@ void pp__on_flush(uv_prepare_t *h);
 void pp__wbatch_done(pp__wbatch *b, pp__worker *sent_to);
 void pp__wbatch_free(pp__wbatch *b);
 
+/* Appends a small frame of the pool's own, not a task's, to the batch w is filling. */
+int pp__wbatch_put(pp__worker *w, const void *frame, size_t len);
+
 #endif

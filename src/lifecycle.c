@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "dispatch.h"
+#include "journal.h"
 #include "lifecycle.h"
 #include "os.h"
 #include "results.h"
@@ -205,6 +206,12 @@ static void pp__worker_settle(pp__worker *w, pp__wstate from, int natural, int s
   }
   (void) from;
   head = pp__worker_head(w);
+  /* A worker that ended by itself in a batch may have left finished items' results in its
+   * journal only: they are filed first, so that the batch's failure falls on the right
+   * item. A kill's victim wrote what it wrote, but its end says nothing of it. */
+  if (natural && status == 0 && head != NULL)
+    pp__journal_recover(w, head);
+  pp__journal_release(w);
   if (head != NULL)
     pp__worker_detach(w, head);
   while (!pp__q_empty(&w->inflight)) {
@@ -222,6 +229,10 @@ static void pp__worker_settle(pp__worker *w, pp__wstate from, int natural, int s
   } else if (head->state == PP__T_DONE) {
     free(msg);
     pp__task_free(head);
+  } else if (head->nitems != 0 && head->received == head->nitems) {
+    /* Its journal held the rest of its results: it died writing them out. */
+    free(msg);
+    pp__task_finish(head, 0, NULL, 0, NULL);
   } else if (status != 0) {
     pp__task_finish(head, status, NULL, 0, msg);
   } else if (head->sent_to == w->token || head->requeued >= PP__MAX_REQUEUE) {

@@ -143,6 +143,8 @@ struct pp__worker {
   uv_write_t init_req;
   uint8_t *init_buf;
   pp__rx rx;
+  pp_shm *journal;         /* its results journal, from its first batch (journal.c) */
+  int journal_state;       /* journal.c's: not offered yet, named, or done */
 };
 
 struct pp_pool {

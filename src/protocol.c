@@ -332,3 +332,24 @@ int pp__batch_result_decode(const uint8_t *p, size_t len, pp__batch *b, const ch
   }
   return 0;
 }
+
+int pp__journal_decode(const uint8_t *p, size_t len, pp_shm_ref *ref, const char **why) {
+  size_t i, nlen;
+
+  if (len < 5 || len - 4 >= sizeof(ref->name)) {
+    *why = "a journal frame of a bad length";
+    return PP_EPROTO;
+  }
+  nlen = len - 4;
+  memset(ref, 0, sizeof(*ref));
+  ref->size = pp__get_u32(p);
+  for (i = 0; i < nlen; i++) {
+    char c = (char) p[4 + i];
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || c == '-')) {
+      *why = "a journal frame with a bad name";
+      return PP_EPROTO;
+    }
+    ref->name[i] = c;
+  }
+  return 0;
+}

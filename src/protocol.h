@@ -26,7 +26,8 @@ enum pp__frame_type {
   PP__F_TASK = 4,   /* pool -> worker: aux task index, id, payload the argument */
   PP__F_RESULT = 5, /* worker -> pool: aux a pp__result_kind, id, payload data or message */
   PP__F_BATCH = 6,  /* pool -> worker: aux task index, id; payload a batch of arguments */
-  PP__F_BATCH_RESULT = 7  /* worker -> pool: id; payload results of a run of the batch */
+  PP__F_BATCH_RESULT = 7, /* worker -> pool: id; payload results of a run of the batch */
+  PP__F_JOURNAL = 8 /* pool -> worker: where to keep a batch's unsent results (journal.h) */
 };
 
 /* A HELLO's aux. PP__HELLO_FAILED is a worker that cannot serve (pp_main found its task
@@ -40,7 +41,8 @@ enum pp__hello_kind {
 /* A batch (pp_map's items, many per frame): u32 count, count u32 lengths, then the
  * arguments end to end. Its results come in BATCH_RESULT frames, each for the next run of
  * items: u32 first, u32 count, count pairs of u32 kind and u32 length, then the results
- * (or messages) end to end. A worker writes one per item, before it starts the next. */
+ * (or messages) end to end, in runs as long as its journal holds (journal.h); without
+ * a journal, one per item, before it starts the next. */
 #define PP__BATCH_MAX 4096
 #define PP__BATCH_SLACK (8 + 8 * PP__BATCH_MAX)
 
@@ -50,6 +52,13 @@ enum pp__result_kind {
   PP__R_NOTASK = 2,  /* payload: message (PP_ENOTASK) */
   PP__R_TOOBIG = 3   /* payload: message (PP_E2BIG) */
 };
+
+/* JOURNAL payload: u32 the size of the worker's journal segment, then its name to the end
+ * of the payload (what pp_shm_open takes: 1 to 55 bytes of lowercase letters, digits and
+ * dashes). Fills ref; PP_EPROTO with why when malformed. */
+struct pp_shm_ref;
+int pp__journal_decode(const uint8_t *p, size_t len, struct pp_shm_ref *ref,
+                       const char **why);
 
 /* Walks a batch's arguments (worker side) or a batch result's items (pool side). Each
  * returns 0 or PP_EPROTO with why; both check every length against the frame. */

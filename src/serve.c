@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "channel.h"
+#include "journal.h"
 #include "names.h"
 #include "os.h"
 #include "procpool.h"
@@ -293,9 +294,10 @@ static int pp__reader_next(pp__reader *r, pp__hdr *h, const uint8_t **payload,
   }
 }
 
-/* Each result is written before the next task starts: a worker that dies in a task must
- * leave every earlier result on the wire, so that the pool blames the right task and
- * never runs a finished one again. The writer only joins a frame's parts into one call. */
+/* Each result is written before the next task starts (or, for a batch's items, kept in the
+ * journal): a worker that dies in a task must leave every earlier result to the pool, so
+ * that the pool blames the right task and never runs a finished one again. The writer
+ * only joins a frame's parts into one call. */
 #define PP__TX_CAP (64 * 1024)
 
 typedef struct pp__writer {
@@ -465,20 +467,54 @@ static int pp__send_batch_item(pp__chan *chan, uint64_t id, uint32_t i, const pp
   return pp__chan_write(chan, iov, 2);
 }
 
-/* Runs each item of a batch as a task of its own, and writes each item's result before
- * the next item starts: a worker that dies in item k has then put the results of the
- * items before k on the wire, so the pool fails item k alone and runs again only the
- * items that never started (doc/design.md). The arguments lie end to end in the batch;
+/* Writes the journal's run as one BATCH_RESULT, straight from the journal, then starts
+ * the next run at item next. The frame goes out before the journal forgets the run: a
+ * worker that dies in between leaves its results in both places, and the pool takes from
+ * the journal only the items it has not filed. */
+static int pp__send_run(pp__chan *chan, pp__jw *j, uint64_t id, uint32_t first,
+                        uint32_t next) {
+  uint8_t head[PP__HDR_SIZE + 8];
+  pp__iov iov[3];
+  int err;
+
+  pp__hdr_encode(head, PP__F_BATCH_RESULT, 0, id,
+                 (uint32_t) (8 + (size_t) j->count * 8 + j->used));
+  pp__put_u32(head + PP__HDR_SIZE, first);
+  pp__put_u32(head + PP__HDR_SIZE + 4, j->count);
+  iov[0].base = head;
+  iov[0].len = sizeof(head);
+  iov[1].base = j->table;
+  iov[1].len = (size_t) j->count * 8;
+  iov[2].base = j->data;
+  iov[2].len = j->used;
+  err = pp__chan_write(chan, iov, 3);
+  pp__jw_begin(j, id, next);
+  return err;
+}
+
+/* Runs each item of a batch as a task of its own. Before an item starts, every earlier
+ * item's result is on the wire or in the journal, so a worker that dies in item k leaves
+ * the results of the items before k to the pool, which fails item k alone and runs again
+ * only the items that never started (doc/design.md). The journal's results go out in runs
+ * of as many as it holds, each run's results within max_message like any frame's (one
+ * result alone may be an error message over it); a result too large for the journal goes
+ * out on its own at once, after the run before it. Without a journal, every result goes
+ * out on its own before the next item starts. The arguments lie end to end in the batch;
  * one that is not aligned as the header promises is copied to `arg` first. */
 static int pp__serve_batch(pp__chan *chan, pp_call *call, size_t index, uint64_t id,
-                           const pp__batch *b, size_t max_message, pp__buf *arg) {
+                           const pp__batch *b, size_t max_message, pp__buf *arg,
+                           pp__jw *j) {
   const uint8_t *next = b->data;
-  uint32_t i;
+  uint32_t i, first = 0;
   int err = 0;
 
+  if (j->base != NULL)
+    pp__jw_begin(j, id, 0);
   for (i = 0; i < b->count && err == 0; i++) {
     uint32_t alen = pp__get_u32(b->table + (size_t) i * 4);
     const void *p = next;
+    const void *out;
+    size_t n;
 
     if (alen > 0 && (uintptr_t) next % PP__ALIGN != 0) {
       err = pp__buf_reserve(arg, alen);
@@ -497,8 +533,28 @@ static int pp__serve_batch(pp__chan *chan, pp_call *call, size_t index, uint64_t
                                         "task number %u is not in the worker's table",
                                         (unsigned) index);
     }
-    err = pp__send_batch_item(chan, id, i, call);
+    if (j->base == NULL) {
+      err = pp__send_batch_item(chan, id, i, call);
+      continue;
+    }
+    out = call->kind == PP__R_OK ? (const void *) call->data : (const void *) call->msg;
+    n = call->kind == PP__R_OK ? call->len : call->msg_len;
+    if (j->count > 0 && !pp__jw_fits(j, n, max_message)) {
+      err = pp__send_run(chan, j, id, first, i);
+      first = i;
+    }
+    if (err != 0)
+      break;
+    if (pp__jw_fits(j, n, max_message)) {
+      pp__jw_add(j, (uint32_t) call->kind, out, n);
+    } else {
+      err = pp__send_batch_item(chan, id, i, call);
+      first = i + 1;
+      pp__jw_begin(j, id, first);
+    }
   }
+  if (err == 0 && j->base != NULL && j->count > 0)
+    err = pp__send_run(chan, j, id, first, b->count);
   pp__buf_trim(arg);
   return err;
 }
@@ -528,6 +584,7 @@ void pp__serve(pp__serve_ctx *ctx) {
   pp__reader r;
   pp__writer wr;
   pp__buf arg = { NULL, 0 };
+  pp__jw journal;
   pp_call call;
   size_t max_message = 0;
   int inited = 0;
@@ -537,6 +594,7 @@ void pp__serve(pp__serve_ctx *ctx) {
   pp__channel = ctx->chan.h;
   memset(&r, 0, sizeof(r));
   memset(&call, 0, sizeof(call));
+  memset(&journal, 0, sizeof(journal));
   call.chan = &ctx->chan;
   r.chan = &ctx->chan;
   r.buf = malloc(PP__RX_CAP);
@@ -603,7 +661,14 @@ void pp__serve(pp__serve_ctx *ctx) {
         pp__worker_die(ctx, PP__EXIT_PROTO, why, 0);
       err = pp__writer_flush(&wr);
       if (err == 0)
-        err = pp__serve_batch(&ctx->chan, &call, h.aux, h.id, &b, max_message, &arg);
+        err = pp__serve_batch(&ctx->chan, &call, h.aux, h.id, &b, max_message, &arg,
+                              &journal);
+    } else if (h.type == PP__F_JOURNAL && inited) {
+      pp_shm_ref ref;
+      if (pp__journal_decode(payload, h.len, &ref, &why) != 0)
+        pp__worker_die(ctx, PP__EXIT_PROTO, why, 0);
+      /* Without it, batches are served all the same, each result written on its own. */
+      pp__jw_open(&journal, &ref);
     } else {
       pp__worker_die(ctx, PP__EXIT_PROTO, "the pool sent an unexpected frame", 0);
     }
@@ -616,6 +681,7 @@ void pp__serve(pp__serve_ctx *ctx) {
     }
   }
   pp__call_reset(&call, 0);
+  pp__jw_close(&journal);
   free(arg.p);
   free(r.big);
   free(r.scratch);

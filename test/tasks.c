@@ -370,6 +370,7 @@ const pp_task test_tasks[] = {
   { "fs_print", test_task_fs_print },
   { "count_run", test_task_count_run },
   { "init_aligned_count", test_task_init_aligned_count },
+  { "journal_run", test_task_journal_run },
   /* The same initializer under names of many lengths (test-worker.c). */
   { "i", test_task_init_aligned },
   { "ia", test_task_init_aligned },

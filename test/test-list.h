@@ -155,3 +155,12 @@ TEST_EACH(sp_fd_no_cloexec)
 TEST_EACH(sp_signals)
 TEST_EACH(sp_threaded_parent)
 TEST_ONCE(sp_fs_kept)
+
+/* The results journal: a batch's finished items run once when its worker dies in the
+ * middle of it, whatever their results' sizes; names removed; the reader (test-journal.c) */
+TEST_EACH(journal_crash_mid_batch)
+TEST_EACH(journal_sigkill_mid_batch)
+TEST_EACH(journal_result_sizes)
+TEST_EACH(journal_run_limit)
+TEST_EACH(journal_name_removed)
+TEST_ONCE(journal_read_untrusted)

@@ -1,0 +1,270 @@
+/* The results journal: its layout, the pool's reader and hooks, and the worker's writer
+ * (journal.h says why it exists and how it is laid out). */
+#include "journal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "dispatch.h"
+#include "pool.h"
+#include "shm.h"
+
+/* The header's count is the one word both sides use to agree on what is written: the
+ * worker stores it after the results it counts (release), the pool loads it before it
+ * reads them (acquire), so that whatever count a dead worker left covers only whole
+ * results. Starting a run changes count, then (after a full fence) first and id, so that
+ * no state the worker can die in pairs old results with a new first; and the pool checks,
+ * after a full fence, that count, first and id did not change while it copied the
+ * results out, in case something still writes. Compiler intrinsics, not OS calls: on
+ * MSVC every interlocked operation is a full barrier (and the journal is writable). */
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>
+static void pp__store_release(uint8_t *p, uint32_t v) {
+  _InterlockedExchange((volatile long *) p, (long) v);
+}
+static void pp__store_fence(uint8_t *p, uint32_t v) {
+  _InterlockedExchange((volatile long *) p, (long) v);
+}
+static uint32_t pp__load_acquire(const uint8_t *p) {
+  return (uint32_t) _InterlockedOr((volatile long *) p, 0);
+}
+static uint32_t pp__fence_load(const uint8_t *p) {
+  return (uint32_t) _InterlockedOr((volatile long *) p, 0);
+}
+#else
+static void pp__store_release(uint8_t *p, uint32_t v) {
+  __atomic_store_n((uint32_t *) (void *) p, v, __ATOMIC_RELEASE);
+}
+static void pp__store_fence(uint8_t *p, uint32_t v) {
+  __atomic_store_n((uint32_t *) (void *) p, v, __ATOMIC_SEQ_CST);
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+static uint32_t pp__load_acquire(const uint8_t *p) {
+  return __atomic_load_n((const uint32_t *) (const void *) p, __ATOMIC_ACQUIRE);
+}
+static uint32_t pp__fence_load(const uint8_t *p) {
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+  return __atomic_load_n((const uint32_t *) (const void *) p, __ATOMIC_ACQUIRE);
+}
+#endif
+
+#define PP__JOURNAL_MAX ((size_t) 1 << 30)
+
+int pp__journal_layout(size_t size, uint32_t *tcap, size_t *data_off) {
+  size_t n;
+
+  if (size < PP__JOURNAL_HDR + 16 || size > PP__JOURNAL_MAX)
+    return PP_EINVAL;
+  /* An entry and 8 bytes of result per item at the least; never more entries than a
+   * batch has items. */
+  n = (size - PP__JOURNAL_HDR) / 16;
+  if (n > PP__BATCH_MAX)
+    n = PP__BATCH_MAX;
+  *tcap = (uint32_t) n;
+  *data_off = PP__JOURNAL_HDR + n * 8;
+  return 0;
+}
+
+int pp__journal_read(const uint8_t *journal, size_t size, uint64_t id, uint32_t from,
+                     uint32_t nitems, uint8_t **out, pp__batch *b, const char **why) {
+  uint32_t tcap, count, first, skip, nout, i;
+  size_t data_off, dcap, total = 0, skipped = 0, len;
+  uint8_t *p;
+
+  *out = NULL;
+  if (pp__journal_layout(size, &tcap, &data_off) != 0) {
+    *why = "a journal of an impossible size";
+    return PP_EPROTO;
+  }
+  dcap = size - data_off;
+  count = pp__load_acquire(journal + PP__JOURNAL_COUNT);
+  first = pp__get_u32(journal + PP__JOURNAL_FIRST);
+  if (count == 0)
+    return 0;
+  if (pp__get_u64(journal + PP__JOURNAL_ID) != id) {
+    *why = "a journal of another batch";
+    return PP_EPROTO;
+  }
+  if (count > tcap || first > nitems || count > nitems - first) {
+    *why = "a journal whose counts are out of bounds";
+    return PP_EPROTO;
+  }
+  /* Results between those filed and the journal's first were on the wire and are lost:
+   * taking the later ones would file them under the wrong items. */
+  if (first > from) {
+    *why = "a journal that starts past the results filed";
+    return PP_EPROTO;
+  }
+  if (count <= from - first)
+    return 0;
+  skip = from - first;
+  nout = count - skip;
+  /* The table is copied whole and checked in the copy; then the results it describes. */
+  p = malloc(8 + (size_t) count * 8 + dcap);
+  if (p == NULL) {
+    *why = "no memory to read a journal";
+    return PP_ENOMEM;
+  }
+  memcpy(p + 8, journal + PP__JOURNAL_HDR, (size_t) count * 8);
+  for (i = 0; i < count; i++) {
+    uint32_t n = pp__get_u32(p + 8 + (size_t) i * 8 + 4);
+    if (n > dcap - total) {
+      free(p);
+      *why = "a journal whose lengths overrun it";
+      return PP_EPROTO;
+    }
+    total += n;
+    if (i < skip)
+      skipped += n;
+  }
+  memmove(p + 8, p + 8 + (size_t) skip * 8, (size_t) nout * 8);
+  len = 8 + (size_t) nout * 8;
+  memcpy(p + len, journal + data_off + skipped, total - skipped);
+  len += total - skipped;
+  pp__put_u32(p, from);
+  pp__put_u32(p + 4, nout);
+  if (pp__fence_load(journal + PP__JOURNAL_COUNT) != count ||
+      pp__get_u32(journal + PP__JOURNAL_FIRST) != first ||
+      pp__get_u64(journal + PP__JOURNAL_ID) != id) {
+    free(p);
+    *why = "a journal that changed while it was read";
+    return PP_EPROTO;
+  }
+  if (pp__batch_result_decode(p, len, b, why) != 0) {
+    free(p);
+    return PP_EPROTO;
+  }
+  *out = p;
+  return 0;
+}
+
+/* ---- The pool's side ------------------------------------------------------------------ */
+
+/* w->journal_state: */
+enum { PP__J_NONE = 0, PP__J_NAMED, PP__J_DONE };
+
+static void pp__journal_offer(pp__worker *w) {
+  static int warned;
+  uint8_t frame[PP__HDR_SIZE + 4 + sizeof(((pp_shm_ref *) 0)->name)];
+  pp_shm_ref ref;
+  size_t nlen;
+  int err;
+
+  w->journal_state = PP__J_DONE;
+  err = pp_shm_create(&w->journal, PP__JOURNAL_SIZE);
+  if (err != 0) {
+    /* Only speed is lost: the worker writes each result before it starts the next. */
+    pp__warn_once(&warned, "no shared memory for a results journal (%s: %s): pp_map's "
+                  "batches send each item's result on its own, which is slower",
+                  pp_errname(err), pp_strerror(err));
+    return;
+  }
+  pp_shm_ref_get(w->journal, &ref);
+  nlen = strlen(ref.name);
+  pp__hdr_encode(frame, PP__F_JOURNAL, 0, 0, (uint32_t) (4 + nlen));
+  pp__put_u32(frame + PP__HDR_SIZE, (uint32_t) ref.size);
+  memcpy(frame + PP__HDR_SIZE + 4, ref.name, nlen);
+  if (pp__wbatch_put(w, frame, PP__HDR_SIZE + 4 + nlen) != 0) {
+    pp_shm_close(w->journal);
+    w->journal = NULL;
+    return;
+  }
+  w->journal_state = PP__J_NAMED;
+}
+
+void pp__journal_batch(pp__worker *w) {
+  pp_shm_ref ref;
+
+  if (w->journal_state == PP__J_NONE) {
+    pp__journal_offer(w);
+  } else if (w->journal_state == PP__J_NAMED &&
+             pp__load_acquire((const uint8_t *) pp_shm_data(w->journal) +
+                              PP__JOURNAL_OPENED) != 0) {
+    /* The worker has it mapped, and no one else is to open it: the name can go, so that
+     * nothing is left behind if this process dies. pp_shm_close's own removal of the
+     * name, later, then finds none (a name with this process's pid, never made again). */
+    pp_shm_ref_get(w->journal, &ref);
+    pp__shm_os_unlink(ref.name);
+    w->journal_state = PP__J_DONE;
+  }
+}
+
+void pp__journal_recover(pp__worker *w, pp__task *t) {
+  const char *why;
+  uint8_t *p = NULL;
+  pp__batch b;
+
+  /* Only a batch whose frame reached this worker, and that it was running. */
+  if (w->journal == NULL || t->nitems == 0 || t->state == PP__T_DONE ||
+      t->sent_to != w->token || t->received >= t->nitems)
+    return;
+  if (pp__journal_read((const uint8_t *) pp_shm_data(w->journal), pp_shm_size(w->journal),
+                       t->id, t->received, t->nitems, &p, &b, &why) == 0 && p != NULL) {
+    t->received += b.count;
+    t->on_items(t, &b, w->pid);
+  }
+  free(p);
+}
+
+void pp__journal_release(pp__worker *w) {
+  /* The error of a second removal of the name, when it went early, means nothing. */
+  pp_shm_close(w->journal);
+  w->journal = NULL;
+  w->journal_state = PP__J_DONE;
+}
+
+/* ---- The worker's side ---------------------------------------------------------------- */
+
+int pp__jw_open(pp__jw *j, const pp_shm_ref *ref) {
+  size_t data_off;
+  uint32_t tcap;
+  pp_shm *shm;
+  int err;
+
+  pp__jw_close(j);
+  if (pp__journal_layout((size_t) ref->size, &tcap, &data_off) != 0)
+    return PP_EINVAL;
+  err = pp_shm_open(ref, &shm);
+  if (err != 0)
+    return err;
+  j->shm = shm;
+  j->base = (uint8_t *) pp_shm_data(shm);
+  j->table = j->base + PP__JOURNAL_HDR;
+  j->data = j->base + data_off;
+  j->tcap = tcap;
+  j->dcap = (size_t) ref->size - data_off;
+  j->count = 0;
+  j->used = 0;
+  pp__store_release(j->base + PP__JOURNAL_OPENED, 1);
+  return 0;
+}
+
+void pp__jw_close(pp__jw *j) {
+  pp_shm_close(j->shm);
+  memset(j, 0, sizeof(*j));
+}
+
+void pp__jw_begin(pp__jw *j, uint64_t id, uint32_t first) {
+  /* The count first: the pool then never pairs old results with the new first and id. */
+  pp__store_fence(j->base + PP__JOURNAL_COUNT, 0);
+  pp__put_u32(j->base + PP__JOURNAL_FIRST, first);
+  pp__put_u64(j->base + PP__JOURNAL_ID, id);
+  j->count = 0;
+  j->used = 0;
+}
+
+int pp__jw_fits(const pp__jw *j, size_t n, size_t limit) {
+  return j->count < j->tcap && n <= j->dcap - j->used && (j->count == 0 || j->used + n <= limit);
+}
+
+void pp__jw_add(pp__jw *j, uint32_t kind, const void *data, size_t n) {
+  uint8_t *e = j->table + (size_t) j->count * 8;
+
+  if (n > 0)
+    memcpy(j->data + j->used, data, n);
+  pp__put_u32(e, kind);
+  pp__put_u32(e + 4, (uint32_t) n);
+  j->used += n;
+  j->count++;
+  pp__store_release(j->base + PP__JOURNAL_COUNT, j->count);
+}

@@ -1,0 +1,100 @@
+/* The results journal (journal.c). A worker sends a batch's results over its channel in
+ * runs of many items, yet a worker that dies in item k must leave the results of the
+ * items before k to the pool, or they would run again. So before it starts an item, the
+ * worker has copied every result not yet on the wire into a journal in shared memory (a
+ * plain copy, no system call); when the pool sees the worker end by itself, it reads the
+ * journal and files those results before it decides the batch's fate.
+ *
+ * Each worker gets a segment of its own, made by the pool with the worker's first batch
+ * and named in a PP__F_JOURNAL frame ahead of it; the pool removes the name once the
+ * worker has mapped it, and unmaps the segment when it settles the worker. A worker
+ * without a journal (none could be made, or it could not map it) writes each item's result
+ * before it starts the next, as the protocol's rule says.
+ *
+ * Layout (doc/protocol.md): a 64-byte header, a table of tcap (kind, length) pairs as in
+ * a BATCH_RESULT, then the results end to end:
+ *   0   u32  count: the results recorded, stored last (release), in the machine's order
+ *   4   u32  first: the index in the batch of the first of them
+ *   8   u64  id: the batch's id
+ *   16  u32  1 once the worker has mapped the segment
+ * Every other integer is little-endian, so that the table and results go out over the
+ * channel as they lie. The pool treats it all as untrusted input. */
+#ifndef PP_JOURNAL_H
+#define PP_JOURNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "procpool.h"
+#include "protocol.h"
+
+/* A worker's journal: room for a full batch of small results in one run. */
+#define PP__JOURNAL_SIZE (128 * 1024)
+#define PP__JOURNAL_HDR 64
+#define PP__JOURNAL_COUNT 0
+#define PP__JOURNAL_FIRST 4
+#define PP__JOURNAL_ID 8
+#define PP__JOURNAL_OPENED 16
+
+/* Where a journal of size bytes keeps its table (tcap entries, at PP__JOURNAL_HDR) and
+ * its results (from *data_off to the end). Returns 0, or PP_EINVAL when size is too small
+ * for a header, one entry and 8 bytes of results, or over 1 GiB. */
+int pp__journal_layout(size_t size, uint32_t *tcap, size_t *data_off);
+
+/* Reads, from a journal of size bytes that a worker wrote (which may have crashed half
+ * way, or be corrupt, or still be writing), the results of batch id's items from `from`
+ * on, in a batch of nitems. Everything is copied out before it is checked, so a writer
+ * that goes on cannot change what was checked. Returns 0 with *out NULL when there is
+ * nothing to take; 0 with *out a malloc'd BATCH_RESULT payload (first = from) that b
+ * describes; PP_EPROTO with why when the journal is not consistent with the batch (a gap,
+ * another batch, a count or length out of bounds); or PP_ENOMEM. Pure: no pool, no OS. */
+int pp__journal_read(const uint8_t *journal, size_t size, uint64_t id, uint32_t from,
+                     uint32_t nitems, uint8_t **out, pp__batch *b, const char **why);
+
+/* ---- The pool's side: hooks of lifecycle.c and dispatch.c ---------------------------- */
+
+struct pp__worker;
+struct pp__task;
+
+/* A batch is about to be added to w's write batch. The worker's first gets its journal
+ * made and offered first (a PP__F_JOURNAL frame, appended ahead of it); a later one removes
+ * the journal's name once the worker has mapped it. */
+void pp__journal_batch(struct pp__worker *w);
+
+/* w ended by itself while it ran t: files the results of t's items that only its journal
+ * holds (those from t->received on), through t->on_items. A journal not consistent with
+ * t gives nothing. */
+void pp__journal_recover(struct pp__worker *w, struct pp__task *t);
+
+/* w is settled: unmaps its journal and removes its name, if it still has one. */
+void pp__journal_release(struct pp__worker *w);
+
+/* ---- The worker's side (serve.c) ---------------------------------------------------- */
+
+typedef struct pp__jw {
+  pp_shm *shm;
+  uint8_t *base;           /* NULL: no journal: each result goes out on its own */
+  uint8_t *table;
+  uint8_t *data;
+  uint32_t tcap;
+  size_t dcap;
+  uint32_t count;          /* results in the run (what the header's count says) */
+  size_t used;             /* their bytes */
+} pp__jw;
+
+/* Maps the journal ref names and marks it mapped. Returns 0, or an error that leaves j
+ * without a journal (and the worker serving without one). */
+int pp__jw_open(pp__jw *j, const pp_shm_ref *ref);
+void pp__jw_close(pp__jw *j);
+
+/* Starts a new run of batch id, empty, whose first item is `first`. */
+void pp__jw_begin(pp__jw *j, uint64_t id, uint32_t first);
+
+/* Whether a result of n bytes can join the run: room in the journal, and a run's results
+ * at most limit bytes together (one result alone may be larger). */
+int pp__jw_fits(const pp__jw *j, size_t n, size_t limit);
+
+/* Records a result (pp__jw_fits said yes) and publishes it. */
+void pp__jw_add(pp__jw *j, uint32_t kind, const void *data, size_t n);
+
+#endif
