@@ -172,14 +172,11 @@ static void pp__journal_offer(pp__worker *w) {
   w->journal_state = PP__J_NAMED;
 }
 
-void pp__journal_batch(pp__worker *w) {
+void pp__journal_seen(pp__worker *w) {
   pp_shm_ref ref;
 
-  if (w->journal_state == PP__J_NONE) {
-    pp__journal_offer(w);
-  } else if (w->journal_state == PP__J_NAMED &&
-             pp__load_acquire((const uint8_t *) pp_shm_data(w->journal) +
-                              PP__JOURNAL_OPENED) != 0) {
+  if (w->journal_state == PP__J_NAMED &&
+      pp__load_acquire((const uint8_t *) pp_shm_data(w->journal) + PP__JOURNAL_OPENED) != 0) {
     /* The worker has it mapped, and no one else is to open it: the name can go, so that
      * nothing is left behind if this process dies. pp_shm_close's own removal of the
      * name, later, then finds none (a name with this process's pid, never made again). */
@@ -187,6 +184,13 @@ void pp__journal_batch(pp__worker *w) {
     pp__shm_os_unlink(ref.name);
     w->journal_state = PP__J_DONE;
   }
+}
+
+void pp__journal_batch(pp__worker *w) {
+  if (w->journal_state == PP__J_NONE)
+    pp__journal_offer(w);
+  else
+    pp__journal_seen(w);
 }
 
 void pp__journal_recover(pp__worker *w, pp__task *t) {

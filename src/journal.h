@@ -61,6 +61,10 @@ struct pp__task;
  * the journal's name once the worker has mapped it. */
 void pp__journal_batch(struct pp__worker *w);
 
+/* A run of w's batch results came: the worker has read its JOURNAL frame, and the
+ * journal's name goes if the worker has mapped it. */
+void pp__journal_seen(struct pp__worker *w);
+
 /* w ended by itself while it ran t: files the results of t's items that only its journal
  * holds (those from t->received on), through t->on_items. A journal not consistent with
  * t gives nothing. */

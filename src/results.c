@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "dispatch.h"
+#include "journal.h"
 #include "lifecycle.h"
 #include "results.h"
 
@@ -151,6 +152,9 @@ static void pp__on_batch_result(pp__worker *w, const pp__hdr *h, const uint8_t *
     pp__worker_proto(w, "a batch result out of order");
     return;
   }
+  /* The worker maps its journal before it runs the batch: its name can go now rather
+   * than at the next batch, which may never come. */
+  pp__journal_seen(w);
   t->received += b.count;
   if (t->state != PP__T_DONE)
     t->on_items(t, &b, w->pid);
