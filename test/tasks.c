@@ -367,6 +367,9 @@ const pp_task test_tasks[] = {
   { "shm_close_inherited", test_task_shm_close_inherited },
 #ifndef _WIN32
   { "count_fds", t_count_fds },
+#else
+  { "win_inherited", test_task_win_inherited },
+  { "win_grandchild", test_task_win_grandchild },
 #endif
   { NULL, NULL },
 };

@@ -117,3 +117,10 @@ TEST_EACH(proto_late_hello)
 
 /* A program in a path with spaces and non-ASCII characters (test-paths.c) */
 TEST_EACH(odd_path)
+
+/* Windows: what a spawned worker inherits, the job that ends it (test-windows.c) */
+TEST_ONCE(win_inherited_pipe)
+TEST_ONCE(win_inherited_file)
+TEST_ONCE(win_two_threads)
+TEST_ONCE(win_job)
+TEST_ONCE(win_bad_channel)

@@ -40,6 +40,10 @@ int test_task_shm_crash(pp_call *call, const void *arg, size_t len);
 int test_task_shm_make(pp_call *call, const void *arg, size_t len);
 int test_task_shm_release(pp_call *call, const void *arg, size_t len);
 int test_task_shm_close_inherited(pp_call *call, const void *arg, size_t len);
+#ifdef _WIN32
+int test_task_win_inherited(pp_call *call, const void *arg, size_t len);
+int test_task_win_grandchild(pp_call *call, const void *arg, size_t len);
+#endif
 
 /* What the "mapf" task computes: distinct inputs give distinct outputs. */
 uint64_t test_mapf(uint32_t x);
@@ -173,6 +177,10 @@ void test_wait_process_gone(long pid, const char *what);
 int test_helper_orphan_parent(int argc, char **argv);
 /* The helper role "@odd-path" of odd-path (test-paths.c). */
 int test_helper_odd_path(int argc, char **argv);
+#ifdef _WIN32
+/* The helper role "@win-job-parent" of win-job (test-windows.c). */
+int test_helper_win_job_parent(int argc, char **argv);
+#endif
 
 /* uv_os_setenv / uv_os_unsetenv that must succeed. */
 void test_setenv(const char *name, const char *value);

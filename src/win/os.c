@@ -4,11 +4,9 @@
 #include <stdio.h>
 
 /* Nothing to do. Windows has no SIGPIPE: a write to a worker that went away fails with an
- * error. The two things a Windows parent might want for its workers libuv already does:
- * its start-up sets SEM_NOGPFAULTERRORBOX (no Windows Error Reporting dialog holding a
- * crashed process), which children inherit because uv_spawn does not pass
- * CREATE_DEFAULT_ERROR_MODE; and uv_spawn puts every child in a kill-on-close job, so
- * workers end with their parent. */
+ * error. The two things a Windows parent might want for its workers the spawn method does
+ * (src/win/spawn.c): its job object ends a crashed worker at once (no Windows Error
+ * Reporting dialog holding it), and kills every worker when the parent goes. */
 void pp__os_parent_init(void) {}
 
 typedef struct pp__status_name {
@@ -67,14 +65,14 @@ static const char *pp__signal_name(int sig) {
 }
 
 void pp__os_describe_exit(int64_t exit_status, int term_signal, char *buf, size_t size) {
-  /* libuv reports GetExitCodeProcess's DWORD, so an NTSTATUS arrives as a large positive
-   * number; a cast brings back the 32 bits whatever the sign on the way. */
+  /* The process's exit code, a DWORD: reported as a non-negative number, and a cast
+   * brings back its 32 bits whatever the sign on the way. */
   uint32_t code = (uint32_t) exit_status;
   const char *text;
 
   if (term_signal != 0) {
-    /* uv_process_kill emulates SIGINT, SIGTERM and SIGKILL with TerminateProcess, and then
-     * reports the signal it was asked for. */
+    /* The pool ended it with TerminateProcess (src/win/spawn.c), reported as the signal
+     * that does so on Unix. */
     const char *name = pp__signal_name(term_signal);
     if (name != NULL)
       snprintf(buf, size, "killed by signal %d (%s: TerminateProcess)", term_signal, name);
@@ -106,7 +104,8 @@ int pp__os_method_supported(pp_start_method m) {
   return m == PP_START_SPAWN ? 0 : PP_ENOTSUP;
 }
 
-/* libuv turns it into TerminateProcess. */
+/* src/win/spawn.c kills with TerminateProcess, and reports a worker it killed so as this
+ * signal. */
 int pp__os_kill_signal(void) { return SIGKILL; }
 
 /* Windows commits large allocations in bulk already; there is no cheaper hint to give. */

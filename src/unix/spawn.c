@@ -1,12 +1,12 @@
-/* The spawn start method: the worker is the program executed afresh through uv_spawn,
- * with its channel as an extra stdio slot (a socket pair on Unix, a named pipe on
- * Windows), named on its command line after procpool's mark. */
+/* The spawn start method on Unix: the worker is the program executed afresh through
+ * uv_spawn, with its channel (a socket pair) as an extra stdio slot, named on its command
+ * line after procpool's mark. Windows has its own, src/win/spawn.c. */
 #include <stdio.h>
 #include <string.h>
 
-#include "os.h"
-#include "serve.h"
-#include "worker.h"
+#include "../os.h"
+#include "../serve.h"
+#include "../worker.h"
 
 #define PP__CHANNEL_FD 3
 
