@@ -369,6 +369,8 @@ const pp_task test_tasks[] = {
   { "count_fds", t_count_fds },
 #else
   { "win_inherited", test_task_win_inherited },
+  { "win_raise", test_task_win_raise },
+  { "win_exit_process", test_task_win_exit_process },
   { "win_grandchild", test_task_win_grandchild },
 #endif
   { NULL, NULL },

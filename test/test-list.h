@@ -118,9 +118,12 @@ TEST_EACH(proto_late_hello)
 /* A program in a path with spaces and non-ASCII characters (test-paths.c) */
 TEST_EACH(odd_path)
 
-/* Windows: what a spawned worker inherits, the job that ends it (test-windows.c) */
+/* Windows: what a spawned worker inherits, the job that ends it, how its end is told
+ * (test-windows.c) */
 TEST_ONCE(win_inherited_pipe)
 TEST_ONCE(win_inherited_file)
 TEST_ONCE(win_two_threads)
 TEST_ONCE(win_job)
+TEST_ONCE(win_exception_code)
+TEST_ONCE(win_exit_process)
 TEST_ONCE(win_bad_channel)

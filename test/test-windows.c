@@ -1,6 +1,7 @@
 /* Windows: what a spawned worker inherits from its parent (its stdio and its channel,
- * nothing else), the job that ends it and its own children with the parent, and a worker
- * given a bad channel on its command line. Elsewhere each test skips. */
+ * nothing else), the job that ends it and its own children with the parent, how a worker's
+ * end is described, and a worker given a bad channel on its command line. Elsewhere each
+ * test skips. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,8 @@ void test_win_inherited_pipe(void) { test_skip("Windows only"); }
 void test_win_inherited_file(void) { test_skip("Windows only"); }
 void test_win_two_threads(void) { test_skip("Windows only"); }
 void test_win_job(void) { test_skip("Windows only"); }
+void test_win_exception_code(void) { test_skip("Windows only"); }
+void test_win_exit_process(void) { test_skip("Windows only"); }
 void test_win_bad_channel(void) { test_skip("Windows only"); }
 
 #else
@@ -58,6 +61,26 @@ int test_task_win_inherited(pp_call *call, const void *arg, size_t len) {
   }
   out[0] = n;
   return pp_reply(call, out, (1 + (n < INHERITED_SHOWN ? n : INHERITED_SHOWN)) * 4);
+}
+
+static void quiet_crash(void) {
+  SetErrorMode(SEM_FAILCRITICALERRORS | SEM_NOGPFAULTERRORBOX);
+}
+
+/* An exception code of the program's own, which nothing handles. */
+int test_task_win_raise(pp_call *call, const void *arg, size_t len) {
+  (void) arg;
+  (void) len;
+  quiet_crash();
+  RaiseException(0xE0000001u, EXCEPTION_NONCONTINUABLE, 0, NULL);
+  return pp_fail(call, "win_raise: still alive after RaiseException");
+}
+
+int test_task_win_exit_process(pp_call *call, const void *arg, size_t len) {
+  (void) call;
+  (void) arg;
+  (void) len;
+  ExitProcess(3);
 }
 
 /* Starts a child of the worker that never ends by itself (this program, stuck before
@@ -392,6 +415,36 @@ void test_win_job(void) {
   test_wait_process_gone((long) grandchild,
                          "the child of a worker whose parent was killed");
   CloseHandle(job);
+}
+
+/* ---- How a worker's end is told ----------------------------------------------------- */
+
+/* The task ends its worker; its result's message must contain want, and not wrong (or
+ * NULL). */
+static void worker_end_says(const char *task, const char *want, const char *wrong) {
+  pp_pool *pool = spawn_pool(NULL, 1, 0);
+  pp_result r;
+
+  APPLY(pool, task, NULL, 0, &r);
+  ASSERT_STATUS(r, PP_EWORKER);
+  ASSERT_CONTAINS(r.message, want);
+  if (wrong != NULL)
+    ASSERT_EQ_INT_MSG(strstr(r.message, wrong) != NULL, 0, r.message);
+  pp_result_free(&r);
+  APPLY(pool, "echo", "x", 1, &r);
+  ASSERT_STATUS(r, 0);
+  pp_result_free(&r);
+  ASSERT_EQ_INT(pp_pool_close(pool, NULL, NULL), 0);
+}
+
+/* An exception code is an NTSTATUS-like number, in hex, not a negative decimal. */
+void test_win_exception_code(void) {
+  worker_end_says("win_raise", "exception 0xE0000001", NULL);
+}
+
+/* Code 3 is exit(3) as much as abort(): the message must not claim either. */
+void test_win_exit_process(void) {
+  worker_end_says("win_exit_process", "code 3", "abort() was called");
 }
 
 /* ---- win-bad-channel: a worker whose command line names no channel says so and exits */

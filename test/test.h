@@ -42,6 +42,8 @@ int test_task_shm_release(pp_call *call, const void *arg, size_t len);
 int test_task_shm_close_inherited(pp_call *call, const void *arg, size_t len);
 #ifdef _WIN32
 int test_task_win_inherited(pp_call *call, const void *arg, size_t len);
+int test_task_win_raise(pp_call *call, const void *arg, size_t len);
+int test_task_win_exit_process(pp_call *call, const void *arg, size_t len);
 int test_task_win_grandchild(pp_call *call, const void *arg, size_t len);
 #endif
 
