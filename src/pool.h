@@ -137,6 +137,13 @@ struct pp__worker {
     uv_process_t proc;     /* spawn */
     uv_poll_t pidfd;       /* fork on Linux: readable once the process has ended */
     uv_signal_t sigchld;   /* fork elsewhere */
+    struct {               /* spawn on Windows (src/win/spawn.c) */
+      uv_async_t ended;    /* sent from a wait thread once the process has ended */
+      void *process;       /* its HANDLE */
+      void *wait;          /* the RegisterWaitForSingleObject that watches it */
+      int killed;          /* the pool ended it with TerminateProcess */
+      int reported;        /* pp__worker_on_exit was called, or never will be */
+    } win;
   } m;
   int m_fd;                /* the start method's descriptor for the process, or -1 */
   uint64_t token;          /* the worker's number within its pool, never 0 */

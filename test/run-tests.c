@@ -46,6 +46,9 @@ static const helper_entry helpers[] = {
   { "@orphan-parent", test_helper_orphan_parent },
   { "@odd-path", test_helper_odd_path },
   { "@fs-kept", test_helper_fs_kept },
+#ifdef _WIN32
+  { "@win-job-parent", test_helper_win_job_parent },
+#endif
 };
 
 /* The parent sets these for the workers it is about to start. They stand for a program

@@ -384,6 +384,11 @@ const pp_task test_tasks[] = {
   { "count_fds", t_count_fds },
   { "sp_fd_open", test_task_sp_fd_open },
   { "sp_signals", test_task_sp_signals },
+#else
+  { "win_inherited", test_task_win_inherited },
+  { "win_raise", test_task_win_raise },
+  { "win_exit_process", test_task_win_exit_process },
+  { "win_grandchild", test_task_win_grandchild },
 #endif
   { NULL, NULL },
 };

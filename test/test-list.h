@@ -164,3 +164,13 @@ TEST_EACH(journal_result_sizes)
 TEST_EACH(journal_run_limit)
 TEST_EACH(journal_name_removed)
 TEST_ONCE(journal_read_untrusted)
+
+/* Windows: what a spawned worker inherits, the job that ends it, how its end is told
+ * (test-windows.c) */
+TEST_ONCE(win_inherited_pipe)
+TEST_ONCE(win_inherited_file)
+TEST_ONCE(win_two_threads)
+TEST_ONCE(win_job)
+TEST_ONCE(win_exception_code)
+TEST_ONCE(win_exit_process)
+TEST_ONCE(win_bad_channel)

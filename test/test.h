@@ -53,6 +53,12 @@ int test_task_journal_run(pp_call *call, const void *arg, size_t len);
 /* The table main() gives pp_main: test_tasks, unless the environment asks for a big or
  * a malformed one (test-worker.c). */
 const pp_task *test_worker_table(void);
+#ifdef _WIN32
+int test_task_win_inherited(pp_call *call, const void *arg, size_t len);
+int test_task_win_raise(pp_call *call, const void *arg, size_t len);
+int test_task_win_exit_process(pp_call *call, const void *arg, size_t len);
+int test_task_win_grandchild(pp_call *call, const void *arg, size_t len);
+#endif
 
 /* What the "mapf" task computes: distinct inputs give distinct outputs. */
 uint64_t test_mapf(uint32_t x);
@@ -188,6 +194,10 @@ int test_helper_orphan_parent(int argc, char **argv);
 int test_helper_odd_path(int argc, char **argv);
 /* The helper role "@fs-kept" of sp-fs-kept (test-spawnpath.c). */
 int test_helper_fs_kept(int argc, char **argv);
+#ifdef _WIN32
+/* The helper role "@win-job-parent" of win-job (test-windows.c). */
+int test_helper_win_job_parent(int argc, char **argv);
+#endif
 
 /* uv_os_setenv / uv_os_unsetenv that must succeed. */
 void test_setenv(const char *name, const char *value);

@@ -1,8 +1,7 @@
 #include "../channel.h"
 
 #include <errno.h>
-#include <io.h>
-#include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,7 +10,7 @@
 
 #include <windows.h>
 
-/* The worker's end of a pipe that libuv made for UV_CREATE_PIPE: a named pipe client
+/* The worker's end of the named pipe the pool made for it (src/win/spawn.c): a client
  * opened for synchronous I/O, so plain blocking ReadFile and WriteFile serve. */
 
 /* Bounds one ReadFile or WriteFile: their counts are DWORDs while a message may come close
@@ -40,25 +39,31 @@ static int pp__win_error(DWORD err, int writing) {
 
 int pp__chan_open(const char *spec, pp__chan *chan) {
   char *end;
-  long fd;
-  intptr_t h;
+  unsigned long long v;
+  HANDLE h;
+  DWORD flags;
 
-  errno = 0;
-  fd = strtol(spec, &end, 10);
-  if (errno != 0 || end == spec || *end != '\0' || fd < 0 || fd > INT_MAX)
+  /* The pool puts the value of the channel's handle on the command line (src/win/spawn.c),
+   * and the handle list gave the worker that handle with that same value. A wrong number
+   * is refused here, before any use: no C runtime call that a bad descriptor would make
+   * end the process, and no I/O on some other object. */
+  if (spec[0] < '0' || spec[0] > '9')
     return UV_EINVAL;
-  /* libuv hands extra stdio slots to the child in the CRT's inherited-handle block
-   * (STARTUPINFO.lpReserved2), which the CRT turns into descriptors at start-up. An
-   * absent slot is -1, or -2 when the CRT knows the descriptor but it has no handle. */
-  h = _get_osfhandle((int) fd);
-  if (h == -1 || h == -2)
+  errno = 0;
+  v = strtoull(spec, &end, 10);
+  /* A handle's value fits in 32 bits, even in a 64-bit process: Windows keeps it so, for
+   * handles shared with 32-bit processes. */
+  if (errno != 0 || *end != '\0' || v == 0 || v > 0xFFFFFFFFu)
+    return UV_EINVAL;
+  h = (HANDLE) (uintptr_t) v;
+  if (!GetHandleInformation(h, &flags) || GetFileType(h) != FILE_TYPE_PIPE)
     return UV_EBADF;
-  /* CreateProcess with bInheritHandles, as libuv and most launchers call it, would
-   * otherwise give the channel to every process a task starts, and the pool would not see
-   * its end while any of them lives. */
-  if (!SetHandleInformation((HANDLE) h, HANDLE_FLAG_INHERIT, 0))
+  /* CreateProcess with bInheritHandles and no handle list, as most launchers call it,
+   * would otherwise give the channel to every process a task starts, and the pool would
+   * not see its end while any of them lives. */
+  if (!SetHandleInformation(h, HANDLE_FLAG_INHERIT, 0))
     return pp__win_error(GetLastError(), 0);
-  chan->h = h;
+  chan->h = (intptr_t) h;
   return 0;
 }
 
@@ -126,16 +131,14 @@ int pp__chan_write(pp__chan *chan, const pp__iov *iov, size_t n) {
   return used > 0 ? pp__write_all(h, gather, used) : 0;
 }
 
-/* The CRT's descriptor for the channel still names the closed handle: the CRT has no way to
- * give up a descriptor without closing its handle, and the worker ends right after. */
 void pp__chan_close(pp__chan *chan) {
   if (chan->h != -1)
     CloseHandle((HANDLE) chan->h);
   chan->h = -1;
 }
 
-/* libuv starts every child in a job object that kills it when the parent goes, busy or
- * not, so there is nothing to watch here. */
+/* The pool starts every worker in a job object that kills it when the parent goes, busy
+ * or not (src/win/spawn.c), so there is nothing to watch here. */
 int pp__chan_watch(pp__chan *chan) {
   (void) chan;
   return 0;

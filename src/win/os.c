@@ -4,11 +4,9 @@
 #include <stdio.h>
 
 /* Nothing to do. Windows has no SIGPIPE: a write to a worker that went away fails with an
- * error. The two things a Windows parent might want for its workers libuv already does:
- * its start-up sets SEM_NOGPFAULTERRORBOX (no Windows Error Reporting dialog holding a
- * crashed process), which children inherit because uv_spawn does not pass
- * CREATE_DEFAULT_ERROR_MODE; and uv_spawn puts every child in a kill-on-close job, so
- * workers end with their parent. */
+ * error. The two things a Windows parent might want for its workers the spawn method does
+ * (src/win/spawn.c): its job object ends a crashed worker at once (no Windows Error
+ * Reporting dialog holding it), and kills every worker when the parent goes. */
 void pp__os_parent_init(void) {}
 
 typedef struct pp__status_name {
@@ -16,7 +14,8 @@ typedef struct pp__status_name {
   const char *text;
 } pp__status_name;
 
-/* NTSTATUS codes that a process ends with when an exception or a fatal error ends it. */
+/* Codes that a process ends with when an exception or a fatal error ends it: Windows'
+ * NTSTATUS codes, and the one the Microsoft C++ runtime raises for a throw. */
 static const pp__status_name pp__statuses[] = {
   { 0x40010004u, "terminated by a debugger, or by Windows at logoff or shutdown" },
   { 0x80000002u, "datatype misalignment" },
@@ -46,6 +45,7 @@ static const pp__status_name pp__statuses[] = {
   { 0xC0000409u, "stack buffer overrun or fast fail: a security check failed, or abort()" },
   { 0xC0000417u, "invalid parameter to a C runtime function" },
   { 0xC0000420u, "assertion failure" },
+  { 0xE06D7363u, "a C++ exception that nothing caught" },
 };
 
 static const char *pp__status_text(uint32_t code) {
@@ -67,14 +67,14 @@ static const char *pp__signal_name(int sig) {
 }
 
 void pp__os_describe_exit(int64_t exit_status, int term_signal, char *buf, size_t size) {
-  /* libuv reports GetExitCodeProcess's DWORD, so an NTSTATUS arrives as a large positive
-   * number; a cast brings back the 32 bits whatever the sign on the way. */
+  /* The process's exit code, a DWORD: reported as a non-negative number, and a cast
+   * brings back its 32 bits whatever the sign on the way. */
   uint32_t code = (uint32_t) exit_status;
   const char *text;
 
   if (term_signal != 0) {
-    /* uv_process_kill emulates SIGINT, SIGTERM and SIGKILL with TerminateProcess, and then
-     * reports the signal it was asked for. */
+    /* The pool ended it with TerminateProcess (src/win/spawn.c), reported as the signal
+     * that does so on Unix. */
     const char *name = pp__signal_name(term_signal);
     if (name != NULL)
       snprintf(buf, size, "killed by signal %d (%s: TerminateProcess)", term_signal, name);
@@ -83,21 +83,31 @@ void pp__os_describe_exit(int64_t exit_status, int term_signal, char *buf, size_
     return;
   }
   text = pp__status_text(code);
-  if (text != NULL)
+  if (text != NULL) {
     snprintf(buf, size, "ended with exception 0x%08lX (%s)", (unsigned long) code, text);
-  else if ((code & 0xF0000000u) == 0xC0000000u)
-    /* Severity "error" with the customer bit clear: one of Windows' own NTSTATUS codes. */
-    snprintf(buf, size, "ended with exception 0x%08lX", (unsigned long) code);
-  else if (code == 3)
-    /* The C runtime's abort() prints its message and exits with 3 (the UCRT does so when
-     * the processor cannot fast-fail). */
-    snprintf(buf, size, "exited with code 3 (abort() was called?)");
-  else if (code > 0x7FFFFFFFu)
-    /* exit(-1) and the like: the program's int, as it was given. */
+  } else if ((code & 0x80000000u) != 0 && (code & 0x10000000u) == 0) {
+    /* Shaped as an NTSTATUS: severity warning or error, reserved bit clear. An unhandled
+     * exception ends a process with its code. The customer bit marks one a program
+     * defined (RaiseException), not Windows. */
+    if ((code & 0x20000000u) != 0)
+      snprintf(buf, size, "ended with exception 0x%08lX (a code the program defined)",
+               (unsigned long) code);
+    else
+      snprintf(buf, size, "ended with exception 0x%08lX", (unsigned long) code);
+  } else if ((code & 0x80000000u) != 0) {
+    /* The reserved bit set: no NTSTATUS but a negative int given to exit(); every one
+     * from -1 down to -2^28 is so. The program's int, as it was given. */
     snprintf(buf, size, "exited with code %ld (0x%08lX)",
              (long) ((int64_t) code - 0x100000000), (unsigned long) code);
-  else
+  } else if (code == 3) {
+    /* The C runtime's abort() and raise() of a signal left at its default exit with 3
+     * (the UCRT's abort() fast-fails instead where it can): which of those, or exit(3),
+     * cannot be told from the code. */
+    snprintf(buf, size, "exited with code 3 (exit(3), or abort() or raise() in the C "
+                        "runtime)");
+  } else {
     snprintf(buf, size, "exited with code %lu", (unsigned long) code);
+  }
 }
 
 pp_start_method pp__os_default_method(void) { return PP_START_SPAWN; }
@@ -106,7 +116,8 @@ int pp__os_method_supported(pp_start_method m) {
   return m == PP_START_SPAWN ? 0 : PP_ENOTSUP;
 }
 
-/* libuv turns it into TerminateProcess. */
+/* src/win/spawn.c kills with TerminateProcess, and reports a worker it killed so as this
+ * signal. */
 int pp__os_kill_signal(void) { return SIGKILL; }
 
 /* Windows commits large allocations in bulk already; there is no cheaper hint to give. */

@@ -1,0 +1,379 @@
+/* The spawn start method on Windows. uv_spawn is not used: it calls CreateProcessW with
+ * bInheritHandles and no list, so every worker inherited every inheritable handle of the
+ * parent (an application's pipe never reached end-of-file, its files could not be deleted
+ * while workers lived, and a worker started on one thread took the channel another thread
+ * was handing to its own worker at that moment); and the job object it puts children in
+ * lets their own children break away. Here a worker gets exactly four handles, through
+ * PROC_THREAD_ATTRIBUTE_HANDLE_LIST: stdin on the null device, the parent's stdout and
+ * stderr, and its end of a duplex named pipe, whose value follows procpool's mark on its
+ * command line (src/win/channel.c reads it). It starts suspended and joins procpool's job
+ * object before it runs, so neither it nor anything it starts outlives the parent. A wait
+ * on the system thread pool sees it end and wakes the loop through a uv_async_t: no
+ * WaitForMultipleObjects, whose 64 handles would cap a pool. */
+#include <assert.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* uv.h first: it brings winsock2.h, which must come before windows.h. */
+#include <uv.h>
+
+#include <windows.h>
+
+#include "../os.h"
+#include "../serve.h"
+#include "../worker.h"
+
+/* The exit code TerminateProcess gives a worker the pool kills. With the kill recorded, it
+ * tells that end from an exit of the worker's own; 137 is what a Unix shell shows for a
+ * process killed by SIGKILL. */
+#define PP__WIN_KILLED 137u
+
+/* Names tried for a worker's pipe before giving up, when another process holds each. */
+#define PP__WIN_PIPE_TRIES 16
+
+/* The handles a worker inherits, in this order. */
+enum { PP__WIN_STDIN, PP__WIN_STDOUT, PP__WIN_STDERR, PP__WIN_CHANNEL, PP__WIN_NHANDLES };
+
+static uv_once_t pp__win_job_once = UV_ONCE_INIT;
+static HANDLE pp__win_job;
+static DWORD pp__win_job_err;
+
+/* One job for the whole process. Its one handle is this process's, never inherited nor
+ * handed out, so it closes when the process ends, however it ends, and the job then kills
+ * every worker and every process a worker started: no breakaway is allowed. Windows 8 and
+ * later nest jobs, so this works in a process that is itself in a job (a CI runner's, a
+ * service manager's). An unhandled exception ends a worker at once rather than waiting on
+ * Windows Error Reporting. */
+static void pp__win_job_init(void) {
+  JOBOBJECT_EXTENDED_LIMIT_INFORMATION info;
+  HANDLE job;
+
+  job = CreateJobObjectW(NULL, NULL);
+  if (job == NULL) {
+    pp__win_job_err = GetLastError();
+    return;
+  }
+  memset(&info, 0, sizeof(info));
+  info.BasicLimitInformation.LimitFlags =
+      JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE | JOB_OBJECT_LIMIT_DIE_ON_UNHANDLED_EXCEPTION;
+  if (!SetInformationJobObject(job, JobObjectExtendedLimitInformation, &info,
+                               sizeof(info))) {
+    pp__win_job_err = GetLastError();
+    CloseHandle(job);
+    return;
+  }
+  pp__win_job = job;
+}
+
+/* s in UTF-16, in *out (to free). Returns 0, UV_EINVAL (s is not UTF-8) or UV_ENOMEM. */
+static int pp__win_widen(const char *s, WCHAR **out) {
+  int n = MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, s, -1, NULL, 0);
+
+  *out = NULL;
+  if (n <= 0)
+    return UV_EINVAL;
+  *out = (WCHAR *) malloc((size_t) n * sizeof(WCHAR));
+  if (*out == NULL)
+    return UV_ENOMEM;
+  MultiByteToWideChar(CP_UTF8, 0, s, -1, *out, n);
+  return 0;
+}
+
+/* The worker's command line: "<app>" --procpool-worker=<handle>, or NULL when out of
+ * memory. The CRT reads a program's name by a rule of its own: from an opening quote to
+ * the next quote, backslashes included. Quoting the whole path is therefore exact for any
+ * path without a quote, spaces and all; the caller refuses one with a quote (Windows
+ * allows none in a file's name). The mark is ASCII and needs no quoting. */
+static WCHAR *pp__win_command_line(const WCHAR *app, uintptr_t channel) {
+  char mark[sizeof(PP__WORKER_MARK) + 24];
+  size_t alen = wcslen(app), mlen, i;
+  WCHAR *cmd;
+
+  snprintf(mark, sizeof(mark), " %s%llu", PP__WORKER_MARK, (unsigned long long) channel);
+  mlen = strlen(mark);
+  cmd = (WCHAR *) malloc((alen + mlen + 3) * sizeof(WCHAR));
+  if (cmd == NULL)
+    return NULL;
+  cmd[0] = L'"';
+  memcpy(cmd + 1, app, alen * sizeof(WCHAR));
+  cmd[alen + 1] = L'"';
+  for (i = 0; i <= mlen; i++)
+    cmd[alen + 2 + i] = (WCHAR) mark[i];
+  return cmd;
+}
+
+/* A connected duplex pipe: the parent's end overlapped, for libuv's completion port; the
+ * worker's synchronous, for its plain blocking reads and writes. Neither is inheritable.
+ * The name is unique to this process and call; the pipe takes one instance only, and the
+ * worker's end is opened at once, so no other process can come between the two ends: if
+ * one took the name or connected first, this fails with the name taken or busy, and the
+ * next name is tried. Returns 0 or a Win32 error. */
+static DWORD pp__win_pipe_pair(HANDLE *parent_end, HANDLE *worker_end) {
+  static volatile LONG counter;
+  char name[96];
+  HANDLE server, client;
+  DWORD err = ERROR_PIPE_BUSY;
+  int i;
+
+  for (i = 0; i < PP__WIN_PIPE_TRIES; i++) {
+    snprintf(name, sizeof(name), "\\\\.\\pipe\\procpool-%lu-%ld",
+             (unsigned long) GetCurrentProcessId(), (long) InterlockedIncrement(&counter));
+    server = CreateNamedPipeA(name,
+                              PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED |
+                                  FILE_FLAG_FIRST_PIPE_INSTANCE,
+                              PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT |
+                                  PIPE_REJECT_REMOTE_CLIENTS,
+                              1, 65536, 65536, 0, NULL);
+    if (server == INVALID_HANDLE_VALUE) {
+      err = GetLastError();
+      if (err == ERROR_ACCESS_DENIED || err == ERROR_PIPE_BUSY)
+        continue;
+      return err;
+    }
+    client = CreateFileA(name, GENERIC_READ | GENERIC_WRITE, 0, NULL, OPEN_EXISTING, 0,
+                         NULL);
+    if (client != INVALID_HANDLE_VALUE) {
+      *parent_end = server;
+      *worker_end = client;
+      return 0;
+    }
+    err = GetLastError();
+    CloseHandle(server);
+    if (err != ERROR_PIPE_BUSY)
+      return err;
+  }
+  return err;
+}
+
+/* A non-inheritable duplicate of the parent's stdout or stderr, as the C runtime's
+ * descriptor fd names it (what uv_spawn handed down); the null device when there is none,
+ * as in a program without a console. Returns 0 or a Win32 error (*out is then NULL). */
+static DWORD pp__win_output(int fd, HANDLE *out) {
+  HANDLE h = (HANDLE) uv_get_osfhandle(fd);
+
+  if (h != INVALID_HANDLE_VALUE && h != NULL && (intptr_t) h != -2 &&
+      DuplicateHandle(GetCurrentProcess(), h, GetCurrentProcess(), out, 0, FALSE,
+                      DUPLICATE_SAME_ACCESS))
+    return 0;
+  *out = CreateFileW(L"NUL", GENERIC_WRITE, FILE_SHARE_READ | FILE_SHARE_WRITE, NULL,
+                     OPEN_EXISTING, 0, NULL);
+  if (*out != INVALID_HANDLE_VALUE)
+    return 0;
+  *out = NULL;
+  return GetLastError();
+}
+
+/* On a thread of the system's pool, once the process has ended. */
+static VOID CALLBACK pp__win_on_signalled(PVOID data, BOOLEAN timed_out) {
+  pp__worker *w = (pp__worker *) data;
+
+  (void) timed_out;
+  uv_async_send(&w->m.win.ended);
+}
+
+static void pp__win_on_ended(uv_async_t *async) {
+  pp__worker *w = (pp__worker *) async->data;
+  DWORD code = 0;
+  int sig = 0;
+  BOOL ok;
+
+  if (w->m.win.reported)
+    return;
+  w->m.win.reported = 1;
+  ok = GetExitCodeProcess((HANDLE) w->m.win.process, &code);
+  assert(ok);
+  (void) ok;
+  if (w->m.win.killed && code == PP__WIN_KILLED)
+    sig = pp__os_kill_signal();
+  pp__worker_on_exit(w, (int64_t) code, sig);
+}
+
+static int pp__win_spawn_start(pp__worker *w, char *why, size_t why_size) {
+  pp_pool *pool = w->pool;
+  HANDLE inherit[PP__WIN_NHANDLES] = { NULL, NULL, NULL, NULL };
+  HANDLE server = NULL, waiter;
+  STARTUPINFOEXW si;
+  PROCESS_INFORMATION pi;
+  SIZE_T attr_size = 0;
+  WCHAR *app = NULL, *cmd = NULL;
+  const char *step;
+  DWORD syserr = 0;
+  uv_fs_t req;
+  int err, fd, i;
+
+  memset(&si, 0, sizeof(si));
+  memset(&pi, 0, sizeof(pi));
+  step = "cannot watch it";
+  err = uv_async_init(pool->loop, &w->m.win.ended, pp__win_on_ended);
+  if (err != 0)
+    goto done;
+  w->m.win.ended.data = w;
+  w->open_handles++;
+
+  step = "its path has a quote in it, or is not UTF-8";
+  if (strchr(pool->exe, '"') != NULL) {
+    err = UV_EINVAL;
+    goto done;
+  }
+  err = pp__win_widen(pool->exe, &app);
+  if (err != 0)
+    goto done;
+
+  step = "cannot make procpool's job object";
+  uv_once(&pp__win_job_once, pp__win_job_init);
+  if (pp__win_job == NULL) {
+    syserr = pp__win_job_err;
+    goto done;
+  }
+
+  step = "cannot make its channel";
+  syserr = pp__win_pipe_pair(&server, &inherit[PP__WIN_CHANNEL]);
+  if (syserr != 0)
+    goto done;
+  fd = uv_open_osfhandle(server);
+  if (fd < 0) {
+    err = UV_EMFILE;
+    goto done;
+  }
+  /* From here the descriptor owns the parent's end; once open, w->pipe closes it. */
+  server = NULL;
+  err = uv_pipe_open(&w->pipe, fd);
+  if (err != 0) {
+    uv_fs_close(NULL, &req, fd, NULL);
+    uv_fs_req_cleanup(&req);
+    goto done;
+  }
+  cmd = pp__win_command_line(app, (uintptr_t) inherit[PP__WIN_CHANNEL]);
+  if (cmd == NULL) {
+    err = UV_ENOMEM;
+    goto done;
+  }
+
+  step = "cannot open the null device or the parent's stdout and stderr for it";
+  inherit[PP__WIN_STDIN] = CreateFileW(L"NUL", GENERIC_READ,
+                                       FILE_SHARE_READ | FILE_SHARE_WRITE, NULL,
+                                       OPEN_EXISTING, 0, NULL);
+  if (inherit[PP__WIN_STDIN] == INVALID_HANDLE_VALUE) {
+    inherit[PP__WIN_STDIN] = NULL;
+    syserr = GetLastError();
+    goto done;
+  }
+  syserr = pp__win_output(1, &inherit[PP__WIN_STDOUT]);
+  if (syserr == 0)
+    syserr = pp__win_output(2, &inherit[PP__WIN_STDERR]);
+  if (syserr != 0)
+    goto done;
+
+  step = "cannot list the handles it inherits";
+  /* The first call only sizes the list, and fails saying so. */
+  InitializeProcThreadAttributeList(NULL, 1, 0, &attr_size);
+  si.lpAttributeList = (LPPROC_THREAD_ATTRIBUTE_LIST) malloc(attr_size);
+  if (si.lpAttributeList == NULL) {
+    err = UV_ENOMEM;
+    goto done;
+  }
+  if (!InitializeProcThreadAttributeList(si.lpAttributeList, 1, 0, &attr_size)) {
+    syserr = GetLastError();
+    free(si.lpAttributeList);
+    si.lpAttributeList = NULL;
+    goto done;
+  }
+  if (!UpdateProcThreadAttribute(si.lpAttributeList, 0, PROC_THREAD_ATTRIBUTE_HANDLE_LIST,
+                                 inherit, sizeof(inherit), NULL, NULL)) {
+    syserr = GetLastError();
+    goto done;
+  }
+  /* A handle list takes only inheritable handles. These become so at the last moment and
+   * are closed right after: a process that another thread starts meanwhile without a list
+   * of its own (system(), uv_spawn) inherits them, and should have as little time for it
+   * as can be. */
+  for (i = 0; i < PP__WIN_NHANDLES; i++)
+    if (!SetHandleInformation(inherit[i], HANDLE_FLAG_INHERIT, HANDLE_FLAG_INHERIT)) {
+      syserr = GetLastError();
+      goto done;
+    }
+
+  step = "cannot start it";
+  si.StartupInfo.cb = sizeof(si);
+  si.StartupInfo.dwFlags = STARTF_USESTDHANDLES | STARTF_USESHOWWINDOW;
+  /* A console window the worker may get (when its parent has none) stays hidden. */
+  si.StartupInfo.wShowWindow = SW_HIDE;
+  si.StartupInfo.hStdInput = inherit[PP__WIN_STDIN];
+  si.StartupInfo.hStdOutput = inherit[PP__WIN_STDOUT];
+  si.StartupInfo.hStdError = inherit[PP__WIN_STDERR];
+  if (!CreateProcessW(app, cmd, NULL, NULL, TRUE,
+                      CREATE_SUSPENDED | EXTENDED_STARTUPINFO_PRESENT, NULL, NULL,
+                      &si.StartupInfo, &pi)) {
+    syserr = GetLastError();
+    goto done;
+  }
+  w->m.win.process = pi.hProcess;
+  w->pid = (long) pi.dwProcessId;
+
+  /* Before it runs: a process it started before it joined would be outside the job. */
+  step = "cannot put it in procpool's job object";
+  if (!AssignProcessToJobObject(pp__win_job, pi.hProcess)) {
+    syserr = GetLastError();
+    goto done;
+  }
+  step = "cannot watch it";
+  if (!RegisterWaitForSingleObject(&waiter, pi.hProcess, pp__win_on_signalled, w, INFINITE,
+                                   WT_EXECUTEINWAITTHREAD | WT_EXECUTEONLYONCE)) {
+    syserr = GetLastError();
+    goto done;
+  }
+  w->m.win.wait = waiter;
+  step = "cannot resume it";
+  if (ResumeThread(pi.hThread) == (DWORD) -1)
+    syserr = GetLastError();
+
+done:
+  for (i = 0; i < PP__WIN_NHANDLES; i++)
+    if (inherit[i] != NULL)
+      CloseHandle(inherit[i]);
+  if (server != NULL)
+    CloseHandle(server);
+  if (si.lpAttributeList != NULL) {
+    DeleteProcThreadAttributeList(si.lpAttributeList);
+    free(si.lpAttributeList);
+  }
+  if (pi.hThread != NULL)
+    CloseHandle(pi.hThread);
+  free(app);
+  free(cmd);
+  if (err == 0 && syserr != 0)
+    err = uv_translate_sys_error((int) syserr);
+  if (err != 0) {
+    /* Never resumed, it ran nothing: the core reports a failed start, not an exit. The
+     * process handle and the wait are close()'s to release. */
+    w->m.win.reported = 1;
+    if (pi.hProcess != NULL)
+      TerminateProcess(pi.hProcess, PP__WIN_KILLED);
+    snprintf(why, why_size, "cannot start the worker program '%s': %s: %s (%s)", pool->exe,
+             step, uv_strerror(err), uv_err_name(err));
+  }
+  return err;
+}
+
+static void pp__win_spawn_kill(pp__worker *w) {
+  if (w->m.win.process != NULL && !w->m.win.reported &&
+      TerminateProcess((HANDLE) w->m.win.process, PP__WIN_KILLED))
+    w->m.win.killed = 1;
+}
+
+static void pp__win_spawn_close(pp__worker *w) {
+  /* Waits for a callback under way: it must not reach the async handle once closed. */
+  if (w->m.win.wait != NULL)
+    UnregisterWaitEx((HANDLE) w->m.win.wait, INVALID_HANDLE_VALUE);
+  w->m.win.wait = NULL;
+  if (w->m.win.process != NULL)
+    CloseHandle((HANDLE) w->m.win.process);
+  w->m.win.process = NULL;
+  if (w->m.handle.type == UV_ASYNC && !uv_is_closing(&w->m.handle))
+    uv_close(&w->m.handle, pp__worker_on_handle_closed);
+}
+
+const pp__method_ops pp__spawn_ops = { NULL, NULL, pp__win_spawn_start, pp__win_spawn_kill,
+                                       pp__win_spawn_close };
