@@ -73,11 +73,14 @@ static int check(int err, const char *what, const pp_result *r) {
 static pp_pool *open_pool(pp_start_method m, unsigned n, uv_loop_t *loop) {
   pp_pool_options opts;
   pp_pool *pool = NULL;
+  int err;
 
   pp_pool_options_init(&opts);
   opts.start_method = m;
   opts.workers = n;
-  if (check(pp_pool_new(&pool, loop, &opts), "pp_pool_new", NULL) != 0)
+  err = pp_pool_new(&pool, loop, &opts);
+  /* A method this OS does not have (fork and forkserver on Windows) is no failure. */
+  if (err == PP_ENOTSUP || check(err, "pp_pool_new", NULL) != 0)
     return NULL;
   return pool;
 }
@@ -210,6 +213,11 @@ static void run_all(row *rows, int reps) {
 
 static void print_fig(const char *what, figure *small, figure *big) {
   double sb = best(small), bb = best(big), sm = median(small), bm = median(big);
+
+  if (small->n == 0 && big->n == 0) {
+    printf("  %-8s not available here\n", what);
+    return;
+  }
 
   printf("  %-8s small %8.2f ms (median %8.2f)   big %8.2f ms (median %8.2f)   "
          "big/small %5.2fx (medians %5.2fx)\n",

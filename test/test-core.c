@@ -103,6 +103,7 @@ static pp_pool *pool_with(uv_loop_t *loop, unsigned workers, unsigned max_tasks,
   return NEW_POOL(loop, &opts);
 }
 
+#ifndef _WIN32
 /* Counts, and removes, the files "mark_run" made for prefix: one per run. */
 static int count_runs(const char *prefix) {
   char dir[1024], path[1200];
@@ -127,6 +128,7 @@ static int count_runs(const char *prefix) {
   uv_fs_req_cleanup(&req);
   return found;
 }
+#endif
 
 static void check_echo_rec(test_rec *rec, const char *want) {
   ASSERT_EQ_INT(rec->calls, 1);
