@@ -18,7 +18,8 @@ typedef struct pp__iov {
 } pp__iov;
 
 /* Opens the channel that the worker's command-line mark names (the decimal number of
- * the inherited descriptor), and makes it non-inheritable so that processes a task starts
+ * the inherited descriptor on Unix, of the inherited handle on Windows, checked before
+ * use), and makes it non-inheritable so that processes a task starts
  * do not keep the pool's channel open. Returns 0 or a UV_E* error. */
 int pp__chan_open(const char *spec, pp__chan *chan);
 
@@ -37,8 +38,8 @@ void pp__chan_close(pp__chan *chan);
 /* Makes the process end, with exit status PP__EXIT_ORPHAN, when the pool's end of the
  * channel closes while the worker is busy: a worker whose parent died must not finish a
  * long task for no one, nor outlive it. An idle worker sees end-of-file by itself and
- * exits normally. On Unix a small thread waits for the hang-up; on Windows the job object
- * libuv puts every spawned child in does the same. Returns 0 or a UV_E* error (the worker
+ * exits normally. On Unix a small thread waits for the hang-up; on Windows procpool's
+ * job object, which every worker joins before its first instruction, does the same. Returns 0 or a UV_E* error (the worker
  * then serves without it). */
 int pp__chan_watch(pp__chan *chan);
 
