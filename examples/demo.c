@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include <procpool.h>
+#include <uv.h>
 
 static int level = 1;              /* the program's initial value */
 static char *note = NULL;          /* the parent fills it on the heap */

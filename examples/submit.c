@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include <procpool.h>
+#include <uv.h>
 
 static int square(pp_call *call, const void *arg, size_t len) {
   long x;

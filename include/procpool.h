@@ -23,7 +23,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <uv.h>
+/* libuv's loop, which pp_pool_new takes, by its struct tag: uv.h's uv_loop_t is a typedef
+ * of it, so a uv_loop_t * is passed as it is. The header does not include uv.h, which on
+ * Unix needs POSIX types (pthread_rwlock_t) that strict ISO C (-std=c11) hides: a program
+ * that uses the loop includes uv.h itself. (Not a typedef of our own: C99 forbids
+ * repeating one, so it would clash with uv.h's under -std=c99 -pedantic.) */
+struct uv_loop_s;
 
 #ifdef __cplusplus
 extern "C" {
@@ -257,7 +262,8 @@ PP_EXTERN void pp_pool_options_init(pp_pool_options *opts);
  *
  * On Unix, a pool sets SIGPIPE to SIG_IGN if it is SIG_DFL, so that a worker that goes
  * away cannot kill the parent; an application's own handler is left alone. */
-PP_EXTERN int pp_pool_new(pp_pool **pool, uv_loop_t *loop, const pp_pool_options *opts);
+PP_EXTERN int pp_pool_new(pp_pool **pool, struct uv_loop_s *loop,
+                          const pp_pool_options *opts);
 
 /* The method the pool actually uses, after the default and PROCPOOL_START_METHOD were
  * resolved: never PP_START_DEFAULT, except for a NULL pool. */

@@ -1,6 +1,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <uv.h>
+
 #include "procpool.h"
 
 typedef struct pp__errdesc {

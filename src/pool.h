@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <uv.h>
+
 #include "names.h"
 #include "procpool.h"
 #include "protocol.h"

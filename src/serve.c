@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <uv.h>
+
 #include "channel.h"
 #include "journal.h"
 #include "names.h"

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <uv.h>
+
 #define PP__SHM_PREFIX "procpool-"
 #define PP__SHM_PREFIX_LEN (sizeof(PP__SHM_PREFIX) - 1)
 /* The most random characters a name gets, 5 bits each. macOS's short names leave room

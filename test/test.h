@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include <procpool.h>
+#include <uv.h>
 
 #define TEST_SKIP 77
 

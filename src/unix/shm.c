@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <uv.h>
+
 /* POSIX leaves names without a leading slash to the implementation. */
 static void pp__shm_path(char *path, const char *name) {
   size_t n = strlen(name);

@@ -3,6 +3,9 @@
 #include <signal.h>
 #include <stdio.h>
 
+/* SIGKILL, which Windows's signal.h lacks, comes from libuv (uv/win.h). */
+#include <uv.h>
+
 /* Nothing to do. Windows has no SIGPIPE: a write to a worker that went away fails with an
  * error. The two things a Windows parent might want for its workers the spawn method does
  * (src/win/spawn.c): its job object ends a crashed worker at once (no Windows Error
