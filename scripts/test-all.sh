@@ -2,7 +2,8 @@
 # From a fresh Debian or Ubuntu machine: installs what the tests need, then runs the
 # whole test suite: native, again under AddressSanitizer and UndefinedBehaviorSanitizer,
 # and the Windows build under wine when mingw-w64 and wine are there (CI installs them:
-# see .ci/run). Ends with one line "N passed, N failed, N skipped" over every run.
+# see .ci/run), then the consumer builds (scripts/test-consumers.sh). Ends with one line
+# "N passed, N failed, N skipped" over every run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,6 +57,14 @@ if [ -x scripts/test-windows.sh ] && { [ "${CI:-}" = true ] || command -v wine >
 else
   echo "=== windows: skipped (no wine here; CI installs it)"
 fi
+
+# Tiny applications built the ways other projects consume procpool (meson subproject,
+# CMake, pkg-config --static, C++11; the Windows DLL under wine when build-win/ was built
+# above), each a test of test/consumers' own meson project.
+echo "=== consumers"
+bash scripts/test-consumers.sh || status=1
+[ -f build-consumers/tests/meson-logs/testlog.json ] &&
+  logs+=("build-consumers/tests/meson-logs/testlog.json")
 
 python3 - "${logs[@]}" <<'PY'
 import json, sys
