@@ -61,6 +61,9 @@ static void pp__stream_deliver(pp__stream *s, size_t index, pp_result *r) {
     r->message = NULL;
     return;
   }
+  /* each() runs as a result callback, under the same rules, also when a run of a batch's
+   * results is filed outside pp__task_finish. */
+  s->pool->cb_depth++;
   s->each(s->user, index, r);
   pp_result_free(r);
   s->delivered++;
@@ -71,6 +74,7 @@ static void pp__stream_deliver(pp__stream *s, size_t index, pp_result *r) {
     pp_result_free(&held);
     s->delivered++;
   }
+  s->pool->cb_depth--;
 }
 
 /* An item that fails without a task of its own. */
@@ -91,7 +95,6 @@ static void pp__stream_single_cb(pp_pool *pool, pp_result *r, void *user) {
   pp__stream *s = it->s;
   size_t index = it->index;
 
-  (void) pool;
   if ((*it->pprev = it->next) != NULL)
     it->next->pprev = it->pprev;
   free(it);
