@@ -95,6 +95,7 @@ static void pp__stream_single_cb(pp_pool *pool, pp_result *r, void *user) {
   pp__stream *s = it->s;
   size_t index = it->index;
 
+  (void) pool;
   if ((*it->pprev = it->next) != NULL)
     it->next->pprev = it->pprev;
   free(it);
