@@ -25,6 +25,7 @@
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 extern char **environ;
@@ -84,11 +85,12 @@ static double secs_since(uint64_t t0) { return (double) (uv_hrtime() - t0) / 1e9
 /* The _1cpu figures are taken again with every process on one CPU (see pin_one_cpu). */
 enum {
   M_START, M_START_WARM, M_RT_APPLY, M_RT_SUBMIT, M_RT_APPLY_1CPU, M_RT_SUBMIT_1CPU,
-  M_SUBMIT, M_MAP, M_ECHO, M_WORKER_RSS, M_WORKER_ANON, M_RSS_BEFORE, M_RSS_AFTER, M_COUNT
+  M_SUBMIT, M_MAP, M_STREAM, M_STREAM_UNORD, M_STREAM_RSS, M_ECHO, M_WORKER_RSS, M_WORKER_ANON, M_RSS_BEFORE, M_RSS_AFTER, M_COUNT
 };
 static const char *const method_keys[M_COUNT] = {
   "pool_start_ms", "pool_start_warm_ms", "rt_apply_us", "rt_submit_us", "rt_apply_1cpu_us",
-  "rt_submit_1cpu_us", "submit_per_s", "map_per_s", "echo_mb_s", "worker_rss_kib",
+  "rt_submit_1cpu_us", "submit_per_s", "map_per_s", "stream_per_s", "stream_unordered_per_s",
+  "stream_peak_rss_growth_kib", "echo_mb_s", "worker_rss_kib",
   "worker_anon_kib", "parent_rss_before_kib", "parent_rss_after_kib"
 };
 
@@ -548,6 +550,49 @@ static int case_submit(const config *c, pp_start_method m, method_result *mr) {
   return err;
 }
 
+/* pp_map_stream over the same words as pp_map: next() hands out one reused buffer. */
+typedef struct bstream {
+  const uint64_t *words;
+  size_t n, i, bad;
+  uint64_t buf;
+} bstream;
+
+static int bstream_next(void *user, pp_input *in) {
+  bstream *b = (bstream *) user;
+
+  if (b->i == b->n)
+    return 0;
+  b->buf = b->words[b->i++];
+  in->data = &b->buf;
+  in->len = WORD_BYTES;
+  return 1;
+}
+
+static void bstream_each(void *user, size_t index, pp_result *r) {
+  bstream *b = (bstream *) user;
+
+  if (check_word(r, b->words[index]) != 0)
+    b->bad++;
+}
+
+/* The process's peak resident memory, KiB; 0 where it is not known. */
+static double peak_rss_kib(void) {
+#if defined(_WIN32)
+  return 0;
+#else
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru) != 0)
+    return 0;
+#  if defined(__APPLE__)
+  return (double) ru.ru_maxrss / 1024;
+#  else
+  return (double) ru.ru_maxrss;
+#  endif
+#endif
+}
+
+static size_t map_items_override;
+
 static int case_map(const config *c, pp_start_method m, method_result *mr) {
   size_t n = c->map_items, i;
   pp_input *in = malloc(n * sizeof(*in));
@@ -575,9 +620,45 @@ static int case_map(const config *c, pp_start_method m, method_result *mr) {
   }
   err = await_workers(pool, 2);
   for (rep = 0; rep < c->reps && err == 0; rep++) {
-    uint64_t t0 = uv_hrtime();
-    int status = pp_map(pool, "echo", n, in, out);
-    double secs = secs_since(t0);
+    uint64_t t0;
+    int status;
+    double secs;
+
+    /* The same items as a stream, in order and not, in the same run; first, so that
+     * the peak memory it adds is not hidden under pp_map's out[]. */
+    for (i = 0; i < 2 && err == 0; i++) {
+      bstream b;
+      double rss0 = peak_rss_kib();
+      memset(&b, 0, sizeof(b));
+      b.words = words;
+      b.n = n;
+      t0 = uv_hrtime();
+      status = pp_map_stream(pool, "echo", bstream_next, bstream_each, &b,
+                             i ? PP_MAP_UNORDERED : 0);
+      secs = secs_since(t0);
+      if (status != 0)
+        err = fail("pp_map_stream", status, NULL);
+      else if (b.bad != 0 || b.i != n)
+        err = bad("pp_map_stream: %zu wrong results, %zu of %zu items", b.bad, b.i, n);
+      else
+        add(&mr->fig[i ? M_STREAM_UNORD : M_STREAM], (double) n / secs);
+      if (err == 0) {
+        pp_pool_stats st;
+        pp_pool_stats_get(pool, &st);
+        if (st.done != st.submitted || st.queued != 0 || st.running != 0 || st.failed != 0)
+          err = bad("counters after a stream: %llu submitted, %llu done, %llu queued, %llu "
+                    "running", (unsigned long long) st.submitted,
+                    (unsigned long long) st.done, (unsigned long long) st.queued,
+                    (unsigned long long) st.running);
+      }
+      if (err == 0 && rep == 0 && i == 0)
+        add(&mr->fig[M_STREAM_RSS], peak_rss_kib() - rss0);
+    }
+    if (err != 0)
+      break;
+    t0 = uv_hrtime();
+    status = pp_map(pool, "echo", n, in, out);
+    secs = secs_since(t0);
 
     if (status != 0)
       err = fail("pp_map", status, NULL);
@@ -1005,6 +1086,15 @@ static void method_label(int i, const config *c, char *buf, size_t size) {
     case M_MAP:
       snprintf(buf, size, "pp_map %zu x 8 B, 2 workers, items/s", c->map_items);
       break;
+    case M_STREAM:
+      snprintf(buf, size, "pp_map_stream, in order, items/s");
+      break;
+    case M_STREAM_UNORD:
+      snprintf(buf, size, "pp_map_stream, unordered, items/s");
+      break;
+    case M_STREAM_RSS:
+      snprintf(buf, size, "peak RSS growth of the first stream, KiB");
+      break;
     case M_ECHO: snprintf(buf, size, "echo %zu MiB, MB/s", c->echo_bytes >> 20); break;
     case M_WORKER_RSS: snprintf(buf, size, "idle worker VmRSS, KiB"); break;
     case M_WORKER_ANON: snprintf(buf, size, "idle worker RssAnon, KiB"); break;
@@ -1169,7 +1259,8 @@ static void usage(FILE *f) {
           "                 next to this program)\n"
           "  --only CASES   a comma-separated subset of: start, roundtrip, memory, submit,\n"
           "                 map, echo, os (for profiling one case)\n"
-          "  --method NAME  measure that start method only\n");
+          "  --method NAME  measure that start method only\n"
+          "  --map-items N  items of the map and stream case (the 2,000,000-item check)\n");
 }
 
 static int parse_cases(const char *list, unsigned *cases) {
@@ -1266,6 +1357,8 @@ int main(int argc, char **argv) {
         return 2;
       }
       c.methods = 1u << j;
+    } else if (strcmp(argv[i], "--map-items") == 0 && i + 1 < argc) {
+      map_items_override = (size_t) strtoull(argv[++i], NULL, 10);
     } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
       if (parse_cases(argv[++i], &c.cases) != 0) {
         usage(stderr);
@@ -1277,6 +1370,8 @@ int main(int argc, char **argv) {
     }
   }
   set_counts(&c);
+  if (map_items_override != 0)
+    c.map_items = map_items_override;
 
   /* The variable would run every method's figures on one method, under the wrong name. */
   err = uv_os_getenv("PROCPOOL_START_METHOD", env, &envlen);

@@ -15,6 +15,8 @@ VERSUS_PYTHON = (
     ("rt_apply_1cpu_us", "round trip (apply), one CPU, us", True),
     ("submit_per_s", "submit/apply_async, tasks/s", False),
     ("map_per_s", "map of 8-byte items, items/s", False),
+    ("stream_per_s", "stream in order (imap), items/s", False),
+    ("stream_unordered_per_s", "stream unordered (imap_unordered), items/s", False),
     ("echo_mb_s", "large echo, MB/s", False),
     ("worker_rss_kib", "idle worker VmRSS, KiB", True),
 )

@@ -21,7 +21,8 @@ import time
 WORD = (0x5A5A5A5A01020304).to_bytes(8, "little")
 METHODS = ("fork", "spawn", "forkserver")
 METHOD_KEYS = ("pool_start_ms", "pool_start_warm_ms", "rt_apply_us", "rt_submit_us",
-               "rt_apply_1cpu_us", "rt_submit_1cpu_us", "submit_per_s", "map_per_s",
+               "rt_apply_1cpu_us", "rt_submit_1cpu_us", "submit_per_s", "map_per_s", "stream_per_s",
+               "stream_unordered_per_s",
                "echo_mb_s", "worker_rss_kib", "worker_anon_kib", "parent_rss_before_kib",
                "parent_rss_after_kib")
 
@@ -156,6 +157,16 @@ def measure(method, c):
             samples["map_per_s"].append(len(items) / (time.perf_counter() - t0))
             assert out == items
             del out
+            # imap and imap_unordered over a generator, with the chunksize map would pick
+            # (their own default, 1, would be a straw man): pp_map_stream's counterparts.
+            chunk, extra = divmod(len(items), 2 * 4)
+            chunk += 1 if extra else 0
+            t0 = time.perf_counter()
+            n = sum(1 for _ in pool.imap(echo, iter(items), chunksize=chunk))
+            samples["stream_per_s"].append(n / (time.perf_counter() - t0))
+            t0 = time.perf_counter()
+            n = sum(1 for _ in pool.imap_unordered(echo, iter(items), chunksize=chunk))
+            samples["stream_unordered_per_s"].append(n / (time.perf_counter() - t0))
     return samples
 
 
@@ -240,6 +251,8 @@ def main():
               ("rt_apply_1cpu_us", "round trip, pool.apply, one CPU, us"),
               ("submit_per_s", f"{c['submit_tasks']} apply_async, 2 workers, tasks/s"),
               ("map_per_s", f"map {c['map_items']} x 8 B, 2 workers, items/s"),
+              ("stream_per_s", "imap, same items, items/s"),
+              ("stream_unordered_per_s", "imap_unordered, same items, items/s"),
               ("echo_mb_s", f"echo {c['echo_bytes'] >> 20} MiB, MB/s"),
               ("worker_rss_kib", "idle worker VmRSS, KiB"),
               ("worker_anon_kib", "idle worker RssAnon, KiB"))

@@ -364,6 +364,89 @@ PP_EXTERN int pp_apply(pp_pool *pool, const char *task, const void *arg, size_t 
 PP_EXTERN int pp_map(pp_pool *pool, const char *task, size_t n, const pp_input *args,
                      pp_result *out);
 
+/* ---- Streams of work ---------------------------------------------------------------- */
+
+/* Gives pp_map_stream its next input. Returns 1 with *next set (next->data may be NULL
+ * when next->len is 0): the pool copies the bytes before it calls again, so one buffer may
+ * serve every call, and the bytes need to stay valid only until next() is called again or
+ * pp_map_stream returns. Returns 0 when there are no more inputs (next() is not called
+ * again), or a negative error to stop the stream: no more inputs are asked for, and
+ * pp_map_stream returns that error once every item already taken has been delivered.
+ * Called on the thread that called pp_map_stream, never from within a result callback: it
+ * may block, read files, allocate. It must not call procpool's blocking functions. */
+typedef int (*pp_next_fn)(void *user, pp_input *next);
+
+/* Receives one item's outcome, once per item, with its index: 0, 1, 2... in the order
+ * next() gave the inputs. The result is borrowed, as in pp_result_cb: the pool frees
+ * result->data and result->message after the call; to keep either, take the pointer and
+ * set the field to NULL. result->id is an id of the item's own. Called from the pool's
+ * loop inside pp_map_stream, with the same rules as a pp_result_cb: it may call
+ * pp_pool_stats_get, pp_submit and pp_cancel, and must not call the blocking functions
+ * (pp_apply, pp_map, pp_map_stream, pp_pool_wait), nor close the pool. */
+typedef void (*pp_each_fn)(void *user, size_t index, pp_result *result);
+
+/* pp_map_stream's flags. */
+enum {
+  PP_MAP_UNORDERED = 1   /* deliver each item as it completes, not in index order */
+};
+
+/* Runs task over every input next() gives and calls each() once per item: in index
+ * order, or with PP_MAP_UNORDERED as items complete. Blocks, running the pool's loop, as
+ * pp_map does (same rules: not from a result callback or a worker, on a caller's loop
+ * not from any of that loop's callbacks).
+ *
+ * Memory stays bounded whatever the stream's length: inputs are pulled from next() only
+ * as the pool has room for them, a few batches per worker (items go in batches as pp_map
+ * sends them, sized from how long items take; one by one under task_timeout_ms or
+ * max_tasks_per_worker), each batch a copy of at most 256 KiB of inputs. In order, results
+ * that come ahead of their turn are held back, at most 65536 items' worth: once the
+ * window is full (one slow item), no more inputs are taken until the slow one is done.
+ *
+ * Items fail alone, and the stream goes on: an input with data NULL and len > 0
+ * (PP_EINVAL) or over max_message_bytes (PP_E2BIG) fails without running; a worker that
+ * dies in the middle of a batch fails only the item it was running (PP_EWORKER), and the
+ * items after it run elsewhere, once each. When the pool cannot take items any more (it
+ * was closed or gave up starting workers), the item that found it so fails with that
+ * error (PP_ECLOSED, PP_ESPAWN, PP_EINIT) and no more inputs are taken. If the loop stops
+ * (someone closed the pool's handles), what is in flight fails with PP_ECANCELED.
+ *
+ * Returns, once every item taken has been delivered: next()'s error if it gave one, else
+ * the status of the failed item of the lowest index, else 0. Without calling next() or
+ * each(): PP_EINVAL (pool, task, next or each NULL, an unknown flag, called from a result
+ * callback or a worker), PP_ENOTASK (task is not in the table), PP_ECLOSED (the pool is
+ * closing), PP_ENOMEM. */
+PP_EXTERN int pp_map_stream(pp_pool *pool, const char *task, pp_next_fn next,
+                            pp_each_fn each, void *user, unsigned flags);
+
+/* ---- Watching a pool ----------------------------------------------------------------- */
+
+/* What a pool has done and is doing, counted in tasks: a task of pp_submit or pp_apply
+ * counts one, and so does each item of pp_map and pp_map_stream (an item that fails
+ * before it is handed to the pool, for a bad input, is not counted). At every moment
+ * submitted == done + queued + running. */
+typedef struct pp_pool_stats {
+  uint64_t submitted;        /* tasks accepted since the pool was made */
+  uint64_t done;             /* of those, with their outcome decided (delivered, or, in an
+                                ordered stream, held back for its turn) */
+  uint64_t failed;           /* of the done, with a non-zero status */
+  uint64_t queued;           /* waiting for a worker now (also one whose worker died
+                                before it started, back in the queue) */
+  uint64_t running;          /* sent to a worker, outcome not yet decided */
+  unsigned workers_ready;    /* workers serving now */
+  uint64_t workers_started;  /* processes started since the pool was made */
+  uint64_t workers_lost;     /* of those, ended otherwise than by the pool letting them
+                                go (retirement after max_tasks_per_worker, the close): a
+                                crash, a failed start, a kill for a timeout, a cancel, bad
+                                data or pp_pool_terminate */
+} pp_pool_stats;
+
+/* Fills *stats with a snapshot of the counters, consistent with each other. Cheap (it
+ * walks the workers' pipelines, at most workers x pipeline depth tasks): a progress line
+ * may call it in every pp_each_fn. Call it on the thread that runs the pool's loop, as
+ * any pool function (from a result callback too). Returns 0, or PP_EINVAL when pool or
+ * stats is NULL. */
+PP_EXTERN int pp_pool_stats_get(pp_pool *pool, pp_pool_stats *stats);
+
 /* Frees result->data and result->message and zeroes *result. NULL is fine; a zeroed or
  * already freed result is fine. */
 PP_EXTERN void pp_result_free(pp_result *result);

@@ -12,3 +12,7 @@ meson compile -C build >/dev/null
 echo
 echo "=== The same with PROCPOOL_START_METHOD=spawn (what Windows does):"
 PROCPOOL_START_METHOD=spawn ./build/examples/demo 2>/dev/null
+
+echo
+echo "=== A stream: every file under ${PROGRESS_DIR:-/usr/include}, hashed by the pool (examples/progress.c):"
+./build/examples/progress "${PROGRESS_DIR:-/usr/include}"

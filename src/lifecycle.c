@@ -190,6 +190,11 @@ static void pp__worker_settle(pp__worker *w, pp__wstate from, int natural, int s
 
   assert(!w->settled);
   w->settled = 1;
+  /* Lost: any end but the pool letting it go (retired, or still starting at a close). */
+  if (w->state != PP__W_RETIRING &&
+      !(pool->closing && !pool->terminating && from == PP__W_STARTING && !natural &&
+        status == 0))
+    pool->st_lost++;
   pp__worker_set_idle(w, 0);
   pp__worker_count(w, 0);
   if (natural && !w->became_ready) {
@@ -204,7 +209,6 @@ static void pp__worker_settle(pp__worker *w, pp__wstate from, int natural, int s
                                    w->pid, how, pool->initializer ? pool->initializer
                                                                   : "(none)"));
   }
-  (void) from;
   head = pp__worker_head(w);
   /* A worker that ended by itself in a batch may have left finished items' results in its
    * journal only: they are filed first, so that the batch's failure falls on the right
@@ -529,6 +533,7 @@ void pp__worker_start(pp_pool *pool) {
     pp__start_failed(pool, PP_ESPAWN, pp__strdupf("%s", why));
     return;
   }
+  pool->st_started++;
   uv_read_start((uv_stream_t *) &w->pipe, pp__on_alloc, pp__on_read);
   pp__worker_arm(w, PP__WT_START, pool->start_timeout_ms);
 

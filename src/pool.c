@@ -277,6 +277,12 @@ void pp__task_finish(pp__task *t, int status, void *data, size_t len, char *msg)
   t->state = PP__T_DONE;
   pp__tasktab_del(&pool->tasks, t->id);
   pool->pending--;
+  /* Counted before the callback, which may read the counters. */
+  if (t->nitems == 0) {
+    pool->st_done++;
+    if (status != 0)
+      pool->st_failed++;
+  }
 
   if (status != 0 && msg == NULL)
     msg = pp__strdupf("task '%s' (id %llu): %s", t->name, (unsigned long long) t->id,
@@ -491,6 +497,7 @@ int pp__submit(pp_pool *pool, const char *task, const void *arg, size_t len,
   /* A batch reserves an id for each of its items too. */
   pool->next_id += 1 + nitems;
   pool->pending++;
+  pool->st_submitted += nitems ? nitems : 1;
   pp__q_insert_tail(&pool->queue, &t->node);
   if (id != NULL)
     *id = t->id;

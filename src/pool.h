@@ -196,6 +196,13 @@ struct pp_pool {
   uint64_t avg_ns;         /* running average of a task's time in its worker */
   uint64_t timed;          /* results that went into avg_ns */
   uint64_t dropped;        /* results that came for tasks already decided */
+  /* pp_pool_stats's counters (stats.c derives queued and running). A batch's items count
+   * one each; its owner (stream.c) counts their outcomes, pp__task_finish the others'. */
+  uint64_t st_submitted;
+  uint64_t st_done;
+  uint64_t st_failed;
+  uint64_t st_started;
+  uint64_t st_lost;
   pp__tasktab tasks;
   uv_idle_t final;         /* closed last: its close callback releases the pool */
   int final_closed;

@@ -371,6 +371,7 @@ const pp_task test_tasks[] = {
   { "count_run", test_task_count_run },
   { "init_aligned_count", test_task_init_aligned_count },
   { "journal_run", test_task_journal_run },
+  { "stream_op", test_task_stream_op },
   /* The same initializer under names of many lengths (test-worker.c). */
   { "i", test_task_init_aligned },
   { "ia", test_task_init_aligned },

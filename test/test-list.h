@@ -174,3 +174,15 @@ TEST_ONCE(win_job)
 TEST_ONCE(win_exception_code)
 TEST_ONCE(win_exit_process)
 TEST_ONCE(win_bad_channel)
+
+/* Streams and the pool's counters: ordered and unordered delivery, next() ending and
+ * failing, failures and dead workers mid-stream, the bounded window, misuse, the counters
+ * under faults (test-stream.c) */
+TEST_EACH(stream_ordered)
+TEST_EACH(stream_unordered)
+TEST_EACH(stream_next_stops)
+TEST_EACH(stream_failures)
+TEST_EACH(stream_worker_killed)
+TEST_EACH(stream_window_bounded)
+TEST_EACH(stream_api)
+TEST_EACH(stream_counters_faults)

@@ -1,0 +1,33 @@
+/* pp_pool_stats_get: the pool's counters. Four are kept as events happen; queued and
+ * running are derived at the moment they are read, so that no two counters can disagree:
+ * running is what the workers' lists hold undecided (bounded: workers times the pipeline
+ * depth), and queued is whatever else was accepted and is not decided yet. */
+#include <string.h>
+
+#include "pool.h"
+
+int pp_pool_stats_get(pp_pool *pool, pp_pool_stats *stats) {
+  uint64_t running = 0;
+  pp__qnode *q, *k;
+
+  if (pool == NULL || stats == NULL)
+    return PP_EINVAL;
+  for (q = pp__q_head(&pool->workers); q != &pool->workers; q = q->next) {
+    pp__worker *w = PP__CONTAINER_OF(q, pp__worker, node);
+    for (k = pp__q_head(&w->inflight); k != &w->inflight; k = k->next) {
+      const pp__task *t = PP__CONTAINER_OF(k, pp__task, node);
+      if (t->state != PP__T_DONE)
+        running += t->nitems ? t->nitems - t->received : 1;
+    }
+  }
+  memset(stats, 0, sizeof(*stats));
+  stats->submitted = pool->st_submitted;
+  stats->done = pool->st_done;
+  stats->failed = pool->st_failed;
+  stats->running = running;
+  stats->queued = pool->st_submitted - pool->st_done - running;
+  stats->workers_ready = pool->ready;
+  stats->workers_started = pool->st_started;
+  stats->workers_lost = pool->st_lost;
+  return 0;
+}
