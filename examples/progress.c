@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include <procpool.h>
+#include <uv.h>
 
 /* ---- The worker's task: the file's size and hash --------------------------------------- */
 
