@@ -41,6 +41,19 @@ static int pp__wbatch_reserve(pp__wbatch *b, size_t bytes) {
   if (ts == NULL)
     return PP_ENOMEM;
   b->tasks = ts;
+  /* ends grows with tasks, to the same capacity. */
+  if (b->captasks > 0 && b->ends == NULL) {
+    b->ends = malloc(b->captasks * sizeof(*b->ends));
+    b->capends = b->ends ? b->captasks : 0;
+  } else if (b->capends < b->captasks) {
+    size_t *e = realloc(b->ends, b->captasks * sizeof(*e));
+    if (e != NULL) {
+      b->ends = e;
+      b->capends = b->captasks;
+    }
+  }
+  if (b->capends < b->ntasks + 1)
+    return PP_ENOMEM;
   sg = pp__grow(b->segs, &b->capsegs, b->nsegs + 2, sizeof(*sg));
   if (sg == NULL)
     return PP_ENOMEM;
@@ -69,6 +82,7 @@ int pp__wbatch_put(pp__worker *w, const void *frame, size_t len) {
   b->segs[b->nsegs].task = NULL;
   b->nsegs++;
   b->len += len;
+  b->total += len;
   return 0;
 }
 
@@ -101,10 +115,20 @@ static int pp__wbatch_add(pp__wbatch *b, pp__task *t) {
     b->segs[b->nsegs].task = t;
     b->nsegs++;
   }
+  b->total += PP__HDR_SIZE + t->len;
+  b->ends[b->ntasks] = b->total;
   b->tasks[b->ntasks++] = t;
   if (t->writing++ == 0 && t->hold != NULL)
     (*t->hold)++;
   return 0;
+}
+
+/* n more of the batch's bytes are written: each task whose frame is now written whole
+ * has reached the worker (t->sent_to), and the worker may run it. */
+static void pp__wbatch_advance(pp__wbatch *b, pp__worker *w, size_t n) {
+  b->done += n;
+  while (b->marked < b->ntasks && b->ends[b->marked] <= b->done)
+    b->tasks[b->marked++]->sent_to = w->token;
 }
 
 void pp__wbatch_done(pp__wbatch *b, pp__worker *sent_to) {
@@ -121,12 +145,28 @@ void pp__wbatch_done(pp__wbatch *b, pp__worker *sent_to) {
   b->len = 0;
   b->nsegs = 0;
   b->ntasks = 0;
+  b->total = 0;
+  b->done = 0;
+  b->marked = 0;
+  b->req_end = 0;
+}
+
+void pp__worker_writes_landed(pp__worker *w) {
+  pp__wbatch *b = &w->wb[w->wb_fill ^ 1];
+
+  /* libuv reports a write's end from the loop's next turn, but counts the bytes still to
+   * write at once: with none left, the write under way is all in the socket already, and
+   * the worker may have read its frames and run their tasks. */
+  if (!w->wb_busy || w->pipe.write_queue_size != 0)
+    return;
+  pp__wbatch_advance(b, w, b->req_end - b->done);
 }
 
 void pp__wbatch_free(pp__wbatch *b) {
   free(b->bytes);
   free(b->segs);
   free(b->tasks);
+  free(b->ends);
   free(b->bufs);
   memset(b, 0, sizeof(*b));
 }
@@ -155,16 +195,83 @@ static void pp__worker_write_failed(pp__worker *w, int err) {
                               uv_err_name(err)));
 }
 
+/* Fills b->bufs with the batch's bytes on the wire from `from` to `to`; returns how many
+ * buffers. */
+static unsigned pp__wbatch_bufs(pp__wbatch *b, size_t from, size_t to) {
+  size_t i, pos = 0;
+  unsigned n = 0;
+
+  for (i = 0; i < b->nsegs && pos < to; i++) {
+    const pp__wseg *g = &b->segs[i];
+    const char *base = g->task ? (const char *) g->task->arg : (const char *) b->bytes + g->off;
+    size_t lo = from > pos ? from - pos : 0;
+    size_t hi = to - pos < g->len ? to - pos : g->len;
+    if (lo < hi)
+      b->bufs[n++] = uv_buf_init((char *) base + lo, (unsigned int) (hi - lo));
+    pos += g->len;
+  }
+  return n;
+}
+
+static void pp__on_written(uv_write_t *req, int status);
+
+/* Writes what is left of batch b: at once what the socket takes, and the rest through a
+ * write request that ends where the first frame not yet written whole ends. A request
+ * never spans two frames: when one fails, every frame before it is known to have
+ * reached the worker whole, and none after it, so a worker that dies while its frames
+ * are being written has its running task decided right. Returns 1 when b is written
+ * whole, 0 when a request is under way, or a UV_E* error. */
+static int pp__wbatch_write(pp__worker *w, pp__wbatch *b) {
+  unsigned n;
+  int err;
+
+  if (b->capbufs < b->nsegs) {
+    uv_buf_t *bufs = realloc(b->bufs, b->nsegs * sizeof(*bufs));
+    if (bufs == NULL)
+      return UV_ENOMEM;
+    b->bufs = bufs;
+    b->capbufs = b->nsegs;
+  }
+  /* Most batches fit in the socket's buffer: written at once, they need no request, no
+   * extra loop turn and no change to what the loop watches. */
+  n = pp__wbatch_bufs(b, b->done, b->total);
+  err = uv_try_write((uv_stream_t *) &w->pipe, b->bufs, n);
+  if (err < 0 && err != UV_EAGAIN)
+    return err;
+  pp__wbatch_advance(b, w, err > 0 ? (size_t) err : 0);
+  if (b->done == b->total)
+    return 1;
+  b->req_end = b->marked < b->ntasks ? b->ends[b->marked] : b->total;
+  n = pp__wbatch_bufs(b, b->done, b->req_end);
+  b->req.data = b;
+  b->worker = w;
+  return uv_write(&b->req, (uv_stream_t *) &w->pipe, b->bufs, n, pp__on_written);
+}
+
 static void pp__on_written(uv_write_t *req, int status) {
   pp__wbatch *b = (pp__wbatch *) req->data;
   pp__worker *w = b->worker;
+  int err = status;
 
-  pp__wbatch_done(b, status == 0 ? w : NULL);
+  if (status == 0) {
+    pp__wbatch_advance(b, w, b->req_end - b->done);
+    if (b->done == b->total) {
+      err = 1;
+    } else if (w->state == PP__W_READY) {
+      /* The rest of the same batch goes first, frame by frame while the socket is full. */
+      err = pp__wbatch_write(w, b);
+      if (err == 0)
+        return;
+    } else {
+      err = UV_ECANCELED;
+    }
+  }
+  pp__wbatch_done(b, err == 1 ? w : NULL);
   w->wb_busy = 0;
   if (w->state != PP__W_READY)
     return;
-  if (status < 0)
-    pp__worker_write_failed(w, status);
+  if (err < 0)
+    pp__worker_write_failed(w, err);
   else
     pp__flush_worker(w);
 }
@@ -173,7 +280,6 @@ static void pp__on_written(uv_write_t *req, int status) {
  * callback then sends this one. */
 static void pp__flush_worker(pp__worker *w) {
   pp__wbatch *b = &w->wb[w->wb_fill];
-  size_t i, first = 0;
   int err;
 
   if (w->wb_busy || b->nsegs == 0)
@@ -182,40 +288,11 @@ static void pp__flush_worker(pp__worker *w) {
     pp__wbatch_done(b, NULL);
     return;
   }
-  if (b->capbufs < b->nsegs) {
-    uv_buf_t *bufs = realloc(b->bufs, b->nsegs * sizeof(*bufs));
-    if (bufs == NULL) {
-      pp__worker_write_failed(w, UV_ENOMEM);
-      return;
-    }
-    b->bufs = bufs;
-    b->capbufs = b->nsegs;
+  err = pp__wbatch_write(w, b);
+  if (err == 1) {
+    pp__wbatch_done(b, w);
+    return;
   }
-  for (i = 0; i < b->nsegs; i++) {
-    const pp__wseg *g = &b->segs[i];
-    b->bufs[i] = uv_buf_init(g->task ? (char *) g->task->arg : (char *) b->bytes + g->off,
-                             (unsigned int) g->len);
-  }
-  /* Most batches fit in the socket's buffer: written at once, they need no request, no
-   * extra loop turn and no change to what the loop watches. */
-  err = uv_try_write((uv_stream_t *) &w->pipe, b->bufs, (unsigned int) b->nsegs);
-  if (err >= 0 || err == UV_EAGAIN) {
-    size_t done = err > 0 ? (size_t) err : 0;
-    while (first < b->nsegs && done >= b->bufs[first].len)
-      done -= b->bufs[first++].len;
-    if (first == b->nsegs) {
-      pp__wbatch_done(b, w);
-      return;
-    }
-    b->bufs[first].base += done;
-    b->bufs[first].len -= (unsigned int) done;
-    err = 0;
-  }
-  b->req.data = b;
-  b->worker = w;
-  if (err == 0)
-    err = uv_write(&b->req, (uv_stream_t *) &w->pipe, b->bufs + first,
-                   (unsigned int) (b->nsegs - first), pp__on_written);
   if (err != 0) {
     pp__wbatch_done(b, NULL);
     pp__worker_write_failed(w, err);

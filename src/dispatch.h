@@ -16,6 +16,10 @@ void pp__on_flush(uv_prepare_t *h);
 void pp__wbatch_done(pp__wbatch *b, pp__worker *sent_to);
 void pp__wbatch_free(pp__wbatch *b);
 
+/* Before w's channel closes: the tasks of a write that is complete but whose callback has
+ * not run yet count as having reached w (t->sent_to), as they would a turn later. */
+void pp__worker_writes_landed(pp__worker *w);
+
 /* Appends a small frame of the pool's own, not a task's, to the batch w is filling. */
 int pp__wbatch_put(pp__worker *w, const void *frame, size_t len);
 

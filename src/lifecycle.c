@@ -115,6 +115,8 @@ void pp__worker_arm_task_timer(pp__worker *w) {
  * close, and the batch being filled is dropped: its tasks are decided by the settle that
  * follows, and a decided task's argument may be freed by its owner at once. */
 static void pp__worker_close_channel(pp__worker *w) {
+  if (!uv_is_closing((uv_handle_t *) &w->pipe))
+    pp__worker_writes_landed(w);
   pp__q_remove(&w->dirty_node);
   pp__wbatch_done(&w->wb[w->wb_fill], NULL);
   if (!uv_is_closing((uv_handle_t *) &w->pipe))
@@ -210,6 +212,9 @@ static void pp__worker_settle(pp__worker *w, pp__wstate from, int natural, int s
                                                                   : "(none)"));
   }
   head = pp__worker_head(w);
+  /* A batch that has results had reached its worker, whatever the write's callback said. */
+  if (head != NULL && head->received > 0)
+    head->sent_to = w->token;
   /* A worker that ended by itself in a batch may have left finished items' results in its
    * journal only: they are filed first, so that the batch's failure falls on the right
    * item. A kill's victim wrote what it wrote, but its end says nothing of it. */

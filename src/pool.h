@@ -102,6 +102,12 @@ typedef struct pp__wbatch {
   size_t nsegs, capsegs;
   pp__task **tasks;        /* whose frames it holds: each counted in its writing */
   size_t ntasks, captasks;
+  size_t capends;
+  size_t *ends;            /* where each task's frame ends in the batch's bytes on the wire */
+  size_t total;            /* the batch's bytes on the wire */
+  size_t done;             /* of those, written */
+  size_t marked;           /* tasks whose frame is written whole (t->sent_to set) */
+  size_t req_end;          /* where the write under way ends */
   uv_buf_t *bufs;
   size_t capbufs;
 } pp__wbatch;
