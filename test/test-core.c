@@ -254,6 +254,52 @@ void test_eof_without_exit(void) {
 #endif
 }
 
+/* ---- A crash with frames still being written behind it ------------------------------ */
+
+/* The crashing task's frame reaches its worker whole, but the large frames sent ahead
+ * behind it are still being written when it dies: the write fails. The crashing task
+ * must still count as having run (PP_EWORKER, once); it used to be sent again, and
+ * crash up to four times. */
+void test_pipelined_crash_once(void) {
+#ifdef _WIN32
+  test_skip("mark_run counts runs by file, on Unix");
+#else
+  enum { N = 12, BIG = 256 * 1024 };
+  pp_pool_options opts;
+  pp_pool *pool;
+  test_rec crash, recs[N];
+  char prefix[1024], arg[1100];
+  unsigned char *big;
+  int i;
+
+  test_options(&opts);
+  opts.workers = 1;
+  opts.pipeline_depth = 16;
+  pool = NEW_POOL(NULL, &opts);
+  big = (unsigned char *) malloc(BIG);
+  ASSERT_NOT_NULL(big);
+  memset(big, 7, BIG);
+  test_marker_path(prefix, sizeof(prefix), "pipecrash");
+  snprintf(arg, sizeof(arg), "x%s", prefix);
+  ASSERT_EQ_INT(test_submit(pool, "mark_run", arg, strlen(arg), &crash), 0);
+  for (i = 0; i < N; i++)
+    ASSERT_EQ_INT(test_submit(pool, "echo", big, BIG, &recs[i]), 0);
+  ASSERT_EQ_INT(pp_pool_wait(pool), 0);
+  ASSERT_EQ_INT(crash.calls, 1);
+  ASSERT_STATUS(crash.res, PP_EWORKER);
+  pp_result_free(&crash.res);
+  for (i = 0; i < N; i++) {
+    ASSERT_EQ_INT(recs[i].calls, 1);
+    ASSERT_STATUS(recs[i].res, 0);
+    ASSERT_EQ_INT(recs[i].res.len, BIG);
+    pp_result_free(&recs[i].res);
+  }
+  ASSERT_EQ_INT(pp_pool_close(pool, NULL, NULL), 0);
+  free(big);
+  ASSERT_EQ_INT(count_runs(prefix), 1);
+#endif
+}
+
 /* ---- Item 5: timeouts count real time, not the loop's cached clock ------------------- */
 
 /* The application spends 1.5 s away from its loop, then submits a task that takes
