@@ -368,5 +368,7 @@ const pp_task test_tasks[] = {
 #ifndef _WIN32
   { "count_fds", t_count_fds },
 #endif
+  { "model", test_task_model },
+  { "model_init", test_task_model_init },
   { NULL, NULL },
 };

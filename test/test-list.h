@@ -117,3 +117,7 @@ TEST_EACH(proto_late_hello)
 
 /* A program in a path with spaces and non-ASCII characters (test-paths.c) */
 TEST_EACH(odd_path)
+
+/* Random sequences of the API's calls checked against the header (test-model.c) */
+TEST_EACH(model_private)
+TEST_EACH(model_caller_loop)

@@ -40,6 +40,8 @@ int test_task_shm_crash(pp_call *call, const void *arg, size_t len);
 int test_task_shm_make(pp_call *call, const void *arg, size_t len);
 int test_task_shm_release(pp_call *call, const void *arg, size_t len);
 int test_task_shm_close_inherited(pp_call *call, const void *arg, size_t len);
+int test_task_model(pp_call *call, const void *arg, size_t len);
+int test_task_model_init(pp_call *call, const void *arg, size_t len);
 
 /* What the "mapf" task computes: distinct inputs give distinct outputs. */
 uint64_t test_mapf(uint32_t x);
