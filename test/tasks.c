@@ -391,5 +391,7 @@ const pp_task test_tasks[] = {
   { "win_exit_process", test_task_win_exit_process },
   { "win_grandchild", test_task_win_grandchild },
 #endif
+  { "model", test_task_model },
+  { "model_init", test_task_model_init },
   { NULL, NULL },
 };

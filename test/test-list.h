@@ -187,3 +187,6 @@ TEST_EACH(stream_worker_killed)
 TEST_EACH(stream_window_bounded)
 TEST_EACH(stream_api)
 TEST_EACH(stream_counters_faults)
+/* Random sequences of the API's calls checked against the header (test-model.c) */
+TEST_EACH(model_private)
+TEST_EACH(model_caller_loop)
