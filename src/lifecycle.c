@@ -193,7 +193,7 @@ static void pp__worker_settle(pp__worker *w, pp__wstate from, int natural, int s
   assert(!w->settled);
   w->settled = 1;
   /* Lost: any end but the pool letting it go (retired, or still starting at a close). */
-  if (w->state != PP__W_RETIRING &&
+  if (w->state != PP__W_RETIRING && !w->lost_counted &&
       !(pool->closing && !pool->terminating && from == PP__W_STARTING && !natural &&
         status == 0))
     pool->st_lost++;
@@ -253,6 +253,12 @@ static void pp__worker_settle(pp__worker *w, pp__wstate from, int natural, int s
     head->state = PP__T_QUEUED;
     head->requeued++;
     pp__q_insert_head(&pool->queue, &head->node);
+  }
+  /* A terminating pool runs nothing more: what went back to the queue ends here. */
+  while (pool->terminating && !pp__q_empty(&pool->queue)) {
+    pp__task *t = PP__CONTAINER_OF(pp__q_head(&pool->queue), pp__task, node);
+    pp__task_fail(t, PP_ECANCELED, "task '%s' (id %llu) was canceled: the pool was "
+                  "terminated", t->name, (unsigned long long) t->id);
   }
 }
 
@@ -342,6 +348,31 @@ void pp__worker_kill(pp__worker *w, int status, char *msg) {
   pp__worker_after(pool);
 }
 
+void pp__worker_abort_head(pp__worker *w, int status, char *msg) {
+  pp__task *t = pp__worker_head(w);
+
+  assert(t != NULL && t->state != PP__T_DONE);
+  if (w->state == PP__W_READY) {
+    /* The worker may have finished t already and gone on to the tasks behind it, whose
+     * results may be on their way: it is killed, but read to its end like one that ended
+     * by itself, and the settle then decides the task it was running at the kill. t
+     * stays listed, decided, until then. */
+    pp__worker_set_state(w, PP__W_ENDING);
+    pp__worker_set_idle(w, 0);
+    pp__worker_arm(w, PP__WT_HANGUP, PP__REAP_GRACE_MS);
+    w->abort_kill = 1;
+    /* Lost from now on, for the counters, though it is settled later. */
+    w->lost_counted = 1;
+    w->pool->st_lost++;
+  }
+  pp__task_finish(t, status, NULL, 0, msg);
+  /* Killed after the callback, which may have ended the worker in its own way. */
+  if (w->abort_kill && w->state == PP__W_ENDING && !w->exited) {
+    w->abort_kill = 0;
+    w->pool->ops->kill(w);
+  }
+}
+
 void pp__worker_retire(pp__worker *w) {
   pp_pool *pool = w->pool;
 
@@ -369,7 +400,12 @@ void pp__worker_on_exit(pp__worker *w, int64_t exit_status, int term_signal) {
       pp__worker_arm(w, PP__WT_DRAIN, PP__EXIT_GRACE_MS);
       break;
     case PP__W_ENDING:
-      pp__worker_end(w, NULL);
+      /* Its channel ended first, or it was killed while still read: what it wrote last
+       * may still be on its way. */
+      if (w->eof)
+        pp__worker_end(w, NULL);
+      else
+        pp__worker_arm(w, PP__WT_DRAIN, PP__EXIT_GRACE_MS);
       break;
     case PP__W_RETIRING:
     case PP__W_KILLED:
@@ -398,6 +434,8 @@ void pp__worker_on_eof(pp__worker *w) {
     case PP__W_ENDING:
       if (w->exited)
         pp__worker_end(w, NULL);
+      else
+        pp__worker_arm(w, PP__WT_HANGUP, PP__HANGUP_GRACE_MS);
       break;
     default:
       break;
@@ -436,11 +474,11 @@ static void pp__worker_task_timer(pp__worker *w) {
     pp__worker_arm(w, PP__WT_TASK, pool->timeout_ms - elapsed);
     return;
   }
-  pp__worker_kill(w, PP_ETIMEDOUT,
-                  pp__strdupf("task '%s' (id %llu) ran longer than task_timeout_ms (%llu "
-                              "ms); worker pid %ld was killed", t->name,
-                              (unsigned long long) t->id,
-                              (unsigned long long) pool->timeout_ms, w->pid));
+  pp__worker_abort_head(w, PP_ETIMEDOUT,
+                        pp__strdupf("task '%s' (id %llu) ran longer than task_timeout_ms "
+                                    "(%llu ms); worker pid %ld was killed", t->name,
+                                    (unsigned long long) t->id,
+                                    (unsigned long long) pool->timeout_ms, w->pid));
 }
 
 static void pp__on_timer(uv_timer_t *timer) {

@@ -28,6 +28,11 @@ void pp__worker_start_failed(pp__worker *w, int err, char *msg);
  * front of the queue. Harmless on a worker already killed or gone. */
 void pp__worker_kill(pp__worker *w, int status, char *msg);
 
+/* Ends w's running task at once with status and msg (malloc'd; cancel, timeout) and
+ * kills w, which is read to its end all the same: it may have finished that task and
+ * started the ones behind it. Harmless to call on a worker already ending. */
+void pp__worker_abort_head(pp__worker *w, int status, char *msg);
+
 /* READY with nothing in flight -> RETIRING: its channel is closed so that it exits by
  * itself; it is killed if it does not within a grace period. */
 void pp__worker_retire(pp__worker *w);

@@ -256,7 +256,8 @@ int pp__find_task(const pp_pool *pool, const char *name, uint32_t *index) {
 }
 
 void pp__task_free(pp__task *t) {
-  if (t != NULL && t->state == PP__T_DONE && t->writing == 0 && t->worker == NULL) {
+  if (t != NULL && t->state == PP__T_DONE && t->writing == 0 && t->worker == NULL &&
+      !t->in_cb) {
     free(t->owned);
     free(t);
   }
@@ -293,9 +294,12 @@ void pp__task_finish(pp__task *t, int status, void *data, size_t len, char *msg)
   r.len = len;
   r.message = msg;
   if (t->cb != NULL) {
+    /* The callback may end the worker that lists t, which releases it: not yet. */
+    t->in_cb = 1;
     pool->cb_depth++;
     t->cb(pool, &r, t->user);
     pool->cb_depth--;
+    t->in_cb = 0;
   }
   pp_result_free(&r);
   pp__task_free(t);
@@ -469,6 +473,7 @@ int pp__submit(pp_pool *pool, const char *task, const void *arg, size_t len,
   t->index = index;
   t->state = PP__T_QUEUED;
   t->writing = 0;
+  t->in_cb = 0;
   t->sent_to = 0;
   t->requeued = 0;
   t->cb = cb;
@@ -520,9 +525,10 @@ int pp_cancel(pp_pool *pool, uint64_t id) {
     return PP_ENOENT;
   if (t->state == PP__T_RUNNING && pp__worker_head(t->worker) == t) {
     pp__worker *w = t->worker;
-    pp__worker_kill(w, PP_ECANCELED,
-                    pp__strdupf("task '%s' (id %llu) was canceled while it ran; worker pid "
-                                "%ld was killed", t->name, (unsigned long long) id, w->pid));
+    pp__worker_abort_head(w, PP_ECANCELED,
+                          pp__strdupf("task '%s' (id %llu) was canceled while it ran; "
+                                      "worker pid %ld was killed", t->name,
+                                      (unsigned long long) id, w->pid));
   } else {
     /* Queued, or sent ahead but not started: one sent ahead stays listed so that the
      * worker's results still line up, and its result, when it comes, is dropped. */
@@ -657,6 +663,9 @@ int pp_pool_terminate(pp_pool *pool, pp_close_cb cb, void *user) {
   pool->term_cb = cb;
   pool->term_user = user;
   pool->pending++;  /* Hold off the shutdown until everything below is done. */
+  /* The callbacks below may cancel a running task, whose worker then gives back the
+   * tasks behind it: round again until none is left. */
+again:
   while (!pp__q_empty(&pool->queue)) {
     pp__task *t = PP__CONTAINER_OF(pp__q_head(&pool->queue), pp__task, node);
     pp__task_fail(t, PP_ECANCELED, "task '%s' (id %llu) was canceled: the pool was "
@@ -675,6 +684,8 @@ int pp_pool_terminate(pp_pool *pool, pp_close_cb cb, void *user) {
     }
     pp__worker_kill(w, 0, NULL);
   }
+  if (!pp__q_empty(&pool->queue))
+    goto again;
   pool->pending--;
   if (pool->own && nested)
     return 0;

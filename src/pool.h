@@ -34,6 +34,7 @@ struct pp__task {
   uint32_t index;          /* in the task table; PP__NO_INDEX until known */
   int state;               /* PP__T_QUEUED, PP__T_RUNNING, PP__T_DONE */
   int writing;             /* write batches that hold its frame */
+  int in_cb;               /* its callback is running: it is not freed meanwhile */
   uint64_t sent_to;        /* the token of the worker its frame last reached whole */
   unsigned requeued;       /* times it came back from a worker its frame never reached */
   pp_result_cb cb;
@@ -131,6 +132,8 @@ struct pp__worker {
   int got_hello;
   int became_ready;        /* it reached READY once */
   int unwritable;          /* a write failed: it gets nothing more */
+  int abort_kill;          /* pp__worker_abort_head is to kill it after its callback */
+  int lost_counted;        /* counted in pool->st_lost already */
   int exited;              /* the start method reported the process's end */
   int eof;                 /* its channel ended */
   int open_handles;
