@@ -2130,6 +2130,19 @@ static void run_model(int caller) {
     uv_run(&loop, UV_RUN_DEFAULT);
     ASSERT_EQ_INT(uv_loop_close(&loop), 0);
   }
+  if (test_method == PP_START_FORKSERVER) {
+    /* Likewise the forkserver's server and this process's connection to it, which live
+     * as long as the process once the first forkserver pool made them. */
+    pp_pool_options opts;
+    pp_pool *pool;
+    pp_result r;
+    test_options(&opts);
+    opts.workers = 1;
+    pool = NEW_POOL(NULL, &opts);
+    APPLY(pool, "echo", "w", 1, &r);
+    pp_result_free(&r);
+    ASSERT_EQ_INT(pp_pool_close(pool, NULL, NULL), 0);
+  }
 #endif
   wd_init();
   if (env_u64("PROCPOOL_MODEL_SEED", &seed)) {
