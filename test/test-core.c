@@ -427,6 +427,114 @@ void test_apply_cancel_sent_ahead(void) {
   pp_result_free(&sleeper.res);
 }
 
+/* ---- Callbacks that end the pool (found by the model test) ---------------------------- */
+
+typedef struct ender {
+  pp_pool *pool;
+  uint64_t cancel_id;      /* canceled from the first callback, when not 0 */
+  int terminate;           /* the first callback terminates the pool */
+  int calls;
+  int closed;
+  test_rec *recs;          /* every task's record, to count callbacks */
+  size_t nrecs;
+} ender;
+
+static void ender_cb(pp_pool *pool, pp_result *r, void *user) {
+  ender *e = (ender *) user;
+  size_t i;
+
+  for (i = 0; i < e->nrecs; i++)
+    if (e->recs[i].id == r->id)
+      e->recs[i].calls++;
+  if (e->calls++ == 0) {
+    if (e->cancel_id != 0)
+      pp_cancel(pool, e->cancel_id);
+    if (e->terminate)
+      pp_pool_terminate(pool, test_count_cb, &e->closed);
+  }
+}
+
+/* A task sent ahead is canceled, and its callback terminates the pool: the kill of its
+ * worker released the task while its callback ran, and it was freed twice (ASan). */
+void test_cancel_cb_terminates(void) {
+  uv_loop_t loop;
+  pp_pool_options opts;
+  pp_pool *pool;
+  test_rec recs[2];
+  char marker[1024];
+  ender e;
+  uint64_t ahead;
+
+  ASSERT_EQ_INT(uv_loop_init(&loop), 0);
+  test_options(&opts);
+  opts.workers = 1;
+  opts.pipeline_depth = 4;
+  pool = NEW_POOL(&loop, &opts);
+  memset(&e, 0, sizeof(e));
+  memset(recs, 0, sizeof(recs));
+  e.pool = pool;
+  e.terminate = 1;
+  e.recs = recs;
+  e.nrecs = 2;
+  test_marker_path(marker, sizeof(marker), "cbterm");
+  ASSERT_EQ_INT(pp_submit(pool, "sleep_forever", marker, strlen(marker), ender_cb, &e,
+                          &recs[0].id), 0);
+  ASSERT_EQ_INT(pp_submit(pool, "echo", "a", 1, ender_cb, &e, &ahead), 0);
+  recs[1].id = ahead;
+  test_wait_marker(&loop, marker, &recs[0]);
+  ASSERT_EQ_INT(pp_cancel(pool, ahead), 0);
+  test_run_until(&loop, &e.closed, 1, "the terminate");
+  test_run_loop(&loop);
+  ASSERT_EQ_INT(uv_loop_close(&loop), 0);
+  ASSERT_EQ_INT(recs[0].calls, 1);
+  ASSERT_EQ_INT(recs[1].calls, 1);
+}
+
+/* While pp_pool_terminate fails the tasks of one worker, a callback cancels the running
+ * task of another: the tasks behind that one must still get their callback (they went
+ * back to a queue terminate had emptied already, and were lost). */
+void test_terminate_cb_cancels(void) {
+  enum { N = 6 };
+  uv_loop_t loop;
+  pp_pool_options opts;
+  pp_pool *pool;
+  test_rec recs[N];
+  char m0[1024], m1[1024];
+  ender e;
+  int i;
+
+  ASSERT_EQ_INT(uv_loop_init(&loop), 0);
+  test_options(&opts);
+  opts.workers = 2;
+  opts.pipeline_depth = 3;
+  pool = NEW_POOL(&loop, &opts);
+  memset(&e, 0, sizeof(e));
+  memset(recs, 0, sizeof(recs));
+  e.pool = pool;
+  e.recs = recs;
+  e.nrecs = N;
+  test_marker_path(m0, sizeof(m0), "tcc0");
+  test_marker_path(m1, sizeof(m1), "tcc1");
+  /* Two sleepers, one per worker, each with two tasks sent ahead behind it. */
+  ASSERT_EQ_INT(pp_submit(pool, "sleep_forever", m0, strlen(m0), ender_cb, &e,
+                          &recs[0].id), 0);
+  ASSERT_EQ_INT(pp_submit(pool, "sleep_forever", m1, strlen(m1), ender_cb, &e,
+                          &recs[1].id), 0);
+  test_wait_marker(&loop, m0, &recs[0]);
+  test_wait_marker(&loop, m1, &recs[1]);
+  for (i = 2; i < N; i++)
+    ASSERT_EQ_INT(pp_submit(pool, "echo", "b", 1, ender_cb, &e, &recs[i].id), 0);
+  /* Let the echoes go out to the workers, behind the sleepers. */
+  uv_run(&loop, UV_RUN_NOWAIT);
+  e.cancel_id = recs[1].id;
+  ASSERT_EQ_INT(pp_pool_terminate(pool, test_count_cb, &e.closed), 0);
+  test_run_until(&loop, &e.closed, 1, "the terminate");
+  test_run_loop(&loop);
+  ASSERT_EQ_INT(uv_loop_close(&loop), 0);
+  for (i = 0; i < N; i++)
+    ASSERT_EQ_INT(recs[i].calls, 1);
+}
+
 /* ---- Item 10: a worker cannot use its parent's pool ---------------------------------- */
 
 void test_worker_parent_pool(void) {
