@@ -351,7 +351,6 @@ void pp__worker_kill(pp__worker *w, int status, char *msg) {
 void pp__worker_abort_head(pp__worker *w, int status, char *msg) {
   pp__task *t = pp__worker_head(w);
 
-  assert(t != NULL && t->state != PP__T_DONE);
   if (w->state == PP__W_READY) {
     /* The worker may have finished t already and gone on to the tasks behind it, whose
      * results may be on their way: it is killed, but read to its end like one that ended
@@ -365,7 +364,12 @@ void pp__worker_abort_head(pp__worker *w, int status, char *msg) {
     w->lost_counted = 1;
     w->pool->st_lost++;
   }
-  pp__task_finish(t, status, NULL, 0, msg);
+  /* A head decided already (canceled while it waited behind another) that ran too long is
+   * only stopped. */
+  if (t != NULL && t->state != PP__T_DONE)
+    pp__task_finish(t, status, NULL, 0, msg);
+  else
+    free(msg);
   /* Killed after the callback, which may have ended the worker in its own way. */
   if (w->abort_kill && w->state == PP__W_ENDING && !w->exited) {
     w->abort_kill = 0;
