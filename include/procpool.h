@@ -153,7 +153,10 @@ PP_EXTERN int pp_main(int argc, char **argv, const pp_task *tasks);
  *     keeps no descriptor of the parent's but stdin (the null device), stdout and
  *     stderr. Forking a process that runs threads is risky (a lock held by another
  *     thread stays locked in the worker): the pool warns once when it sees threads.
- *     Unix only.
+ *     fork copies this process's page tables, so a start costs more, and stalls the loop
+ *     longer, the more memory the process holds: from 2 GiB of touched heap, about 41 ms
+ *     and an 18 ms stall on the project's machine, against 0.7 ms and 0.4 ms from a
+ *     small one. Unix only.
  *   PP_START_FORKSERVER: a server process is started once, like a spawned worker, and
  *     workers are forked from it: cheap to start, and they see a fresh program's state,
  *     as under spawn; their parent is the server. One server serves every pool of the
