@@ -325,7 +325,8 @@ PP_EXTERN int pp_submit(pp_pool *pool, const char *task, const void *arg, size_t
 /* Cancels a pending task: its callback runs with PP_ECANCELED before pp_cancel returns.
  * A task that was running has its worker killed (a replacement is started, and tasks
  * sent to that worker behind it run elsewhere); one sent ahead to a worker but not
- * started stays there and its result, when it comes, is dropped. Returns 0, PP_EINVAL
+ * started is stopped the same way when its turn comes (its worker is killed and
+ * replaced), so that it never holds up the tasks behind it, even if it would hang. Returns 0, PP_EINVAL
  * (NULL pool, or called from a worker: a task under fork sees its parent's pools, and
  * may not touch them) or PP_ENOENT (no pending task has that id: it already finished,
  * or never existed). */

@@ -116,6 +116,7 @@ static void pp__on_ready(pp__worker *w, const pp__hdr *h, const uint8_t *p) {
 static void pp__worker_pop(pp__worker *w, pp__task *t) {
   pp_pool *pool = w->pool;
   uint64_t now = uv_hrtime();
+  pp__task *next;
 
   pp__worker_detach(w, t);
   /* A batch's time is shared among its items, so that the depth suits what they cost. */
@@ -124,6 +125,14 @@ static void pp__worker_pop(pp__worker *w, pp__task *t) {
                                : now - w->head_since;
   w->head_since = now;
   pp__worker_arm_task_timer(w);
+  /* The next is a task canceled while it waited here: its turn has come, and the worker
+   * would run it for no one, holding up what is behind it (for ever, if it hangs). It is
+   * stopped as a running task is: the worker is killed, read to its end, replaced. */
+  next = pp__worker_head(w);
+  if (w->state == PP__W_READY && next != NULL && next->state == PP__T_DONE) {
+    pp__worker_abort_head(w, 0, NULL);
+    return;
+  }
   /* Only a READY worker takes more: one that is ENDING gives its last results. */
   if (w->state == PP__W_READY && w->ninflight == 0 && !w->unwritable) {
     if (pool->max_tasks != 0 && w->assigned >= pool->max_tasks)
