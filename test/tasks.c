@@ -367,6 +367,7 @@ const pp_task test_tasks[] = {
   { "shm_close_inherited", test_task_shm_close_inherited },
   { "rendezvous", test_task_rendezvous },
   { "use_parent_pool", test_task_use_parent_pool },
+  { "sleep_ms", test_task_sleep_ms },
   { "fs_print", test_task_fs_print },
   { "count_run", test_task_count_run },
   { "init_aligned_count", test_task_init_aligned_count },

@@ -58,6 +58,17 @@ int test_task_rendezvous(pp_call *call, const void *arg, size_t len) {
   return pp_fail(call, "rendezvous: fewer than %u workers ran at once", n);
 }
 
+/* Sleeps the uint32 milliseconds of its argument, then replies "slept". */
+int test_task_sleep_ms(pp_call *call, const void *arg, size_t len) {
+  uint32_t ms;
+
+  if (len != sizeof(ms))
+    return pp_fail(call, "sleep_ms: want a uint32");
+  memcpy(&ms, arg, sizeof(ms));
+  uv_sleep(ms);
+  return pp_reply(call, "slept", 5);
+}
+
 /* Set in the parent before a second pool's workers are forked: under fork they inherit
  * it, a pointer to a pool that is not theirs. */
 static pp_pool *parent_pool;
@@ -533,6 +544,75 @@ void test_terminate_cb_cancels(void) {
   ASSERT_EQ_INT(uv_loop_close(&loop), 0);
   for (i = 0; i < N; i++)
     ASSERT_EQ_INT(recs[i].calls, 1);
+}
+
+/* ---- A canceled task sent ahead must not hold up the tasks behind it ----------------- */
+
+typedef struct running_wait {
+  uv_timer_t timer;
+  pp_pool *pool;
+  uint64_t want;
+  int seen;
+} running_wait;
+
+static void on_running_poll(uv_timer_t *t) {
+  running_wait *rw = (running_wait *) t->data;
+  pp_pool_stats st;
+
+  if (pp_pool_stats_get(rw->pool, &st) == 0 && st.running >= rw->want) {
+    rw->seen = 1;
+    uv_timer_stop(t);
+  }
+}
+
+/* Runs loop until the pool has `want` tasks sent to workers. */
+static void wait_running(uv_loop_t *loop, pp_pool *pool, uint64_t want) {
+  running_wait rw;
+
+  rw.pool = pool;
+  rw.want = want;
+  rw.seen = 0;
+  ASSERT_EQ_INT(uv_timer_init(loop, &rw.timer), 0);
+  rw.timer.data = &rw;
+  ASSERT_EQ_INT(uv_timer_start(&rw.timer, on_running_poll, 0, 1), 0);
+  test_run_until(loop, &rw.seen, 1, "tasks sent to the worker");
+  uv_close((uv_handle_t *) &rw.timer, NULL);
+  uv_run(loop, UV_RUN_NOWAIT);
+}
+
+/* A worker runs a short task, with a task that hangs and an echo sent ahead behind it.
+ * The hanging one is canceled while it waits; when its turn comes the worker would run
+ * it for no one, and the echo behind it would wait for ever (found by the model test,
+ * seed 0x414). */
+void test_cancel_ahead_hang(void) {
+  uv_loop_t loop;
+  pp_pool_options opts;
+  pp_pool *pool;
+  test_rec first, hang, echo;
+  uint32_t ms = 300;
+  int closed = 0;
+
+  ASSERT_EQ_INT(uv_loop_init(&loop), 0);
+  test_options(&opts);
+  opts.workers = 1;
+  opts.pipeline_depth = 4;
+  pool = NEW_POOL(&loop, &opts);
+  ASSERT_EQ_INT(test_submit(pool, "sleep_ms", &ms, sizeof(ms), &first), 0);
+  ASSERT_EQ_INT(test_submit(pool, "sleep_forever", NULL, 0, &hang), 0);
+  ASSERT_EQ_INT(test_submit(pool, "echo", "e", 1, &echo), 0);
+  /* All three are in the worker's hands: the hanging one is sent ahead, not queued. */
+  wait_running(&loop, pool, 3);
+  ASSERT_EQ_INT(pp_cancel(pool, hang.id), 0);
+  ASSERT_EQ_INT(hang.calls, 1);
+  ASSERT_STATUS(hang.res, PP_ECANCELED);
+  pp_result_free(&hang.res);
+  test_run_until(&loop, &echo.calls, 1, "the echo behind the canceled task");
+  check_echo_rec(&first, "slept");
+  check_echo_rec(&echo, "e");
+  ASSERT_EQ_INT(pp_pool_close(pool, test_count_cb, &closed), 0);
+  test_run_until(&loop, &closed, 1, "the close");
+  test_run_loop(&loop);
+  ASSERT_EQ_INT(uv_loop_close(&loop), 0);
 }
 
 /* ---- Item 10: a worker cannot use its parent's pool ---------------------------------- */

@@ -43,6 +43,7 @@ int test_task_shm_release(pp_call *call, const void *arg, size_t len);
 int test_task_shm_close_inherited(pp_call *call, const void *arg, size_t len);
 int test_task_rendezvous(pp_call *call, const void *arg, size_t len);
 int test_task_use_parent_pool(pp_call *call, const void *arg, size_t len);
+int test_task_sleep_ms(pp_call *call, const void *arg, size_t len);
 int test_task_fs_print(pp_call *call, const void *arg, size_t len);
 int test_task_count_run(pp_call *call, const void *arg, size_t len);
 int test_task_init_aligned(pp_call *call, const void *arg, size_t len);
