@@ -388,37 +388,43 @@ void pp__worker_retire(pp__worker *w) {
   pp__worker_after(pool);
 }
 
+/* One of a worker's two ends came: its process's (exit) or its channel's (eof). With
+ * both, it has ended. Otherwise, a worker still read waits in ENDING for the other, for
+ * a grace period: after an exit, for the last bytes it wrote; after an end of channel,
+ * for its exit, so that the message can say how it ended (then it is killed). */
+static void pp__worker_one_end(pp__worker *w, pp__wtimer why, uint64_t grace_ms) {
+  switch (w->state) {
+    case PP__W_STARTING:
+    case PP__W_READY:
+      pp__worker_set_state(w, PP__W_ENDING);
+      pp__worker_set_idle(w, 0);
+      /* fall through */
+    case PP__W_ENDING:
+      if (w->exited && w->eof)
+        pp__worker_end(w, NULL);
+      else
+        pp__worker_arm(w, why, grace_ms);
+      break;
+    case PP__W_RETIRING:
+    case PP__W_KILLED:
+      /* Not read any more: only its process's end matters. */
+      if (w->exited) {
+        pp__worker_set_state(w, PP__W_GONE);
+        pp__worker_close_handles(w);
+      }
+      break;
+    case PP__W_GONE:
+      break;
+  }
+}
+
 void pp__worker_on_exit(pp__worker *w, int64_t exit_status, int term_signal) {
   if (w->exited)
     return;
   w->exited = 1;
   w->exit_status = exit_status;
   w->term_signal = term_signal;
-  switch (w->state) {
-    case PP__W_STARTING:
-    case PP__W_READY:
-      /* It may have written a result just before it ended: read the channel to its end,
-       * unless something else holds it open. */
-      pp__worker_set_state(w, PP__W_ENDING);
-      pp__worker_set_idle(w, 0);
-      pp__worker_arm(w, PP__WT_DRAIN, PP__EXIT_GRACE_MS);
-      break;
-    case PP__W_ENDING:
-      /* Its channel ended first, or it was killed while still read: what it wrote last
-       * may still be on its way. */
-      if (w->eof)
-        pp__worker_end(w, NULL);
-      else
-        pp__worker_arm(w, PP__WT_DRAIN, PP__EXIT_GRACE_MS);
-      break;
-    case PP__W_RETIRING:
-    case PP__W_KILLED:
-      pp__worker_set_state(w, PP__W_GONE);
-      pp__worker_close_handles(w);
-      break;
-    case PP__W_GONE:
-      break;
-  }
+  pp__worker_one_end(w, PP__WT_DRAIN, PP__EXIT_GRACE_MS);
 }
 
 void pp__worker_on_eof(pp__worker *w) {
@@ -426,24 +432,7 @@ void pp__worker_on_eof(pp__worker *w) {
     return;
   w->eof = 1;
   uv_read_stop((uv_stream_t *) &w->pipe);
-  switch (w->state) {
-    case PP__W_STARTING:
-    case PP__W_READY:
-      /* It closed its channel and lives on: give it a moment to exit, so the message can
-       * say how it ended, then kill it. */
-      pp__worker_set_state(w, PP__W_ENDING);
-      pp__worker_set_idle(w, 0);
-      pp__worker_arm(w, PP__WT_HANGUP, PP__HANGUP_GRACE_MS);
-      break;
-    case PP__W_ENDING:
-      if (w->exited)
-        pp__worker_end(w, NULL);
-      else
-        pp__worker_arm(w, PP__WT_HANGUP, PP__HANGUP_GRACE_MS);
-      break;
-    default:
-      break;
-  }
+  pp__worker_one_end(w, PP__WT_HANGUP, PP__HANGUP_GRACE_MS);
 }
 
 void pp__worker_on_start_failed(pp__worker *w, const char *why) {
