@@ -6,6 +6,11 @@
 
 #include "test.h"
 
+#ifndef _WIN32
+#  include <fcntl.h>
+#  include <unistd.h>
+#endif
+
 #define TEST_WAIT_LIMIT_MS 30000
 
 int test_in_submit;
@@ -361,32 +366,73 @@ void test_wait_marker(uv_loop_t *loop, const char *path, const test_rec *rec) {
   ASSERT_EQ_INT_MSG(rec->calls, 0, rec->res.message);
 }
 
-int test_process_gone(long pid) {
+long test_proc_stat(long pid, char *state) {
 #ifdef __linux__
-  char path[64], buf[512];
+  char path[64], buf[1024], st;
   FILE *f;
   size_t n;
   const char *p;
-#endif
+  long ppid;
 
-  if (uv_kill((int) pid, 0) == UV_ESRCH)
-    return 1;
-#ifdef __linux__
-  /* An orphan's new parent may be slow to reap it, or (PID 1 of a container) never
-   * reap it at all: a zombie has ended all the same. */
   snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-  f = fopen(path, "r");
+  f = fopen(path, "re");
   if (f == NULL)
-    return 0;
+    return -1;
   n = fread(buf, 1, sizeof(buf) - 1, f);
   fclose(f);
   buf[n] = '\0';
+  /* The name in parentheses may hold anything: the fields follow the last ')'. */
   p = strrchr(buf, ')');
-  if (p != NULL && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'))
-    return 1;
+  if (p == NULL || sscanf(p + 1, " %c %ld", &st, &ppid) != 2)
+    return -1;
+  if (state != NULL)
+    *state = st;
+  return ppid;
+#else
+  (void) pid;
+  (void) state;
+  return -1;
 #endif
-  return 0;
 }
+
+int test_process_gone(long pid) {
+  char state;
+
+  if (uv_kill((int) pid, 0) == UV_ESRCH)
+    return 1;
+  /* An orphan's new parent may be slow to reap it, or (PID 1 of a container) never
+   * reap it at all: a zombie has ended all the same. */
+  return test_proc_stat(pid, &state) >= 0 && (state == 'Z' || state == 'X');
+}
+
+#ifndef _WIN32
+int test_pool_new_said(pp_pool **pool, uv_loop_t *loop, const pp_pool_options *opts,
+                       char *said, size_t size) {
+  int p[2], saved, err;
+  ssize_t n;
+  size_t have = 0;
+
+  ASSERT_EQ_INT(pipe(p), 0);
+  fflush(stderr);
+  saved = dup(2);
+  ASSERT_TRUE(saved >= 0);
+  ASSERT_EQ_INT(dup2(p[1], 2), 2);
+  close(p[1]);
+  err = pp_pool_new(pool, loop, opts);
+  fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  /* Every copy of the write end is closed now, but those of workers this pool may have
+   * started: read what is there, without waiting for the end. */
+  fcntl(p[0], F_SETFL, O_NONBLOCK);
+  while (have + 1 < size && (n = read(p[0], said + have, size - 1 - have)) > 0)
+    have += (size_t) n;
+  said[have] = '\0';
+  close(p[0]);
+  fprintf(stderr, "pp_pool_new said: %s", said);
+  return err;
+}
+#endif
 
 void test_wait_process_gone(long pid, const char *what) {
   uint64_t start = uv_hrtime();

@@ -35,27 +35,6 @@ int test_task_fs_print(pp_call *call, const void *arg, size_t len) {
 
 #if defined(__linux__)
 
-/* The parent of process pid, from /proc; -1 when it cannot be read. */
-static long parent_of(long pid) {
-  char path[64], buf[512];
-  FILE *f;
-  size_t n;
-  const char *p;
-  long ppid;
-
-  snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-  f = fopen(path, "r");
-  if (f == NULL)
-    return -1;
-  n = fread(buf, 1, sizeof(buf) - 1, f);
-  fclose(f);
-  buf[n] = '\0';
-  /* The name in parentheses may hold anything: the fields follow the last ')'. */
-  p = strrchr(buf, ')');
-  if (p == NULL || sscanf(p + 1, " %*c %ld", &ppid) != 1)
-    return -1;
-  return ppid;
-}
 
 /* 1 when process pid has descriptor fd open. */
 static int has_fd(long pid, int fd) {
@@ -95,33 +74,6 @@ static void check_echo(pp_pool *pool) {
   pp_result_free(&r);
 }
 
-/* Runs pp_pool_new with stderr going to a pipe, and gives back what it printed. */
-static int pool_new_quiet(pp_pool **pool, uv_loop_t *loop, const pp_pool_options *opts,
-                          char *said, size_t size) {
-  int p[2], saved, err;
-  ssize_t n;
-  size_t have = 0;
-
-  ASSERT_EQ_INT(pipe(p), 0);
-  fflush(stderr);
-  saved = dup(2);
-  ASSERT_TRUE(saved >= 0);
-  ASSERT_EQ_INT(dup2(p[1], 2), 2);
-  close(p[1]);
-  err = pp_pool_new(pool, loop, opts);
-  fflush(stderr);
-  dup2(saved, 2);
-  close(saved);
-  /* Every copy of the write end is closed now, but those of workers this pool may have
-   * started: read what is there, without waiting for the end. */
-  fcntl(p[0], F_SETFL, O_NONBLOCK);
-  while (have + 1 < size && (n = read(p[0], said + have, size - 1 - have)) > 0)
-    have += (size_t) n;
-  said[have] = '\0';
-  close(p[0]);
-  fprintf(stderr, "pp_pool_new said: %s", said);
-  return err;
-}
 
 /* ---- A: a server that cannot take a connection ------------------------------------- */
 
@@ -136,7 +88,7 @@ void test_fs_conn_refused(void) {
 
   need_proc();
   pool0 = fs_pool(NULL, 1, 0);
-  spid = parent_of((long) test_worker_pid(pool0));
+  spid = test_proc_stat((long) test_worker_pid(pool0), NULL);
   ASSERT_TRUE(spid > 1);
   /* With its soft limit at its lowest free descriptor, the server can make no new one.
    * It may still be closing the descriptors a FORK request brought (they are closed
@@ -160,7 +112,7 @@ void test_fs_conn_refused(void) {
   pp_pool_options_init(&opts);
   opts.start_method = PP_START_FORKSERVER;
   opts.workers = 1;
-  err = pool_new_quiet(&pool1, NULL, &opts, said, sizeof(said));
+  err = test_pool_new_said(&pool1, NULL, &opts, said, sizeof(said));
   ASSERT_EQ_INT(err, PP_ESPAWN);
   ASSERT_NULL(pool1);
   ASSERT_CONTAINS(said, "forkserver");
@@ -169,7 +121,7 @@ void test_fs_conn_refused(void) {
   /* The next pool gets a server of its own, which works. */
   pool2 = fs_pool(NULL, 1, 0);
   check_echo(pool2);
-  ASSERT_NE_INT(parent_of((long) test_worker_pid(pool2)), spid);
+  ASSERT_NE_INT(test_proc_stat((long) test_worker_pid(pool2), NULL), spid);
   /* The old server still serves the pool it had. */
   check_echo(pool0);
   ASSERT_EQ_INT(pp_pool_close(pool2, NULL, NULL), 0);
@@ -190,7 +142,7 @@ void test_fs_server_stopped(void) {
 
   need_proc();
   pool0 = fs_pool(NULL, 1, 0);
-  spid = parent_of((long) test_worker_pid(pool0));
+  spid = test_proc_stat((long) test_worker_pid(pool0), NULL);
   ASSERT_TRUE(spid > 1);
   ASSERT_EQ_INT(kill((pid_t) spid, SIGSTOP), 0);
 
@@ -200,11 +152,11 @@ void test_fs_server_stopped(void) {
   opts.workers = 1;
   /* The server cannot answer while it is stopped: a short wait is enough to know it. */
   opts.start_timeout_ms = 200;
-  err = pool_new_quiet(&pool1, &loop, &opts, said, sizeof(said));
+  err = test_pool_new_said(&pool1, &loop, &opts, said, sizeof(said));
   ASSERT_EQ_INT(kill((pid_t) spid, SIGKILL), 0);
   pool2 = fs_pool(NULL, 1, 0);
   check_echo(pool2);
-  ASSERT_NE_INT(parent_of((long) test_worker_pid(pool2)), spid);
+  ASSERT_NE_INT(test_proc_stat((long) test_worker_pid(pool2), NULL), spid);
 
   if (err == 0) {
     /* A pool that did not wait for its server's greeting must still end its tasks. */
@@ -262,14 +214,14 @@ void test_fs_server_killed(void) {
     idle = (long) v;
   }
   pp_result_free(&probe.res);
-  spid = parent_of(idle);
+  spid = test_proc_stat(idle, NULL);
   ASSERT_TRUE(spid > 1);
   /* The busy worker is the server's other child. */
   ASSERT_TRUE(uv_fs_scandir(NULL, &req, "/proc", 0, NULL) >= 0);
   while (uv_fs_scandir_next(&req, &ent) != UV_EOF) {
     char *end;
     pid = strtol(ent.name, &end, 10);
-    if (*end == '\0' && pid != idle && parent_of(pid) == spid)
+    if (*end == '\0' && pid != idle && test_proc_stat(pid, NULL) == spid)
       busy = pid;
   }
   uv_fs_req_cleanup(&req);
@@ -389,7 +341,7 @@ void test_fds_above_limit(void) {
   wpid = (long) test_worker_pid(pool);
   ASSERT_EQ_INT(has_fd(wpid, high), 0);
   if (pp_pool_start_method(pool) == PP_START_FORKSERVER) {
-    long spid = parent_of(wpid);
+    long spid = test_proc_stat(wpid, NULL);
     ASSERT_TRUE(spid > 1);
     ASSERT_EQ_INT(has_fd(spid, high), 0);
   }

@@ -547,25 +547,6 @@ static void wd_refresh(void) {
 /* ---- Processes (Linux) --------------------------------------------------------------- */
 
 #ifdef __linux__
-static long proc_ppid(long pid, char *state) {
-  char path[64], buf[1024];
-  FILE *f;
-  size_t n;
-  const char *p;
-  long ppid;
-
-  snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-  f = fopen(path, "re");
-  if (f == NULL)
-    return -1;
-  n = fread(buf, 1, sizeof(buf) - 1, f);
-  fclose(f);
-  buf[n] = '\0';
-  p = strrchr(buf, ')');
-  if (p == NULL || sscanf(p + 1, " %c %ld", state, &ppid) != 2)
-    return -1;
-  return ppid;
-}
 
 /* A worker of ours: its parent is this process, or the forkserver that this process
  * started. Never a process of another test that runs the same program. */
@@ -575,7 +556,7 @@ static int is_descendant(long pid) {
   int i;
 
   for (i = 0; i < 3 && p > 1; i++) {
-    p = proc_ppid(p, &state);
+    p = test_proc_stat(p, &state);
     if (p == self)
       return 1;
   }
@@ -615,7 +596,7 @@ static size_t list_children(long *pids, char *states, size_t max) {
       continue;
     /* The forkserver's server lives as long as this process (the header says so): it is
      * no leftover of a pool. */
-    if (proc_ppid(pid, &state) == self && n < max && !is_forkserver(pid)) {
+    if (test_proc_stat(pid, &state) == self && n < max && !is_forkserver(pid)) {
       pids[n] = pid;
       states[n] = state;
       n++;
@@ -656,7 +637,7 @@ static int fully_dead(long pid) {
 
   if (uv_kill((int) pid, 0) == UV_ESRCH)
     return 1;
-  if (proc_ppid(pid, &state) < 0)
+  if (test_proc_stat(pid, &state) < 0)
     return 1;
   if (state != 'Z' && state != 'X')
     return 0;

@@ -55,31 +55,6 @@ int test_task_sp_signals(pp_call *call, const void *arg, size_t len) {
   return pp_reply(call, &wrong, sizeof(wrong));
 }
 
-/* pp_pool_new with stderr going to a pipe; gives back what it printed in said. */
-static int pool_new_said(pp_pool **pool, const pp_pool_options *opts, char *said,
-                         size_t size) {
-  int p[2], saved, err;
-  ssize_t n;
-  size_t have = 0;
-
-  ASSERT_EQ_INT(pipe(p), 0);
-  fflush(stderr);
-  saved = dup(2);
-  ASSERT_TRUE(saved >= 0);
-  ASSERT_EQ_INT(dup2(p[1], 2), 2);
-  close(p[1]);
-  err = pp_pool_new(pool, NULL, opts);
-  fflush(stderr);
-  dup2(saved, 2);
-  close(saved);
-  fcntl(p[0], F_SETFL, O_NONBLOCK);
-  while (have + 1 < size && (n = read(p[0], said + have, size - 1 - have)) > 0)
-    have += (size_t) n;
-  said[have] = '\0';
-  close(p[0]);
-  fprintf(stderr, "pp_pool_new said: %s", said);
-  return err;
-}
 
 /* A worker_executable that cannot be started: pp_pool_new fails with want, and says why
  * naming the path. Fork starts no program: there the pool works. */
@@ -92,7 +67,7 @@ static void bad_exe(const char *path, int want, const char *words) {
   test_options(&opts);
   opts.workers = 2;
   opts.worker_executable = path;
-  err = pool_new_said(&pool, &opts, said, sizeof(said));
+  err = test_pool_new_said(&pool, NULL, &opts, said, sizeof(said));
   if (err == PP_ENOTSUP)
     test_skip("the start method is not available here");
   if (test_method == PP_START_FORK) {
@@ -281,26 +256,6 @@ void test_sp_threaded_parent(void) {
 #if defined(__linux__)
 #  include <sys/wait.h>
 
-/* The parent of process pid, from /proc; -1 when it cannot be read. */
-static long sp_parent_of(long pid) {
-  char path[64], buf[512];
-  FILE *f;
-  size_t n;
-  const char *p;
-  long ppid;
-
-  snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-  f = fopen(path, "r");
-  if (f == NULL)
-    return -1;
-  n = fread(buf, 1, sizeof(buf) - 1, f);
-  fclose(f);
-  buf[n] = '\0';
-  p = strrchr(buf, ')');
-  if (p == NULL || sscanf(p + 1, " %*c %ld", &ppid) != 1)
-    return -1;
-  return ppid;
-}
 
 /* A forkserver pool of one worker, used once; gives back its server's pid (its worker's
  * parent). Skips when the environment forces another method. */
@@ -315,7 +270,7 @@ static long fs_pool_server(void) {
   pool = NEW_POOL(NULL, &opts);
   if (pp_pool_start_method(pool) != PP_START_FORKSERVER)
     test_skip("PROCPOOL_START_METHOD chose another method than forkserver");
-  server = sp_parent_of((long) test_worker_pid(pool));
+  server = test_proc_stat((long) test_worker_pid(pool), NULL);
   ASSERT_TRUE(server > 1);
   ASSERT_TRUE(server != (long) getpid());
   ASSERT_EQ_INT(pp_pool_close(pool, NULL, NULL), 0);

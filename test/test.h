@@ -188,6 +188,15 @@ void test_run_loop(uv_loop_t *loop);
 void test_marker_path(char *buf, size_t size, const char *tag);
 void test_wait_marker(uv_loop_t *loop, const char *path, const test_rec *rec);
 
+/* From /proc (Linux): process pid's parent, and its state letter in *state (may be
+ * NULL); -1 when it cannot be read (gone, or not Linux). */
+long test_proc_stat(long pid, char *state);
+
+/* Unix: pp_pool_new with stderr going to a pipe; said gets what it printed (also echoed
+ * to stderr). */
+int test_pool_new_said(pp_pool **pool, uv_loop_t *loop, const pp_pool_options *opts,
+                       char *said, size_t size);
+
 /* 1 once the process has ended (gone, or a zombie nobody reaped yet), else 0. */
 int test_process_gone(long pid);
 /* Waits, up to 30 s, for the process to end; fails the test if it does not. */
