@@ -80,6 +80,20 @@ int pp__unix_child_watch(pp__worker *w) {
   return err;
 }
 
+int pp__unix_child_adopt(pp__worker *w, long pid, int fd) {
+  int err;
+
+  w->pid = pid;
+  err = uv_pipe_open(&w->pipe, fd);
+  if (err != 0)
+    close(fd);
+  else
+    err = pp__unix_child_watch(w);
+  if (err != 0)
+    pp__unix_child_abandon(w);
+  return err;
+}
+
 void pp__unix_child_abandon(pp__worker *w) {
   int status;
 

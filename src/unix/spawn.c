@@ -43,14 +43,8 @@ static int pp__spawn_start(pp__worker *w, char *why, size_t why_size) {
              uv_strerror(err), uv_err_name(err));
     return err;
   }
-  w->pid = (long) pid;
-  err = uv_pipe_open(&w->pipe, fds[0]);
-  if (err != 0)
-    close(fds[0]);
-  else
-    err = pp__unix_child_watch(w);
+  err = pp__unix_child_adopt(w, (long) pid, fds[0]);
   if (err != 0) {
-    pp__unix_child_abandon(w);
     snprintf(why, why_size, "cannot watch the worker program '%s' (pid %ld): %s",
              pool->exe, w->pid, uv_strerror(err));
     return err;

@@ -58,6 +58,10 @@ int pp__unix_spawn(const char *path, char *const argv[], int chan, pid_t *pid);
  * the process existed. kill and close are the method's kill and close. */
 int pp__unix_child_watch(pp__worker *w);
 void pp__unix_child_abandon(pp__worker *w);
+/* The child pid has started with the pool's end of its channel at fd: connects w->pipe
+ * to fd and watches the child. Returns 0, or an error after which fd is closed and the
+ * child abandoned (killed and reaped). */
+int pp__unix_child_adopt(pp__worker *w, long pid, int fd);
 void pp__unix_child_kill(pp__worker *w);
 void pp__unix_child_close(pp__worker *w);
 
