@@ -181,7 +181,8 @@ static void pp__worker_write_failed(pp__worker *w, int err) {
 
   pp__worker_set_idle(w, 0);
   w->unwritable = 1;
-  if (err == UV_EPIPE || err == UV_ECONNRESET || err == UV_ECANCELED)
+  /* On Windows a write to a pipe whose other end is gone fails with UV_EOF. */
+  if (err == UV_EPIPE || err == UV_ECONNRESET || err == UV_ECANCELED || err == UV_EOF)
     return;
   t = pp__worker_head(w);
   if (t == NULL) {
