@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # From a fresh Debian or Ubuntu machine: installs what the tests need, then runs the
-# whole test suite: native, again under AddressSanitizer and UndefinedBehaviorSanitizer,
-# and the Windows build under wine when mingw-w64 and wine are there (CI installs them:
+# whole test suite: native, under valgrind, under AddressSanitizer and
+# UndefinedBehaviorSanitizer, under ThreadSanitizer, and the Windows build under wine when mingw-w64 and wine are there (CI installs them:
 # see .ci/run), then the consumer builds (scripts/test-consumers.sh). Ends with one line
 # "N passed, N failed, N skipped" over every run.
 set -euo pipefail
@@ -49,6 +49,48 @@ if echo 'int LLVMFuzzerTestOneInput(const char *d, long n) { return 0; }' |
 fi
 CC=clang run_suite "asan+ubsan (clang), fuzz=$fuzz" build-asan -Db_sanitize=address,undefined \
   -Db_lundef=false -Dbuildtype=debug -Dfuzz=$fuzz
+
+# ThreadSanitizer, for the parent-side calls that any thread may make. libuv is the wrap's,
+# built with the same -fsanitize=thread: in the system's uninstrumented library TSan sees
+# neither a handle touched by two threads (a call into the loop from the wrong thread)
+# nor the atomics by which uv_async_send orders a sender's writes before its callback.
+# TSan's runtime needs a narrower address space than a kernel with many bits of mmap
+# randomization gives ("unexpected memory mapping"): then it runs without ASLR.
+bash scripts/fetch-libuv-source.sh
+tsan_probe=${TMPDIR:-/tmp}/procpool-tsan-probe
+printf '%s\n' '#include <pthread.h>' 'static void *f(void *a) { return a; }' \
+  'int main(void) { pthread_t t; return pthread_create(&t, 0, f, 0) || pthread_join(t, 0); }' |
+  clang -x c -fsanitize=thread - -o "$tsan_probe"
+tsan_run=()
+if ! "$tsan_probe" >/dev/null 2>&1; then
+  tsan_run=(setarch "$(uname -m)" -R)
+fi
+echo "=== tsan (clang)${tsan_run[*]:+, under ${tsan_run[*]}}"
+if ${tsan_run[@]+"${tsan_run[@]}"} "$tsan_probe"; then
+  tsan_setup=(-Db_sanitize=thread -Db_lundef=false -Dbuildtype=debugoptimized
+              --force-fallback-for=libuv)
+  if [ -d build-tsan ]; then
+    CC=clang meson setup --reconfigure build-tsan "${tsan_setup[@]}" >/dev/null
+  else
+    CC=clang meson setup build-tsan "${tsan_setup[@]}" >/dev/null
+  fi
+  meson compile -C build-tsan >/dev/null
+  # A race ends the process at once with status 66, a worker's as the test's own. TSan
+  # cannot follow a fork of a process that runs other threads: it stops checking in that
+  # child and, unless die_after_fork=0, ends it when it starts a thread (every worker
+  # starts its hang-up watcher). The fork method is made to work from a threaded parent,
+  # and tests that, so such a worker runs, unchecked. atexit_sleep_ms=0: TSan otherwise
+  # waits a second at every exit, of every test and every worker, for threads that
+  # might still race; our tests have joined theirs by then.
+  tsan_options=(halt_on_error=1 exitcode=66 second_deadlock_stack=1 die_after_fork=0
+                atexit_sleep_ms=0)
+  TSAN_OPTIONS="${tsan_options[*]}" ${tsan_run[@]+"${tsan_run[@]}"} \
+    meson test -C build-tsan --print-errorlogs --num-processes 2 || status=1
+  logs+=(build-tsan/meson-logs/testlog.json)
+else
+  echo "tsan: ThreadSanitizer's runtime does not start here, even without ASLR"
+  status=1
+fi
 
 if [ -x scripts/test-windows.sh ] && { [ "${CI:-}" = true ] || command -v wine >/dev/null; }; then
   echo "=== windows (mingw-w64, under wine)"
