@@ -13,9 +13,27 @@
  * codes (PP_E*) lie in a range of their own; failures of the OS or of libuv pass through
  * as libuv's UV_E* codes. pp_strerror() and pp_errname() describe both.
  *
- * Threads: a pool, and everything reached through it, belongs to the thread that runs its
- * loop. Nothing here is thread-safe except pp_strerror, pp_errname and
- * pp_start_method_name. Distinct pools on distinct loops may be used from distinct threads.
+ * Threads: every parent-side function may be called from any thread, on any pool,
+ * concurrently. A pool's core runs on one thread, the one that runs its loop; a call made
+ * on another thread is handed to it, and a call that waits (pp_apply, pp_map,
+ * pp_map_stream, pp_pool_wait, pp_cancel, pp_pool_stats_get, a private pool's
+ * pp_pool_close) sleeps until that thread has answered. It never runs a loop that
+ * another thread runs. Which thread runs the loop:
+ *   - A caller's loop: the thread that called pp_pool_new, which must be the thread that
+ *     runs that loop (uv_run). Calls from other threads are answered when it runs it.
+ *   - A private loop (loop NULL): the creating thread runs it inside its blocking calls,
+ *     as long as only that thread uses the pool and it uses no future: a single-threaded
+ *     program pays nothing for threads. From the first call made on another thread, or
+ *     the first pp_submit_future, the pool starts a thread of its own that runs the loop
+ *     from then on, for good, and the creating thread's calls are handed to it too.
+ * Result and close callbacks run on the thread that runs the loop, one at a time;
+ * pp_map_stream's next() and each() on the thread that called pp_map_stream.
+ * Blocking calls made off the loop's thread copy their arguments; pp_map and pp_map_stream
+ * made there send items one by one rather than in batches (fewer items per second).
+ * A pool ends when pp_pool_close's work is done (its cb runs): from then on no thread may
+ * use the pool pointer; a call racing with that end must have started before it. On a
+ * private loop, pp_pool_close from any thread returns once the pool is gone. Futures stay
+ * valid after their pool is gone. Under PP_START_FORK, see there for what threads mean.
  */
 #ifndef PROCPOOL_H
 #define PROCPOOL_H
@@ -450,6 +468,53 @@ typedef struct pp_pool_stats {
  * any pool function (from a result callback too). Returns 0, or PP_EINVAL when pool or
  * stats is NULL. */
 PP_EXTERN int pp_pool_stats_get(pp_pool *pool, pp_pool_stats *stats);
+
+/* ---- Futures: a task's outcome for any thread ------------------------------------ */
+
+/* A task's outcome that any thread may wait for. It outlives its pool. */
+typedef struct pp_future pp_future;
+
+/* Like pp_submit, from any thread: queues the task with a copy of the len bytes at arg
+ * and sets *future, which the caller owns and frees with pp_future_free. On a private
+ * loop the first future hands the loop to the pool's own thread (see Threads). Errors
+ * as pp_submit's, and PP_EINVAL when future is NULL; on error *future is NULL and
+ * nothing was queued. (From a thread other than the loop's, a pool that gave up
+ * starting workers, or a task table learned from worker_executable that lacks the name,
+ * comes as the future's outcome, PP_ESPAWN / PP_EINIT / PP_ENOTASK, not as the return.) */
+PP_EXTERN int pp_submit_future(pp_pool *pool, const char *task, const void *arg,
+                               size_t len, pp_future **future);
+
+/* Waits until the task has its outcome: 0 when it has, PP_ETIMEDOUT when timeout_ms
+ * passed first (0: just look; negative: no limit). Any thread. On the thread that runs
+ * the future's pool's caller loop it runs that loop meanwhile (as pp_pool_wait does: not
+ * from that loop's callbacks); from a result callback of the pool, or of a private pool
+ * on its own thread, it would wait for itself: PP_EINVAL (0 still answers at once). */
+PP_EXTERN int pp_future_wait(pp_future *future, int64_t timeout_ms);
+
+/* Waits until one of the n futures (of any pools) has its outcome, sets *index (if not
+ * NULL) to the lowest index of one that has, and returns 0; PP_ETIMEDOUT when
+ * timeout_ms passed first; PP_EINVAL when futures is NULL, n is 0 or a future is NULL,
+ * or as pp_future_wait; PP_ENOMEM. Any thread. */
+PP_EXTERN int pp_future_wait_any(pp_future *const *futures, size_t n, int64_t timeout_ms,
+                                 size_t *index);
+
+/* The outcome once the future has one (NULL before): status, data, message as in a
+ * pp_result_cb's result. Owned by the future: valid until pp_future_free, and the
+ * same pointer each time. Any thread. */
+PP_EXTERN const pp_result *pp_future_result(const pp_future *future);
+
+/* The task's id (as pp_submit's *id); 0 for NULL. */
+PP_EXTERN uint64_t pp_future_id(const pp_future *future);
+
+/* As pp_cancel, for this future's task: 0 when it was pending and is now canceled (the
+ * future then has PP_ECANCELED as its outcome), PP_ENOENT when it had its outcome
+ * already, PP_EINVAL for NULL. Any thread; valid after the pool is gone (PP_ENOENT). */
+PP_EXTERN int pp_future_cancel(pp_future *future);
+
+/* Frees the future, done or not (a task not done yet still runs; its result is dropped
+ * when it comes). Valid also after the pool was closed and freed: futures outlive their
+ * pool. Not while another thread waits on it. NULL is fine. */
+PP_EXTERN void pp_future_free(pp_future *future);
 
 /* Frees result->data and result->message and zeroes *result. NULL is fine; a zeroed or
  * already freed result is fine. */

@@ -4,9 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pool.h"
+#include "future.h"
 #include "serve.h"
 #include "stream.h"
+#include "threads.h"
 
 /* Runs the pool's loop until *done reaches target, or with done NULL until nothing is
  * pending. Returns PP_ECLOSED if the loop runs dry first: that would be a hang, never a
@@ -35,9 +36,24 @@ void pp__release_args(pp_pool *pool, const size_t *hold) {
 }
 
 int pp_pool_wait(pp_pool *pool) {
-  if (pool == NULL || pool->cb_depth > 0 || pool->finished || pp__in_worker())
+  int mode, err;
+
+  if (pool == NULL || pp__in_worker())
     return PP_EINVAL;
-  return pp__run_until(pool, NULL, 0);
+  mode = pp__enter(pool, 0);
+  if (mode < 0)
+    return mode;
+  if (mode == PP__AWAY)
+    return pp__x_wait(pool);
+  if (pool->cb_depth > 0 || pool->finished) {
+    pp__leave(pool);
+    return PP_EINVAL;
+  }
+  /* What other threads submitted before this call counts too. */
+  pp__x_drain(pool);
+  err = pp__run_until(pool, NULL, 0);
+  pp__leave(pool);
+  return err;
 }
 
 typedef struct pp__sync {
@@ -56,23 +72,28 @@ static void pp__sync_cb(pp_pool *pool, pp_result *r, void *user) {
 }
 
 void pp__submit_error(pp_pool *pool, const char *task, int err, pp_result *out) {
+  const char *broken;
+
   memset(out, 0, sizeof(*out));
   out->status = err;
-  if (pool->broken && err == pool->broken && pool->broken_msg != NULL)
-    out->message = pp__strdupf("task '%s' could not run: %s", task, pool->broken_msg);
-  else
+  /* Any thread: the pool's reason for giving up is set once, under x.mu. */
+  uv_mutex_lock(&pool->x.mu);
+  broken = pool->broken && err == pool->broken ? pool->broken_msg : NULL;
+  if (broken != NULL)
+    out->message = pp__strdupf("task '%s' could not run: %s", task, broken);
+  uv_mutex_unlock(&pool->x.mu);
+  if (broken == NULL)
     out->message = pp__strdupf("task '%s' was not submitted: %s (%s)", task,
                                pp_strerror(err), pp_errname(err));
 }
 
-int pp_apply(pp_pool *pool, const char *task, const void *arg, size_t len, pp_result *out) {
+static int pp__apply_here(pp_pool *pool, const char *task, const void *arg, size_t len,
+                          pp_result *out) {
   pp__sync s;
   size_t hold = 0;
   int err;
 
-  if (pool == NULL || out == NULL)
-    return PP_EINVAL;
-  if (pool->cb_depth > 0 || pp__in_worker()) {
+  if (pool->cb_depth > 0) {
     pp__submit_error(pool, task ? task : "(null)", PP_EINVAL, out);
     return PP_EINVAL;
   }
@@ -85,9 +106,35 @@ int pp_apply(pp_pool *pool, const char *task, const void *arg, size_t len, pp_re
     return err;
   }
   if (pp__run_until(pool, &s.done, 1) != 0)
-    pp_cancel(pool, out->id);
+    pp__cancel_core(pool, out->id);
   pp__release_args(pool, &hold);
   return out->status;
+}
+
+int pp_apply(pp_pool *pool, const char *task, const void *arg, size_t len, pp_result *out) {
+  int mode, err;
+
+  if (pool == NULL || out == NULL)
+    return PP_EINVAL;
+  if (pp__in_worker()) {
+    pp__submit_error(pool, task ? task : "(null)", PP_EINVAL, out);
+    return PP_EINVAL;
+  }
+  mode = pp__enter(pool, 0);
+  if (mode < 0) {
+    pp__submit_error(pool, task ? task : "(null)", mode, out);
+    return mode;
+  }
+  if (mode == PP__AWAY) {
+    if (task == NULL || (arg == NULL && len > 0)) {
+      pp__submit_error(pool, task ? task : "(null)", PP_EINVAL, out);
+      return PP_EINVAL;
+    }
+    return pp__x_apply(pool, task, arg, len, out);
+  }
+  err = pp__apply_here(pool, task, arg, len, out);
+  pp__leave(pool);
+  return err;
 }
 
 /* pp_map is a stream over its array, delivered as items complete, each result straight
@@ -115,18 +162,15 @@ static void pp__map_each(void *user, size_t index, pp_result *r) {
   r->message = NULL;
 }
 
-int pp_map(pp_pool *pool, const char *task, size_t n, const pp_input *args, pp_result *out) {
+static int pp__map_here(pp_pool *pool, const char *task, size_t n, const pp_input *args,
+                        pp_result *out) {
   pp__map m;
   pp__stream s;
   size_t chunk = 1, i;
   int err;
 
-  if (pool == NULL || task == NULL || (n > 0 && (args == NULL || out == NULL)))
+  if (pool->cb_depth > 0)
     return PP_EINVAL;
-  if (pool->cb_depth > 0 || pp__in_worker())
-    return PP_EINVAL;
-  if (n == 0)
-    return 0;
   memset(out, 0, n * sizeof(*out));
   m.args = args;
   m.out = out;
@@ -163,4 +207,23 @@ int pp_map(pp_pool *pool, const char *task, size_t n, const pp_input *args, pp_r
     if (out[i].status != 0)
       return out[i].status;
   return 0;
+}
+
+int pp_map(pp_pool *pool, const char *task, size_t n, const pp_input *args, pp_result *out) {
+  int mode, err;
+
+  if (pool == NULL || task == NULL || (n > 0 && (args == NULL || out == NULL)))
+    return PP_EINVAL;
+  if (pp__in_worker())
+    return PP_EINVAL;
+  if (n == 0)
+    return 0;
+  mode = pp__enter(pool, 0);
+  if (mode < 0)
+    return mode;
+  if (mode == PP__AWAY)
+    return pp__x_map(pool, task, n, args, out);
+  err = pp__map_here(pool, task, n, args, out);
+  pp__leave(pool);
+  return err;
 }

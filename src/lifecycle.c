@@ -160,8 +160,11 @@ static void pp__start_failed(pp_pool *pool, int err, char *msg) {
     free(msg);
     return;
   }
+  /* Under x.mu: pp_pool_error reads them from any thread. */
+  uv_mutex_lock(&pool->x.mu);
   pool->broken = err;
   pool->broken_msg = msg ? msg : pp__strdupf("%s", pp_strerror(err));
+  uv_mutex_unlock(&pool->x.mu);
 }
 
 static void pp__fail_queue_if_broken(pp_pool *pool) {
@@ -244,6 +247,16 @@ static void pp__worker_settle(pp__worker *w, pp__wstate from, int natural, int s
     pp__task_finish(head, 0, NULL, 0, NULL);
   } else if (status != 0) {
     pp__task_finish(head, status, NULL, 0, msg);
+  } else if (w->aborted_id != 0 && head->sent_to == w->token) {
+    /* The pool killed the worker for the task before this one, which the worker had
+     * finished as the kill came: this one may have started, so it is not run again. */
+    free(msg);
+    pp__task_fail(head, PP_EWORKER, "task '%s' (id %llu) failed: worker pid %ld was killed "
+                  "to %s task id %llu, which it had just finished; it may have started "
+                  "this task, which is therefore not run again (pipeline_depth 1 rules "
+                  "this out)", head->name, (unsigned long long) head->id, w->pid,
+                  w->aborted_status == PP_ETIMEDOUT ? "time out" : "cancel",
+                  (unsigned long long) w->aborted_id);
   } else if (head->sent_to == w->token || head->requeued >= PP__MAX_REQUEUE) {
     free(msg);
     pp__task_fail(head, PP_EWORKER, "task '%s' (id %llu) failed: worker pid %ld %s while "
@@ -360,6 +373,8 @@ void pp__worker_abort_head(pp__worker *w, int status, char *msg) {
     pp__worker_set_idle(w, 0);
     pp__worker_arm(w, PP__WT_HANGUP, PP__REAP_GRACE_MS);
     w->abort_kill = 1;
+    w->aborted_id = t != NULL ? t->id : 0;
+    w->aborted_status = status;
     /* Lost from now on, for the counters, though it is settled later. */
     w->lost_counted = 1;
     w->pool->st_lost++;

@@ -12,6 +12,7 @@
 #include "lifecycle.h"
 #include "os.h"
 #include "serve.h"
+#include "threads.h"
 #include "worker.h"
 
 #define PP__DEFAULT_MAX_MESSAGE ((size_t) 256 << 20)
@@ -52,24 +53,45 @@ static char *pp__strdup(const char *s) { return s ? pp__strdupf("%s", s) : NULL;
 
 static pp_warning_cb pp__warning_cb;
 static void *pp__warning_user;
+/* Pools on several threads may warn at once: the once flags and the handler are read
+ * and written under this lock. The handler itself is called outside it. */
+static uv_once_t pp__warn_once_init = UV_ONCE_INIT;
+static uv_mutex_t pp__warn_mu;
+
+static void pp__warn_init(void) {
+  if (uv_mutex_init(&pp__warn_mu) != 0)
+    abort();
+}
 
 void pp_set_warning_handler(pp_warning_cb cb, void *user) {
+  uv_once(&pp__warn_once_init, pp__warn_init);
+  uv_mutex_lock(&pp__warn_mu);
   pp__warning_cb = cb;
   pp__warning_user = user;
+  uv_mutex_unlock(&pp__warn_mu);
 }
 
 void pp__warn_once(int *once, const char *fmt, ...) {
   char msg[1024];
+  pp_warning_cb cb;
+  void *user;
   va_list ap;
 
-  if (*once)
+  uv_once(&pp__warn_once_init, pp__warn_init);
+  uv_mutex_lock(&pp__warn_mu);
+  if (*once) {
+    uv_mutex_unlock(&pp__warn_mu);
     return;
+  }
   *once = 1;
+  cb = pp__warning_cb;
+  user = pp__warning_user;
+  uv_mutex_unlock(&pp__warn_mu);
   va_start(ap, fmt);
   vsnprintf(msg, sizeof(msg), fmt, ap);
   va_end(ap);
-  if (pp__warning_cb != NULL)
-    pp__warning_cb(msg, pp__warning_user);
+  if (cb != NULL)
+    cb(msg, user);
   else
     fprintf(stderr, "procpool: warning: %s\n", msg);
 }
@@ -217,6 +239,7 @@ static int pp__resolve_options(pp_pool *pool, const pp_pool_options *o) {
     /* pp_main checked the table: its names are unique. */
     if (pp__names_init(&pool->index, pool->names, n, NULL, NULL) != 0)
       return PP_ENOMEM;
+    pool->names_fixed = 1;
   }
   if (o->initializer != NULL) {
     size_t len = strlen(o->initializer);
@@ -303,6 +326,8 @@ void pp__task_finish(pp__task *t, int status, void *data, size_t len, char *msg)
   }
   pp_result_free(&r);
   pp__task_free(t);
+  if (pool->pending == 0)
+    pp__x_pending_zero(pool);
   pp__maybe_shutdown(pool);
 }
 
@@ -329,6 +354,7 @@ void pp_result_free(pp_result *result) {
 static void pp__pool_free(pp_pool *pool) {
   size_t i;
 
+  pp__x_destroy(pool);
   if (pool->names_owned)
     for (i = 0; i < pool->ntasks; i++)
       free((char *) pool->names[i]);
@@ -371,6 +397,11 @@ int pp_pool_new(pp_pool **out, uv_loop_t *loop, const pp_pool_options *opts) {
   pool = calloc(1, sizeof(*pool));
   if (pool == NULL)
     return PP_ENOMEM;
+  err = pp__x_init(pool);
+  if (err != 0) {
+    free(pool);
+    return err;
+  }
   pp__q_init(&pool->queue);
   pp__q_init(&pool->workers);
   pp__q_init(&pool->idle);
@@ -404,6 +435,9 @@ int pp_pool_new(pp_pool **out, uv_loop_t *loop, const pp_pool_options *opts) {
   uv_prepare_init(loop, &pool->flush);
   pool->flush.data = pool;
   pool->open_handles++;
+  err = pp__x_start(pool);
+  if (err != 0)
+    return pp__pool_new_undo(pool, err);
   pp__os_parent_init();
   if (pool->ops->pool_init != NULL) {
     err = pool->ops->pool_init(pool);
@@ -437,39 +471,48 @@ pp_start_method pp_pool_start_method(const pp_pool *pool) {
 unsigned pp_pool_workers(const pp_pool *pool) { return pool ? pool->nworkers : 0; }
 
 const char *pp_pool_error(const pp_pool *pool) {
-  return pool && pool->broken ? pool->broken_msg : NULL;
+  const char *msg;
+
+  if (pool == NULL)
+    return NULL;
+  /* Set once, under x.mu, by the loop's thread; never changed after. */
+  uv_mutex_lock((uv_mutex_t *) &pool->x.mu);
+  msg = pool->broken ? pool->broken_msg : NULL;
+  uv_mutex_unlock((uv_mutex_t *) &pool->x.mu);
+  return msg;
 }
 
 /* ---- Submitting and canceling ------------------------------------------------------- */
 
-int pp__submit(pp_pool *pool, const char *task, const void *arg, size_t len,
-               pp_result_cb cb, void *user, uint64_t *id, size_t *hold, void *owned,
-               uint32_t nitems, void (*on_items)(pp__task *t, const pp__batch *b, long pid)) {
-  uint32_t index = PP__NO_INDEX;
-  int copy = hold == NULL && owned == NULL;
+int pp__task_check(pp_pool *pool, const char *task, size_t len, uint32_t *index) {
   size_t nlen;
-  pp__task *t;
 
-  if (pool == NULL || task == NULL || (arg == NULL && len > 0) || pp__in_worker())
-    return PP_EINVAL;
-  if (pool->closing)
-    return PP_ECLOSED;
-  if (pool->broken && pool->active == 0)
-    return pool->broken;
+  *index = PP__NO_INDEX;
   if (len > pool->max_message)
     return PP_E2BIG;
-  if (pool->names != NULL && pp__find_task(pool, task, &index) != 0)
+  if (pool->names_fixed && pp__find_task(pool, task, index) != 0)
     return PP_ENOTASK;
   nlen = strlen(task);
   if (nlen == 0 || nlen > PP__MAX_NAME)
     return PP_ENOTASK;
-  t = malloc(offsetof(pp__task, name) + nlen + 1 + (copy ? len : 0));
+  return 0;
+}
+
+pp__task *pp__task_new(pp_pool *pool, const char *task, uint32_t index, const void *arg,
+                       size_t len, pp_result_cb cb, void *user, int borrow, size_t *hold,
+                       uint32_t nitems, void (*on_items)(pp__task *t, const pp__batch *b,
+                                                         long pid)) {
+  int copy = !borrow;
+  size_t nlen = strlen(task);
+  pp__task *t;
+
+  t = (pp__task *) malloc(offsetof(pp__task, name) + nlen + 1 + (copy ? len : 0));
   if (t == NULL)
-    return PP_ENOMEM;
+    return NULL;
   if (copy)
     pp__os_advise_large(t, offsetof(pp__task, name) + nlen + 1 + len);
   t->pool = pool;
-  t->id = pool->next_id;
+  t->id = 0;
   t->index = index;
   t->state = PP__T_QUEUED;
   t->writing = 0;
@@ -493,14 +536,77 @@ int pp__submit(pp_pool *pool, const char *task, const void *arg, size_t len,
   } else {
     t->arg = (const uint8_t *) arg;
   }
+  return t;
+}
+
+void pp__task_accept(pp_pool *pool, pp__task *t) {
+  pool->pending++;
+  pool->st_submitted++;
+  pp__q_insert_tail(&pool->queue, &t->node);
+  if (pp__tasktab_put(&pool->tasks, t->id, t) != 0) {
+    pp__task_fail(t, PP_ENOMEM, "task '%s' (id %llu) was not run: out of memory", t->name,
+                  (unsigned long long) t->id);
+  } else if (t->index == PP__NO_INDEX && pool->names != NULL &&
+             pp__find_task(pool, t->name, &t->index) != 0) {
+    pp__task_fail(t, PP_ENOTASK, "task '%s' (id %llu): no task of that name in the task "
+                  "table", t->name, (unsigned long long) t->id);
+  } else if (pool->closing) {
+    pp__task_fail(t, PP_ECLOSED, "task '%s' (id %llu) was not run: the pool was closed",
+                  t->name, (unsigned long long) t->id);
+  } else if (pool->broken && pool->active == 0) {
+    pp__task_fail(t, pool->broken, "task '%s' (id %llu) could not run: %s", t->name,
+                  (unsigned long long) t->id,
+                  pool->broken_msg ? pool->broken_msg : pp_strerror(pool->broken));
+  } else {
+    pp__pump(pool);
+  }
+}
+
+int pp__submit(pp_pool *pool, const char *task, const void *arg, size_t len,
+               pp_result_cb cb, void *user, uint64_t *id, size_t *hold, void *owned,
+               uint32_t nitems, void (*on_items)(pp__task *t, const pp__batch *b, long pid)) {
+  uint32_t index = PP__NO_INDEX;
+  size_t nlen;
+  pp__task *t;
+  int closed;
+
+  if (pool == NULL || task == NULL || (arg == NULL && len > 0) || pp__in_worker())
+    return PP_EINVAL;
+  if (pool->closing)
+    return PP_ECLOSED;
+  if (pool->broken && pool->active == 0)
+    return pool->broken;
+  if (len > pool->max_message)
+    return PP_E2BIG;
+  if (pool->names != NULL && pp__find_task(pool, task, &index) != 0)
+    return PP_ENOTASK;
+  nlen = strlen(task);
+  if (nlen == 0 || nlen > PP__MAX_NAME)
+    return PP_ENOTASK;
+  t = pp__task_new(pool, task, index, arg, len, cb, user, hold != NULL || owned != NULL,
+                   hold, nitems, on_items);
+  if (t == NULL)
+    return PP_ENOMEM;
+  /* Ids are shared with the tasks other threads submit; a close from another thread
+   * refuses new tasks as soon as it is called. */
+  uv_mutex_lock(&pool->x.mu);
+  closed = pool->x.closed;
+  if (!closed) {
+    t->id = pool->next_id;
+    /* A batch reserves an id for each of its items too. */
+    pool->next_id += 1 + nitems;
+  }
+  uv_mutex_unlock(&pool->x.mu);
+  if (closed) {
+    free(t);
+    return PP_ECLOSED;
+  }
   if (pp__tasktab_put(&pool->tasks, t->id, t) != 0) {
     free(t);
     return PP_ENOMEM;
   }
   /* Only once accepted does the task own what it was handed. */
   t->owned = owned;
-  /* A batch reserves an id for each of its items too. */
-  pool->next_id += 1 + nitems;
   pool->pending++;
   pool->st_submitted += nitems ? nitems : 1;
   pp__q_insert_tail(&pool->queue, &t->node);
@@ -512,17 +618,31 @@ int pp__submit(pp_pool *pool, const char *task, const void *arg, size_t len,
 
 int pp_submit(pp_pool *pool, const char *task, const void *arg, size_t len,
               pp_result_cb cb, void *user, uint64_t *id) {
-  return pp__submit(pool, task, arg, len, cb, user, id, NULL, NULL, 0, NULL);
+  int mode, err;
+
+  if (pool == NULL || task == NULL || (arg == NULL && len > 0) || pp__in_worker())
+    return PP_EINVAL;
+  mode = pp__enter(pool, 0);
+  if (mode < 0)
+    return mode;
+  if (mode == PP__AWAY)
+    return pp__x_submit(pool, task, arg, len, cb, user, id);
+  err = pp__submit(pool, task, arg, len, cb, user, id, NULL, NULL, 0, NULL);
+  pp__leave(pool);
+  return err;
 }
 
-int pp_cancel(pp_pool *pool, uint64_t id) {
+int pp__cancel_core(pp_pool *pool, uint64_t id) {
   pp__task *t;
 
-  if (pool == NULL || pp__in_worker())
-    return PP_EINVAL;
   t = (pp__task *) pp__tasktab_get(&pool->tasks, id);
-  if (t == NULL)
-    return PP_ENOENT;
+  if (t == NULL) {
+    /* It may have come from another thread and still wait in the inbox. */
+    pp__x_drain(pool);
+    t = (pp__task *) pp__tasktab_get(&pool->tasks, id);
+    if (t == NULL)
+      return PP_ENOENT;
+  }
   if (t->state == PP__T_RUNNING && pp__worker_head(t->worker) == t) {
     pp__worker *w = t->worker;
     pp__worker_abort_head(w, PP_ECANCELED,
@@ -537,6 +657,21 @@ int pp_cancel(pp_pool *pool, uint64_t id) {
   }
   pp__pump(pool);
   return 0;
+}
+
+int pp_cancel(pp_pool *pool, uint64_t id) {
+  int mode, err;
+
+  if (pool == NULL || pp__in_worker())
+    return PP_EINVAL;
+  mode = pp__enter(pool, 0);
+  if (mode < 0)
+    return mode;
+  if (mode == PP__AWAY)
+    return pp__x_cancel(pool, id);
+  err = pp__cancel_core(pool, id);
+  pp__leave(pool);
+  return err;
 }
 
 /* ---- Ending a pool ------------------------------------------------------------------ */
@@ -589,6 +724,7 @@ void pp__maybe_shutdown(pp_pool *pool) {
     return;
   if (!pool->method_ended) {
     pool->method_ended = 1;
+    pp__x_end(pool);
     uv_close((uv_handle_t *) &pool->flush, pp__pool_on_flush_closed);
     if (pool->ops != NULL && pool->ops->pool_end != NULL)
       pool->ops->pool_end(pool);
@@ -604,17 +740,13 @@ void pp__pool_handle_closed(pp_pool *pool) {
   pp__maybe_shutdown(pool);
 }
 
-int pp__pool_end(pp_pool *pool) {
-  if (!pool->own) {
-    pp__maybe_shutdown(pool);
-    return 0;
-  }
+void pp__pool_run_to_end(pp_pool *pool) {
   pool->blocking++;
   pp__maybe_shutdown(pool);
   while (!pool->final_closed) {
     /* A pool that still has work always has a handle or a request at work (a worker's
-     * channel or timer, a write): a loop with nothing left to run would be a bug here,
-     * and must not become a busy wait. */
+     * channel or timer, a write, the wake handle): a loop with nothing left to run would
+     * be a bug here, and must not become a busy wait. */
     int alive = uv_run(pool->loop, UV_RUN_ONCE);
     assert(alive || pool->final_closed);
     if (!alive && !pool->final_closed) {
@@ -623,41 +755,99 @@ int pp__pool_end(pp_pool *pool) {
     }
   }
   pool->blocking--;
+}
+
+void pp__pool_finish_own(pp_pool *pool) {
   /* uv_loop_close fails while a closed handle's callback is still to run. */
   while (uv_loop_close(&pool->own_loop) == UV_EBUSY)
     uv_run(&pool->own_loop, UV_RUN_NOWAIT);
   pp__pool_release(pool);
+}
+
+int pp__pool_end(pp_pool *pool) {
+  if (!pool->own) {
+    pp__maybe_shutdown(pool);
+    return 0;
+  }
+  pp__pool_run_to_end(pool);
+  pp__pool_finish_own(pool);
+  return 0;
+}
+
+void pp__close_core(pp_pool *pool, pp_close_cb cb, void *user) {
+  pool->close_cb = cb;
+  pool->close_user = user;
+  if (!pool->closing) {
+    pool->closing = 1;
+    /* Workers that died or were retired meanwhile are replaced for what is still
+     * queued. */
+    pp__maintain(pool);
+  }
+  pp__maybe_shutdown(pool);
+}
+
+/* Marks the pool closed for other threads, unless it is already; then runs what they
+ * submitted before. 0, PP_ECLOSED, or PP__AWAY when a runner waits to take over the
+ * private loop, so the end must go through it. */
+static int pp__mark_closed(pp_pool *pool, int terminate) {
+  pp__xstate *x = &pool->x;
+  uv_thread_t self = uv_thread_self();
+
+  uv_mutex_lock(&x->mu);
+  if (terminate ? x->terminated : x->closed) {
+    uv_mutex_unlock(&x->mu);
+    return PP_ECLOSED;
+  }
+  if (pool->own && x->threaded &&
+      !(x->runner_known && uv_thread_equal(&self, &x->runner_self))) {
+    uv_mutex_unlock(&x->mu);
+    return PP__AWAY;
+  }
+  x->closed = 1;
+  if (terminate)
+    x->terminated = 1;
+  uv_mutex_unlock(&x->mu);
+  pp__x_drain(pool);
   return 0;
 }
 
 int pp_pool_close(pp_pool *pool, pp_close_cb cb, void *user) {
+  int mode, err;
+
   if (pool == NULL || pp__in_worker())
     return PP_EINVAL;
-  if (pool->closing)
+  mode = pp__enter(pool, 0);
+  if (mode < 0)
+    return mode;
+  if (mode == PP__AWAY)
+    return pp__x_close(pool, 0, cb, user);
+  if (pool->closing) {
+    pp__leave(pool);
     return PP_ECLOSED;
-  if (pool->own && (pool->cb_depth > 0 || pool->blocking > 0))
+  }
+  if (pool->own && (pool->cb_depth > 0 || pool->blocking > 0)) {
+    pp__leave(pool);
     return PP_EINVAL;
-  pool->closing = 1;
-  pool->close_cb = cb;
-  pool->close_user = user;
-  /* Workers that died or were retired meanwhile are replaced for what is still queued. */
-  pp__maintain(pool);
-  return pp__pool_end(pool);
+  }
+  err = pp__mark_closed(pool, 0);
+  if (err != 0) {
+    pp__leave(pool);
+    return err == PP__AWAY ? pp__x_close(pool, 0, cb, user) : err;
+  }
+  pp__close_core(pool, cb, user);
+  if (!pool->own) {
+    pp__leave(pool);
+    return 0;
+  }
+  pp__pool_run_to_end(pool);
+  pp__leave(pool);
+  pp__pool_finish_own(pool);
+  return 0;
 }
 
-int pp_pool_terminate(pp_pool *pool, pp_close_cb cb, void *user) {
+int pp__terminate_core(pp_pool *pool, pp_close_cb cb, void *user) {
   pp__qnode *q;
-  int nested;
 
-  if (pool == NULL || pp__in_worker())
-    return PP_EINVAL;
-  if (pool->terminating)
-    return PP_ECLOSED;
-  /* On a private loop the pool may only be ended from outside its loop, or, to hurry a
-   * pp_pool_close that is running the loop, from one of its callbacks. */
-  nested = pool->cb_depth > 0 || pool->blocking > 0;
-  if (pool->own && nested && !pool->closing)
-    return PP_EINVAL;
   pool->terminating = 1;
   pool->closing = 1;
   pool->term_cb = cb;
@@ -687,7 +877,45 @@ again:
   if (!pp__q_empty(&pool->queue))
     goto again;
   pool->pending--;
-  if (pool->own && nested)
+  if (pool->pending == 0)
+    pp__x_pending_zero(pool);
+  pp__maybe_shutdown(pool);
+  return 0;
+}
+
+int pp_pool_terminate(pp_pool *pool, pp_close_cb cb, void *user) {
+  int mode, nested, err;
+
+  if (pool == NULL || pp__in_worker())
+    return PP_EINVAL;
+  mode = pp__enter(pool, 0);
+  if (mode < 0)
+    return mode;
+  if (mode == PP__AWAY)
+    return pp__x_close(pool, 1, cb, user);
+  if (pool->terminating) {
+    pp__leave(pool);
+    return PP_ECLOSED;
+  }
+  /* On a private loop the pool may only be ended from outside its loop, or, to hurry a
+   * pp_pool_close that is running the loop, from one of its callbacks. */
+  nested = pool->cb_depth > 0 || pool->blocking > 0;
+  if (pool->own && nested && !pool->closing) {
+    pp__leave(pool);
+    return PP_EINVAL;
+  }
+  err = pp__mark_closed(pool, 1);
+  if (err != 0) {
+    pp__leave(pool);
+    return err == PP__AWAY ? pp__x_close(pool, 1, cb, user) : err;
+  }
+  pp__terminate_core(pool, cb, user);
+  if (!pool->own || nested) {
+    pp__leave(pool);
     return 0;
-  return pp__pool_end(pool);
+  }
+  pp__pool_run_to_end(pool);
+  pp__leave(pool);
+  pp__pool_finish_own(pool);
+  return 0;
 }

@@ -133,6 +133,8 @@ struct pp__worker {
   int became_ready;        /* it reached READY once */
   int unwritable;          /* a write failed: it gets nothing more */
   int abort_kill;          /* pp__worker_abort_head is to kill it after its callback */
+  uint64_t aborted_id;     /* the task pp__worker_abort_head killed it for, or 0 */
+  int aborted_status;      /* and why: PP_ECANCELED or PP_ETIMEDOUT */
   int lost_counted;        /* counted in pool->st_lost already */
   int exited;              /* the start method reported the process's end */
   int eof;                 /* its channel ended */
@@ -165,7 +167,36 @@ struct pp__worker {
   int journal_state;       /* journal.c's: not offered yet, named, or done */
 };
 
+/* What threads other than the loop's share with it (threads.c). Everything here but
+ * `core` and the fields marked otherwise is guarded by `mu`. */
+typedef struct pp__xstate {
+  uv_mutex_t mu;
+  uv_cond_t cond;          /* broadcast on a reply, a ref dropped, the runner finished */
+  /* Recursive; private loop only. Held by whichever thread runs the core: the creating
+   * thread during each of its calls until the runner exists, then the runner for good.
+   * core_depth is read and written by its holder only. */
+  uv_mutex_t core;
+  int core_depth;
+  uv_async_t wake;         /* the inbox has something */
+  int wake_open;
+  uv_thread_t owner;       /* pp_pool_new's thread (immutable) */
+  uv_thread_t runner;      /* the pool's own thread, when it exists (uv_thread_create's) */
+  uv_thread_t runner_self; /* the same, as the runner sees itself, once runner_known */
+  int runner_known;
+  int threaded;            /* private loop: the runner was started and runs the loop */
+  int joined;
+  pp__qnode inbox;         /* pp__cmd, from other threads, in order */
+  pp__qnode waits;         /* loop thread only: WAIT commands until nothing is pending */
+  int closed;              /* pp_pool_close or pp_pool_terminate was called */
+  int terminated;          /* pp_pool_terminate was called */
+  int gone;                /* the pool is ending: commands are answered at once */
+  int finished;            /* the runner has run the pool to its end */
+  int refs;                /* callers from other threads still to touch the pool */
+  pp_pool_stats last;      /* the counters when the pool went, for late callers */
+} pp__xstate;
+
 struct pp_pool {
+  pp__xstate x;
   uv_loop_t *loop;
   uv_loop_t own_loop;
   int own;                 /* the loop is own_loop */
@@ -194,7 +225,8 @@ struct pp_pool {
   size_t ntasks;
   int names_owned;
   pp__names index;         /* the names by name, built with them */
-  uint64_t next_id;
+  int names_fixed;         /* names came from pp_main: immutable, any thread may read */
+  uint64_t next_id;        /* under x.mu */
   size_t pending;          /* queued + running */
   pp__qnode queue;
   pp__qnode workers;
@@ -238,6 +270,18 @@ void pp__task_fail(pp__task *t, int status, const char *fmt, ...) PP_PRINTF(3, 4
 void pp__task_free(pp__task *t);
 /* Resolves a task's name to its index in the table: 0 or PP_ENOTASK. */
 int pp__find_task(const pp_pool *pool, const char *name, uint32_t *index);
+/* Makes a task, not yet queued nor given an id: the argument copied, or with borrow
+ * pointed at (then hold, if not NULL, counts the writes that point at it). NULL: out of
+ * memory. */
+pp__task *pp__task_new(pp_pool *pool, const char *task, uint32_t index, const void *arg,
+                       size_t len, pp_result_cb cb, void *user, int borrow, size_t *hold,
+                       uint32_t nitems, void (*on_items)(pp__task *t, const pp__batch *b,
+                                                         long pid));
+/* Checks a task's name and size as pp_submit does, from any thread (the names only
+ * when they are fixed); sets *index. 0 or the error. */
+int pp__task_check(pp_pool *pool, const char *task, size_t len, uint32_t *index);
+/* Queues a task made by another thread (threads.c); its outcome comes, whatever it is. */
+void pp__task_accept(pp_pool *pool, pp__task *t);
 /* Queues a task; borrow: the argument is the caller's (counted in *hold while written). */
 int pp__submit(pp_pool *pool, const char *task, const void *arg, size_t len,
                pp_result_cb cb, void *user, uint64_t *id, size_t *hold, void *owned,
@@ -250,6 +294,9 @@ int pp__pool_end(pp_pool *pool);
 
 char *pp__strdupf(const char *fmt, ...) PP_PRINTF(1, 2);
 char *pp__vstrdupf(const char *fmt, va_list ap);
+
+/* pp_pool_stats_get's work, on the loop's thread (stats.c). */
+void pp__stats_core(pp_pool *pool, pp_pool_stats *stats);
 
 /* ---- Called by the start methods (lifecycle.c) ------------------------------------------ */
 

@@ -4,14 +4,27 @@
  * depth), and queued is whatever else was accepted and is not decided yet. */
 #include <string.h>
 
-#include "pool.h"
+#include "threads.h"
 
 int pp_pool_stats_get(pp_pool *pool, pp_pool_stats *stats) {
-  uint64_t running = 0;
-  pp__qnode *q, *k;
+  int mode;
 
   if (pool == NULL || stats == NULL)
     return PP_EINVAL;
+  mode = pp__enter(pool, 0);
+  if (mode < 0)
+    return mode;
+  if (mode == PP__AWAY)
+    return pp__x_stats(pool, stats);
+  pp__stats_core(pool, stats);
+  pp__leave(pool);
+  return 0;
+}
+
+void pp__stats_core(pp_pool *pool, pp_pool_stats *stats) {
+  uint64_t running = 0;
+  pp__qnode *q, *k;
+
   for (q = pp__q_head(&pool->workers); q != &pool->workers; q = q->next) {
     pp__worker *w = PP__CONTAINER_OF(q, pp__worker, node);
     for (k = pp__q_head(&w->inflight); k != &w->inflight; k = k->next) {
@@ -29,5 +42,4 @@ int pp_pool_stats_get(pp_pool *pool, pp_pool_stats *stats) {
   stats->workers_ready = pool->ready;
   stats->workers_started = pool->st_started;
   stats->workers_lost = pool->st_lost;
-  return 0;
 }

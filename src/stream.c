@@ -17,7 +17,9 @@
 #include <string.h>
 
 #include "serve.h"
+#include "future.h"
 #include "stream.h"
+#include "threads.h"
 
 /* Inputs a batch holds at most, so that a stream holds few of them at once. */
 #define PP__STREAM_BATCH_BYTES (256 * 1024)
@@ -452,10 +454,10 @@ int pp__stream_run(pp__stream *s) {
       s->dry = 1;
       s->stop = 1;
       while (s->singles != NULL)
-        if (pp_cancel(pool, s->singles->id) != 0)
+        if (pp__cancel_core(pool, s->singles->id) != 0)
           break;
       while (s->batches != NULL)
-        if (pp_cancel(pool, s->batches->id) != 0)
+        if (pp__cancel_core(pool, s->batches->id) != 0)
           break;
       if (s->has_pend) {
         s->has_pend = 0;
@@ -475,16 +477,33 @@ int pp__stream_run(pp__stream *s) {
   return 0;
 }
 
+static int pp__map_stream_here(pp_pool *pool, const char *task, pp_next_fn next,
+                               pp_each_fn each, void *user, unsigned flags);
+
 int pp_map_stream(pp_pool *pool, const char *task, pp_next_fn next, pp_each_fn each,
                   void *user, unsigned flags) {
+  int mode, err;
+
+  if (pool == NULL || task == NULL || next == NULL || each == NULL ||
+      (flags & ~(unsigned) PP_MAP_UNORDERED) != 0 || pp__in_worker())
+    return PP_EINVAL;
+  mode = pp__enter(pool, 0);
+  if (mode < 0)
+    return mode;
+  if (mode == PP__AWAY)
+    return pp__x_map_stream(pool, task, next, each, user, flags);
+  err = pp__map_stream_here(pool, task, next, each, user, flags);
+  pp__leave(pool);
+  return err;
+}
+
+static int pp__map_stream_here(pp_pool *pool, const char *task, pp_next_fn next,
+                               pp_each_fn each, void *user, unsigned flags) {
   pp__stream s;
   uint32_t index;
   int err;
 
-  if (pool == NULL || task == NULL || next == NULL || each == NULL ||
-      (flags & ~(unsigned) PP_MAP_UNORDERED) != 0)
-    return PP_EINVAL;
-  if (pool->cb_depth > 0 || pool->finished || pp__in_worker())
+  if (pool->cb_depth > 0 || pool->finished)
     return PP_EINVAL;
   if (pool->closing)
     return PP_ECLOSED;

@@ -193,3 +193,13 @@ TEST_EACH(stream_counters_faults)
 /* Random sequences of the API's calls checked against the header (test-model.c) */
 TEST_EACH(model_private)
 TEST_EACH(model_caller_loop)
+
+/* test-threads.c: pools from several threads, and futures */
+TEST_EACH(thr_futures_many)
+TEST_EACH(thr_blocking_calls)
+TEST_EACH(thr_close_under_waiters)
+TEST_EACH(thr_terminate_under_waiters)
+TEST_EACH(thr_future_outlives_pool)
+TEST_EACH(thr_caller_loop)
+TEST_EACH(thr_wait_in_callback)
+TEST_EACH(thr_no_thread_until_needed)

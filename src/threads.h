@@ -1,0 +1,66 @@
+/* Calls from any thread (threads.c). The core stays single-threaded: only the thread
+ * that runs the pool's loop touches it. A call made on that thread goes straight to the
+ * core; a call from any other thread becomes a command in the pool's inbox, which the
+ * loop's thread runs after a uv_async wake-up, and, when the call must wait for an
+ * answer, the caller sleeps on the pool's condition until the loop's thread gives it.
+ *
+ * Which thread runs the loop: on a caller's loop, the thread that created the pool (it
+ * must be the one that runs that loop). On a private loop, the creating thread, inside
+ * its blocking calls, until the pool is first used from another thread or through a
+ * future; then a thread of the pool's own (the runner), for the rest of its life. */
+#ifndef PP_THREADS_H
+#define PP_THREADS_H
+
+#include "pool.h"
+
+/* How a call reaches the core. */
+enum {
+  PP__HERE = 0,   /* this thread runs the core now: call it, then pp__leave */
+  PP__AWAY = 1    /* another thread runs it (or will): post a command */
+};
+
+/* Sets up pool->x, before anything else in pp_pool_new. 0 or a UV_E* code. */
+int pp__x_init(pp_pool *pool);
+/* Makes the wake handle on the pool's loop, counted in open_handles. */
+int pp__x_start(pp_pool *pool);
+/* Releases what pp__x_init made; waits until no other thread is still in a call. */
+void pp__x_destroy(pp_pool *pool);
+
+/* Says how this call reaches the core: PP__HERE (then call pp__leave when done), PP__AWAY,
+ * or a UV_E* code when the pool's thread was needed and could not be started.
+ * want_thread: on a private loop, hand the loop to the pool's own thread now (futures). */
+int pp__enter(pp_pool *pool, int want_thread);
+void pp__leave(pp_pool *pool);
+/* Whether this thread is inside the pool's core right now (a callback on the loop's
+ * thread): a call that waits for the loop would wait for itself. Any thread. */
+int pp__x_inside(pp_pool *pool);
+
+/* From another thread: queues a task (its argument copied) as pp_submit does. */
+int pp__x_submit(pp_pool *pool, const char *task, const void *arg, size_t len,
+                 pp_result_cb cb, void *user, uint64_t *id);
+/* From another thread: the core's answers, waited for. */
+int pp__x_cancel(pp_pool *pool, uint64_t id);
+int pp__x_wait(pp_pool *pool);
+int pp__x_stats(pp_pool *pool, pp_pool_stats *stats);
+/* From another thread: pp_pool_close (terminate 0) or pp_pool_terminate (1). */
+int pp__x_close(pp_pool *pool, int terminate, pp_close_cb cb, void *user);
+
+/* On the loop's thread: runs what the inbox holds. */
+void pp__x_drain(pp_pool *pool);
+/* On the loop's thread: answers the waits once nothing is pending. */
+void pp__x_pending_zero(pp_pool *pool);
+/* On the loop's thread, as the pool ends: answers everything still asked, refuses what
+ * comes later, and closes the wake handle. */
+void pp__x_end(pp_pool *pool);
+
+/* The core's halves of pp_cancel, pp_pool_close and pp_pool_terminate (pool.c). */
+int pp__cancel_core(pp_pool *pool, uint64_t id);
+void pp__close_core(pp_pool *pool, pp_close_cb cb, void *user);
+int pp__terminate_core(pp_pool *pool, pp_close_cb cb, void *user);
+/* A private loop's end once its loop has run the pool to its end: closes the loop and
+ * releases the pool (pool.c). */
+void pp__pool_finish_own(pp_pool *pool);
+/* Runs a private loop until the pool is released from it (pool.c). */
+void pp__pool_run_to_end(pp_pool *pool);
+
+#endif
