@@ -193,3 +193,10 @@ TEST_EACH(stream_counters_faults)
 /* Random sequences of the API's calls checked against the header (test-model.c) */
 TEST_EACH(model_private)
 TEST_EACH(model_caller_loop)
+/* The fork method's helper: replacements copy the parent as it was at pp_pool_new, a
+ * lock taken later is free in workers, one helper per pool, reaped with it, a helper
+ * killed under its pool (test-forkhelper.c) */
+TEST_ONCE(fh_replacement_snapshot)
+TEST_ONCE(fh_lock_later)
+TEST_ONCE(fh_one_per_pool)
+TEST_ONCE(fh_helper_killed)
