@@ -166,15 +166,24 @@ PP_EXTERN int pp_main(int argc, char **argv, const pp_task *tasks);
  *     either). A worker sees only what the program's static initialisation gives: not
  *     the parent's later changes to globals, not its heap. Windows' only method;
  *     available everywhere.
- *   PP_START_FORK: the pool forks its workers; a worker sees a copy of the parent's memory
- *     as it was at that moment (a replacement: as it is when the replacement starts). It
- *     keeps no descriptor of the parent's but stdin (the null device), stdout and
- *     stderr. Forking a process that runs threads is risky (a lock held by another
- *     thread stays locked in the worker): the pool warns once when it sees threads.
- *     fork copies this process's page tables, so a start costs more, and stalls the loop
- *     longer, the more memory the process holds: from 2 GiB of touched heap, about 41 ms
- *     and an 18 ms stall on the project's machine, against 0.7 ms and 0.4 ms from a
- *     small one. Unix only.
+ *   PP_START_FORK: pp_pool_new forks one helper process for the pool, from the thread
+ *     that calls it, and every worker of the pool, the first ones and every replacement,
+ *     is forked from that helper. So a worker sees a copy of the parent's memory as it
+ *     was at pp_pool_new, a replacement too (not the parent's later changes), and its
+ *     parent is the helper. This process itself forks only then, at a moment it
+ *     chooses: create fork pools before starting threads, since a lock another thread
+ *     holds at that fork (in malloc, stdio, a logging library) stays locked in the
+ *     workers; the pool warns once when it sees threads. A worker keeps no descriptor of
+ *     the parent's but stdin (the null device), stdout and stderr (the parent's as they
+ *     are when the worker starts). The helper ends, and is reaped, with its pool; if it
+ *     dies first, its workers' tasks fail (PP_EWORKER) or run again as for any dead
+ *     worker, and a new helper is forked, from the thread that runs the pool's loop,
+ *     with a warning. A fork copies this process's page tables, so pp_pool_new costs
+ *     more the more memory the process holds, and so does each worker's start (the
+ *     helper is as big), but a replacement no longer stalls the pool's loop: from 2 GiB
+ *     of touched heap, a pool's first result about 52 ms, a replacement 55 ms and a
+ *     0.2 ms stall on the project's machine (a fork from the loop's own thread would
+ *     stall it some 26 ms), against under 1.5 ms from a small process. Unix only.
  *   PP_START_FORKSERVER: a server process is started once, like a spawned worker, and
  *     workers are forked from it: cheap to start, and they see a fresh program's state,
  *     as under spawn; their parent is the server. One server serves every pool of the
@@ -233,8 +242,8 @@ typedef struct pp_pool_options {
   size_t initarg_len;
   /* 0: unlimited. Otherwise a worker is retired after that many tasks, and a new one is
    * started in its place once the old one has delivered its last result. (Under fork the
-   * new one therefore sees the parent's memory as it is then, as does the replacement of
-   * a worker that died.) */
+   * new one, like the replacement of a worker that died, is a copy of the parent as it
+   * was at pp_pool_new: see PP_START_FORK.) */
   unsigned max_tasks_per_worker;
   /* 0: none. Otherwise a task still running that long after it started in its worker
    * fails with PP_ETIMEDOUT; its worker is killed and replaced. (A task sent ahead of its

@@ -99,22 +99,24 @@ static void matrix_check(pp_start_method asked, pp_start_method expect_used) {
   ASSERT_EQ_INT(first.level, fresh ? 1 : LEVEL_BEFORE_POOL);
   /* Row: the initializer's argument, under every method. */
   ASSERT_EQ_INT(first.shipped, LEVEL_BEFORE_POOL);
-  /* Row: the parent's pid as the worker's parent: not under forkserver. */
-  if (expect_used == PP_START_FORKSERVER)
+  /* Row: the parent's pid as the worker's parent: only under spawn (a forkserver
+   * worker's parent is the server, a fork worker's its pool's fork helper). */
+  if (expect_used != PP_START_SPAWN)
     ASSERT_NE_INT(first.ppid, uv_os_getpid());
   else
     ASSERT_EQ_INT(first.ppid, uv_os_getpid());
   /* Row: a heap block reached through a global pointer: only fork copies it. */
   ASSERT_EQ_INT(first.heap, forked);
 
-  /* Row: a replacement sees the parent's later changes. The worker that runs the next
-   * task was started before the change; the one after it, after. */
+  /* Row: a replacement sees the parent's later changes: under no method. The worker
+   * that runs the next task was started before the change; the one after it, after,
+   * yet under fork it is a copy of the parent as it was at pp_pool_new. */
   matrix_level = LEVEL_LATER;
   APPLY(pool, "nothing", NULL, 0, &r);
   ASSERT_STATUS(r, 0);
   pp_result_free(&r);
   matrix_read(pool, &replaced);
-  ASSERT_EQ_INT(replaced.level, forked ? LEVEL_LATER : 1);
+  ASSERT_EQ_INT(replaced.level, forked ? LEVEL_BEFORE_POOL : 1);
   ASSERT_EQ_INT(replaced.shipped, LEVEL_BEFORE_POOL);
 
   ASSERT_EQ_INT(pp_pool_close(pool, NULL, NULL), 0);

@@ -38,414 +38,26 @@
 
 #include "../os.h"
 #include "../serve.h"
-#include "../worker.h"
+#include "fs.h"
 #include "unix.h"
 
-/* One message, either way, on any connection. Both ends are this program, built once,
- * so native byte order and layout are fine. */
-typedef struct pp__fs_msg {
-  uint32_t type;
-  int32_t value;    /* see the types */
-  uint64_t token;   /* the worker's token, from the pool */
-} pp__fs_msg;
-
-enum {
-  PP__FS_ADD = 1,   /* process -> server, on the master connection: a new connection (fd) */
-  PP__FS_FORK,      /* pool -> server: fork a worker on this channel (fd), followed by
-                     * the stdout and stderr that value's PP__FS_STD* bits name */
-  PP__FS_KILL,      /* pool -> server: kill that worker */
-  PP__FS_FORKED,    /* server -> pool: value is the pid */
-  PP__FS_FAILED,    /* server -> pool: value is an errno value */
-  PP__FS_EXITED,    /* server -> pool: value is the wait status */
-  PP__FS_HELLO,     /* server -> process or pool, first on each connection: it reached
-                     * pp_main (value: its pid) and took the connection */
-  PP__FS_REFUSED    /* server -> process, on the master connection: an ADD it could not
-                     * take; value: an errno value, or 0 when it has too many connections */
-};
-
-enum { PP__FS_STDOUT = 1, PP__FS_STDERR = 2 };
-
 #define PP__FS_MARK "--procpool-forkserver="
-#define PP__FS_MAX_CONNS 4096
-#define PP__FS_MAX_FDS 3
 /* How long a pool whose connection ended unanswered waits for the server's reason (or
  * its end) on the master connection: either comes at once, so this only bounds a wait
  * that holds the process-wide lock. */
 #define PP__FS_PROBE_MS 2000
 
-/* ---- Sending and receiving a message with up to PP__FS_MAX_FDS descriptors --------- */
-
-static int pp__fs_send(int fd, const pp__fs_msg *m, const int *pass, int npass) {
-  union {
-    struct cmsghdr align;
-    char buf[CMSG_SPACE(PP__FS_MAX_FDS * sizeof(int))];
-  } cbuf;
-  struct msghdr msg;
-  struct iovec iov;
-  ssize_t r;
-
-  memset(&msg, 0, sizeof(msg));
-  iov.iov_base = (void *) m;
-  iov.iov_len = sizeof(*m);
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  if (npass > 0) {
-    struct cmsghdr *c;
-    memset(&cbuf, 0, sizeof(cbuf));
-    msg.msg_control = cbuf.buf;
-    msg.msg_controllen = CMSG_SPACE((size_t) npass * sizeof(int));
-    c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN((size_t) npass * sizeof(int));
-    memcpy(CMSG_DATA(c), pass, (size_t) npass * sizeof(int));
-  }
-  do
-    r = sendmsg(fd, &msg, MSG_NOSIGNAL);
-  while (r == -1 && errno == EINTR);
-  if (r == -1)
-    return uv_translate_sys_error(errno);
-  /* Messages are far below a socket's buffer; a short write means the peer is gone. */
-  return r == (ssize_t) sizeof(*m) ? 0 : UV_EPIPE;
-}
-
-static void pp__fs_close_all(int *fds, int *nfds) {
-  while (*nfds > 0)
-    close(fds[--*nfds]);
-}
-
-/* Receives one whole message, and the descriptors that came with it into fds (at most
- * PP__FS_MAX_FDS, made close-on-exec on arrival; *nfds says how many). *dropped is set
- * when the kernel dropped some that were sent (MSG_CTRUNC): this process is out of
- * descriptors. Returns 0, UV_EOF, UV_EAGAIN (nothing there, with dontwait) or an error;
- * on anything but 0, *nfds is 0. */
-static int pp__fs_recv(int fd, pp__fs_msg *m, int *fds, int *nfds, int *dropped,
-                       int dontwait) {
-  union {
-    struct cmsghdr align;
-    char buf[CMSG_SPACE(PP__FS_MAX_FDS * sizeof(int))];
-  } cbuf;
-  struct msghdr msg;
-  struct iovec iov;
-  size_t have = 0;
-
-  *nfds = 0;
-  *dropped = 0;
-  while (have < sizeof(*m)) {
-    struct cmsghdr *c;
-    ssize_t r;
-    memset(&msg, 0, sizeof(msg));
-    iov.iov_base = (char *) m + have;
-    iov.iov_len = sizeof(*m) - have;
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.buf;
-    msg.msg_controllen = sizeof(cbuf.buf);
-    do
-      r = recvmsg(fd, &msg, (have == 0 && dontwait ? MSG_DONTWAIT : 0) | MSG_CMSG_CLOEXEC);
-    while (r == -1 && errno == EINTR);
-    if (r <= 0) {
-      int err = r == 0 ? UV_EOF
-                : errno == EAGAIN || errno == EWOULDBLOCK ? UV_EAGAIN
-                : uv_translate_sys_error(errno);
-      pp__fs_close_all(fds, nfds);
-      return err;
-    }
-    if (msg.msg_flags & MSG_CTRUNC)
-      *dropped = 1;
-    for (c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
-      size_t i, n;
-      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-        continue;
-      n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      for (i = 0; i < n; i++) {
-        int extra;
-        memcpy(&extra, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-        if (*nfds < PP__FS_MAX_FDS)
-          fds[(*nfds)++] = extra;
-        else
-          close(extra);
-      }
-    }
-    have += (size_t) r;
-  }
-  return 0;
-}
-
-/* ---- The server -------------------------------------------------------------------- */
-
-typedef struct pp__fs_child {
-  pid_t pid;
-  int conn;
-  uint64_t token;
-} pp__fs_child;
-
-/* What a worker is forked with: its channel, and the pool's stdout and stderr (-1: the
- * pool had that one closed). */
-typedef struct pp__fs_fork {
-  int chan;
-  int out;
-  int err;
-} pp__fs_fork;
-
-static int pp__fs_sigpipe[2] = { -1, -1 };
-
-static void pp__fs_on_sigchld(int sig) {
-  int saved = errno;
-  char c = 0;
-  ssize_t r = write(pp__fs_sigpipe[1], &c, 1);
-
-  (void) sig;
-  (void) r;
-  errno = saved;
-}
-
-static PP__NORETURN void pp__fs_worker_exit(int code) {
-  fflush(NULL);
-  _exit(code);
-}
-
-/* In a child of the server: from onto to, or to closed when from is -1. */
-static int pp__fs_stdio(int from, int to) {
-  int r;
-
-  if (from < 0) {
-    close(to);
-    return 0;
-  }
-  do
-    r = dup2(from, to);
-  while (r == -1 && errno == EINTR);
-  if (r == -1)
-    return -1;
-  close(from);
-  return 0;
-}
-
-/* In a child of the server: take the pool's stdout and stderr, then serve on the
- * channel. */
-static void pp__fs_worker_child(void *arg, int report) {
-  const pp__fs_fork *f = (const pp__fs_fork *) arg;
-  pp__serve_ctx ctx;
-
-  /* The pool's, as they were when it asked for this worker: a worker prints where a
-   * spawned or forked one would, also after the program moved them with dup2. */
-  if (pp__fs_stdio(f->out, 1) != 0 || pp__fs_stdio(f->err, 2) != 0)
-    pp__unix_child_fail(report, errno);
-  close(report);
-  ctx.chan.h = f->chan;
-  ctx.exit = pp__fs_worker_exit;
-  pp__serve(&ctx);
-}
-
-/* Forks one worker. Returns its pid, or -errno. */
-static pid_t pp__fs_fork_worker(const pp__fs_fork *f) {
-  int keep[3], nkeep = 0, err = 0;
-  pid_t pid;
-
-  keep[nkeep++] = f->chan;
-  if (f->out >= 0)
-    keep[nkeep++] = f->out;
-  if (f->err >= 0)
-    keep[nkeep++] = f->err;
-  pid = pp__unix_fork_child(keep, nkeep, pp__fs_worker_child, (void *) f, &err);
-  return pid > 0 ? pid : (pid_t) err;
-}
-
-static void pp__fs_reap(pp__fs_child *kids, size_t *nkids) {
-  for (;;) {
-    int status;
-    size_t i;
-    /* Every child of the server is a worker it forked: waiting for any is right here. */
-    pid_t pid = waitpid(-1, &status, WNOHANG);
-    if (pid <= 0) {
-      if (pid == -1 && errno == EINTR)
-        continue;
-      return;
-    }
-    for (i = 0; i < *nkids; i++) {
-      if (kids[i].pid != pid)
-        continue;
-      if (kids[i].conn >= 0) {
-        pp__fs_msg m;
-        m.type = PP__FS_EXITED;
-        m.value = status;
-        m.token = kids[i].token;
-        pp__fs_send(kids[i].conn, &m, NULL, 0);
-      }
-      kids[i] = kids[--*nkids];
-      break;
-    }
-  }
-}
-
-/* A FORK request: forks the worker, or says why not. */
-static void pp__fs_on_fork(int conn, const pp__fs_msg *m, const int *fds, int nfds,
-                           int dropped, pp__fs_child **kids, size_t *nkids,
-                           size_t *capkids) {
-  pp__fs_msg reply;
-  pp__fs_fork f;
-  int want = 1 + ((m->value & PP__FS_STDOUT) != 0) + ((m->value & PP__FS_STDERR) != 0);
-  int k = 1;
-  pid_t pid;
-
-  reply.token = m->token;
-  reply.type = PP__FS_FAILED;
-  if (dropped || nfds != want) {
-    /* Out of descriptors, most likely: it is the one way to lose them on the way. */
-    reply.value = dropped ? EMFILE : EINVAL;
-    pp__fs_send(conn, &reply, NULL, 0);
-    return;
-  }
-  f.chan = fds[0];
-  f.out = m->value & PP__FS_STDOUT ? fds[k++] : -1;
-  f.err = m->value & PP__FS_STDERR ? fds[k++] : -1;
-  pid = pp__fs_fork_worker(&f);
-  if (pid > 0 && *nkids == *capkids) {
-    size_t cap = *capkids ? *capkids * 2 : 16;
-    pp__fs_child *grown = realloc(*kids, cap * sizeof(**kids));
-    if (grown == NULL) {
-      /* Not reaped yet, so the pid is still this child's. */
-      kill(pid, SIGKILL);
-    } else {
-      *kids = grown;
-      *capkids = cap;
-    }
-  }
-  if (pid > 0 && *nkids < *capkids) {
-    (*kids)[*nkids].pid = pid;
-    (*kids)[*nkids].conn = conn;
-    (*kids)[*nkids].token = m->token;
-    ++*nkids;
-    reply.type = PP__FS_FORKED;
-    reply.value = (int32_t) pid;
-  } else {
-    reply.value = pid < 0 ? (int32_t) -pid : ENOMEM;
-  }
-  pp__fs_send(conn, &reply, NULL, 0);
-}
-
 int pp__forkserver_main(const char *spec) {
-  struct pollfd *pfd;
-  pp__fs_child *kids = NULL;
-  size_t nkids = 0, capkids = 0;
-  int *conns;
-  size_t nconns = 1, i;
-  struct sigaction sa;
   char *end;
   long master = strtol(spec, &end, 10);
-  int fd;
 
-  if (*spec == '\0' || *end != '\0' || master < 0) {
+  if (*spec == '\0' || *end != '\0' || master < 0 || master > INT_MAX) {
     fprintf(stderr, "procpool forkserver: bad channel '%s'\n", spec);
     exit(PP__EXIT_SETUP);
   }
   fcntl((int) master, F_SETFD, FD_CLOEXEC);
-  /* 0, 1 and 2 taken, so that no descriptor received later gets their number: a
-   * worker's stdout and stderr are put there with dup2. */
-  for (fd = 0; fd < 3; fd++)
-    if (fcntl(fd, F_GETFD) == -1 && open("/dev/null", O_RDWR) == -1) {
-      fprintf(stderr, "procpool forkserver: cannot open /dev/null\n");
-      exit(PP__EXIT_SETUP);
-    }
-  pfd = calloc(PP__FS_MAX_CONNS + 2, sizeof(*pfd));
-  conns = calloc(PP__FS_MAX_CONNS + 1, sizeof(*conns));
-  if (pfd == NULL || conns == NULL || uv_pipe(pp__fs_sigpipe, UV_NONBLOCK_PIPE,
-                                              UV_NONBLOCK_PIPE) != 0) {
-    fprintf(stderr, "procpool forkserver: cannot set itself up\n");
-    exit(PP__EXIT_SETUP);
-  }
-  conns[0] = (int) master;
-  memset(&sa, 0, sizeof(sa));
-  sa.sa_handler = pp__fs_on_sigchld;
-  sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGCHLD, &sa, NULL);
-  /* A pool that went away must not kill the server with SIGPIPE. */
-  signal(SIGPIPE, SIG_IGN);
-  /* Tell the process that started it that it reached pp_main. */
-  {
-    pp__fs_msg hello;
-    hello.type = PP__FS_HELLO;
-    hello.value = (int32_t) getpid();
-    hello.token = 0;
-    if (pp__fs_send((int) master, &hello, NULL, 0) != 0)
-      exit(0);
-  }
-
-  for (;;) {
-    pfd[0].fd = pp__fs_sigpipe[0];
-    pfd[0].events = POLLIN;
-    for (i = 0; i < nconns; i++) {
-      pfd[i + 1].fd = conns[i];
-      pfd[i + 1].events = POLLIN;
-      pfd[i + 1].revents = 0;
-    }
-    if (poll(pfd, nconns + 1, -1) == -1) {
-      if (errno == EINTR)
-        continue;
-      break;
-    }
-    if (pfd[0].revents) {
-      char drain[64];
-      while (read(pp__fs_sigpipe[0], drain, sizeof(drain)) > 0)
-        ;
-      pp__fs_reap(kids, &nkids);
-    }
-    for (i = 0; i < nconns; i++) {
-      pp__fs_msg m, reply;
-      int fds[PP__FS_MAX_FDS], nfds, dropped, err;
-      if (!(pfd[i + 1].revents & (POLLIN | POLLHUP | POLLERR)))
-        continue;
-      err = pp__fs_recv(conns[i], &m, fds, &nfds, &dropped, 1);
-      if (err == UV_EAGAIN)
-        continue;
-      if (err != 0) {
-        size_t k;
-        if (i == 0) {
-          /* The process that started the server is gone, or done with it. */
-          exit(0);
-        }
-        /* A pool ended: its workers end when their channels close; no one is left to
-         * tell about them. */
-        for (k = 0; k < nkids; k++)
-          if (kids[k].conn == conns[i])
-            kids[k].conn = -1;
-        close(conns[i]);
-        conns[i] = conns[--nconns];
-        pfd[i + 1] = pfd[nconns + 1];
-        i--;
-        continue;
-      }
-      reply.token = 0;
-      if (m.type == PP__FS_ADD && i == 0) {
-        if (nfds == 1 && !dropped && nconns < PP__FS_MAX_CONNS + 1) {
-          conns[nconns++] = fds[0];
-          nfds = 0;
-          pfd[nconns].revents = 0;
-          reply.type = PP__FS_HELLO;
-          reply.value = (int32_t) getpid();
-          pp__fs_send(conns[nconns - 1], &reply, NULL, 0);
-        } else {
-          /* The pool sees only its connection end (the kernel dropped it, or it is
-           * closed below): say why where the process will look. */
-          reply.type = PP__FS_REFUSED;
-          reply.value = nfds == 1 && !dropped ? 0 : EMFILE;
-          pp__fs_send((int) master, &reply, NULL, 0);
-        }
-      } else if (m.type == PP__FS_FORK && i > 0) {
-        pp__fs_on_fork(conns[i], &m, fds, nfds, dropped, &kids, &nkids, &capkids);
-      } else if (m.type == PP__FS_KILL && i > 0) {
-        size_t k;
-        /* Only a child not yet reaped is killed, so the pid cannot be another's. */
-        for (k = 0; k < nkids; k++)
-          if (kids[k].conn == conns[i] && kids[k].token == m.token)
-            kill(kids[k].pid, SIGKILL);
-      }
-      pp__fs_close_all(fds, &nfds);
-    }
-  }
-  exit(0);
+  /* A program of its own: a normal exit. */
+  exit(pp__fs_serve((int) master, -1));
 }
 
 /* ---- The pool's side: the servers of this process ----------------------------------- */
@@ -783,245 +395,49 @@ static void pp__fs_release(pp__fs_server *srv) {
   uv_mutex_unlock(&pp__fs_lock);
 }
 
-/* ---- The pool's side: its connection ----------------------------------------------- */
 
-typedef struct pp__fs_pool {
-  uv_poll_t poll;
-  int conn;
-  long server_pid;    /* from the server's greeting on this connection */
-  pp_pool *pool;
-  pp__fs_server *server;
-} pp__fs_pool;
+/* ---- The forkserver as the source of a pool's server --------------------------------- */
 
 static int pp__fs_warned_death;
 
-static pp__worker *pp__fs_worker(pp_pool *pool, uint64_t token) {
-  pp__qnode *q;
-
-  for (q = pp__q_head(&pool->workers); q != &pool->workers; q = q->next) {
-    pp__worker *w = PP__CONTAINER_OF(q, pp__worker, node);
-    if (w->token == token)
-      return w;
-  }
-  return NULL;
-}
-
-static void pp__fs_on_poll_closed(uv_handle_t *h) {
-  pp__fs_pool *fp = (pp__fs_pool *) h->data;
-  pp_pool *pool = fp->pool;
-
-  close(fp->conn);
-  pp__fs_release(fp->server);
-  free(fp);
-  pp__pool_handle_closed(pool);
-}
-
-/* No server can end or report w any more. It is not this process's child, and its pid
- * may be anyone's by now: it is never signalled. Shutting down the pool's end of its
- * channel ends it instead (an idle worker reads end-of-file and exits, a busy one is
- * ended by its hang-up watcher), without closing the descriptor under libuv; its end is
- * reported now, with a status that says it is unknown. */
-static void pp__fs_cut(pp__worker *w) {
-  uv_os_fd_t fd;
-
-  if (uv_fileno((const uv_handle_t *) &w->pipe, &fd) == 0)
-    shutdown(fd, SHUT_RDWR);
-  pp__worker_on_exit(w, PP__EXIT_FORKSERVER_GONE, 0);
-}
-
-/* The server is gone (the connection ended): the workers it had started are cut off,
- * and the next start connects to a new server. */
-static void pp__fs_lost(pp_pool *pool) {
-  pp__fs_pool *fp = (pp__fs_pool *) pool->method_data;
-  pp__qnode *q, *last;
-  char why[512];
-
-  pp__warn_once(&pp__fs_warned_death, "the forkserver '%s' (pid %ld) ended: the workers "
-                "it had started were cut off from their pools and end by themselves, and "
-                "a new server will be started", pool->exe, fp->server_pid);
-  snprintf(why, sizeof(why), "the forkserver '%s' (pid %ld) ended before it reported "
-           "the worker it was asked to start", pool->exe, fp->server_pid);
-  pool->method_data = NULL;
-  uv_poll_stop(&fp->poll);
-  uv_close((uv_handle_t *) &fp->poll, pp__fs_on_poll_closed);
-  /* Replacements started below join the list's tail; they belong to a new server. */
-  last = pool->workers.prev;
-  for (q = pp__q_head(&pool->workers); q != &pool->workers;) {
-    pp__worker *w = PP__CONTAINER_OF(q, pp__worker, node);
-    int done = q == last;
-    q = q->next;
-    if (!w->exited) {
-      /* A worker that greeted its pool exists, even if the server's word of it was
-       * lost; one that did neither may never have been forked. */
-      if (w->pid > 0 || w->got_hello)
-        pp__fs_cut(w);
-      else
-        pp__worker_on_start_failed(w, why);
-    }
-    if (done)
-      break;
-  }
-}
-
-static void pp__fs_on_readable(uv_poll_t *h, int status, int events) {
-  pp__fs_pool *fp = (pp__fs_pool *) h->data;
-  pp_pool *pool = fp->pool;
-
-  (void) events;
-  if (status < 0) {
-    pp__fs_lost(pool);
-    return;
-  }
-  for (;;) {
-    pp__fs_msg m;
-    pp__worker *w;
-    int fds[PP__FS_MAX_FDS], nfds, dropped;
-    int err = pp__fs_recv(fp->conn, &m, fds, &nfds, &dropped, 1);
-    pp__fs_close_all(fds, &nfds);
-    if (err == UV_EAGAIN)
-      return;
-    if (err != 0) {
-      pp__fs_lost(pool);
-      return;
-    }
-    w = pp__fs_worker(pool, m.token);
-    if (w == NULL || w->exited)
-      continue;
-    if (m.type == PP__FS_FORKED) {
-      w->pid = (long) m.value;
-    } else if (m.type == PP__FS_FAILED) {
-      char why[512];
-      snprintf(why, sizeof(why), "the forkserver '%s' (pid %ld) could not fork a worker: %s",
-               pool->exe, fp->server_pid, uv_strerror(uv_translate_sys_error(m.value)));
-      pp__worker_on_start_failed(w, why);
-    } else if (m.type == PP__FS_EXITED) {
-      if (WIFSIGNALED(m.value))
-        pp__worker_on_exit(w, 0, WTERMSIG(m.value));
-      else
-        pp__worker_on_exit(w, WEXITSTATUS(m.value), 0);
-    }
-  }
-}
-
-static int pp__fs_open(pp_pool *pool, char *why, size_t why_size) {
-  pp__fs_pool *fp = calloc(1, sizeof(*fp));
-  int err;
-
-  if (fp == NULL)
-    return PP_ENOMEM;
-  err = pp__fs_connect(pool->exe, pool->start_timeout_ms, &fp->server, &fp->conn,
-                       &fp->server_pid, why, why_size);
-  if (err != 0) {
-    free(fp);
-    return err;
-  }
-  fp->pool = pool;
-  err = uv_poll_init(pool->loop, &fp->poll, fp->conn);
-  if (err != 0) {
-    close(fp->conn);
-    pp__fs_release(fp->server);
-    free(fp);
-    snprintf(why, why_size, "cannot watch the forkserver connection: %s", uv_strerror(err));
-    return err;
-  }
-  fp->poll.data = fp;
-  pool->open_handles++;
-  pool->method_data = fp;
-  uv_poll_start(&fp->poll, UV_READABLE, pp__fs_on_readable);
-  return 0;
-}
-
-static int pp__fs_pool_init(pp_pool *pool) {
-  char why[512] = "";
-  int err = pp__fs_open(pool, why, sizeof(why));
+static int pp__fs_src_open(pp_pool *pool, pp__fs_link *link, char *why, size_t why_size) {
+  pp__fs_server *srv;
+  int err = pp__fs_connect(pool->exe, pool->start_timeout_ms, &srv, &link->conn,
+                           &link->server_pid, why, why_size);
 
   if (err != 0)
-    fprintf(stderr, "procpool: %s\n", why);
-  return err;
-}
-
-static void pp__fs_pool_end(pp_pool *pool) {
-  pp__fs_pool *fp = (pp__fs_pool *) pool->method_data;
-
-  if (fp == NULL)
-    return;
-  pool->method_data = NULL;
-  uv_poll_stop(&fp->poll);
-  uv_close((uv_handle_t *) &fp->poll, pp__fs_on_poll_closed);
-}
-
-static int pp__fs_start(pp__worker *w, char *why, size_t why_size) {
-  pp_pool *pool = w->pool;
-  pp__fs_pool *fp;
-  uv_os_sock_t fds[2];
-  pp__fs_msg m;
-  int pass[PP__FS_MAX_FDS], npass = 0, err;
-
-  if (pool->method_data == NULL) {
-    err = pp__fs_open(pool, why, why_size);
-    if (err != 0)
-      return err;
-  }
-  fp = (pp__fs_pool *) pool->method_data;
-  err = uv_socketpair(SOCK_STREAM, 0, fds, UV_NONBLOCK_PIPE, 0);
-  if (err != 0) {
-    snprintf(why, why_size, "cannot make a channel for a worker: %s", uv_strerror(err));
     return err;
+  link->label = pp__strdupf("the forkserver '%s' (pid %ld)", pool->exe, link->server_pid);
+  if (link->label == NULL) {
+    close(link->conn);
+    pp__fs_release(srv);
+    snprintf(why, why_size, "out of memory");
+    return PP_ENOMEM;
   }
-  err = uv_pipe_open(&w->pipe, fds[0]);
-  if (err != 0) {
-    close(fds[0]);
-    close(fds[1]);
-    snprintf(why, why_size, "cannot open a worker's channel: %s", uv_strerror(err));
-    return err;
-  }
-  memset(&m, 0, sizeof(m));
-  m.type = PP__FS_FORK;
-  m.token = w->token;
-  pass[npass++] = fds[1];
-  /* This process's stdout and stderr as they are now, not the server's: spawned and
-   * forked workers get them too. One that is closed here is closed in the worker. */
-  if (fcntl(1, F_GETFD) != -1) {
-    pass[npass++] = 1;
-    m.value |= PP__FS_STDOUT;
-  }
-  if (fcntl(2, F_GETFD) != -1) {
-    pass[npass++] = 2;
-    m.value |= PP__FS_STDERR;
-  }
-  err = pp__fs_send(fp->conn, &m, pass, npass);
-  close(fds[1]);
-  if (err != 0) {
-    snprintf(why, why_size, "cannot reach the forkserver '%s' (pid %ld): %s", pool->exe,
-             fp->server_pid, uv_strerror(err));
-    return err;
-  }
+  link->data = srv;
   return 0;
 }
 
-static void pp__fs_kill(pp__worker *w) {
-  pp__fs_pool *fp = (pp__fs_pool *) w->pool->method_data;
-  pp__fs_msg m;
+static void pp__fs_src_release(pp__fs_link *link) { pp__fs_release((pp__fs_server *) link->data); }
 
-  if (w->exited)
-    return;
-  memset(&m, 0, sizeof(m));
-  m.type = PP__FS_KILL;
-  m.token = w->token;
-  if (fp == NULL || pp__fs_send(fp->conn, &m, NULL, 0) != 0) {
-    /* The server is gone: nothing can kill or report the worker but its channel. */
-    pp__fs_cut(w);
-    return;
-  }
-  /* Its fork not reported yet: the server takes requests in order, so it kills the
-   * worker as soon as it has forked it (or it never forks it), and the report of that
-   * end is not worth waiting for. */
-  if (w->pid <= 0)
-    pp__worker_on_exit(w, 0, SIGKILL);
+static void pp__fs_src_lost(pp_pool *pool, const pp__fs_link *link) {
+  (void) pool;
+  pp__warn_once(&pp__fs_warned_death, "%s ended: the workers it had started were cut off "
+                "from their pools and end by themselves, and a new server will be started",
+                link->label);
 }
 
-static void pp__fs_close(pp__worker *w) { (void) w; }
+static const pp__fs_source pp__fs_spawned = { pp__fs_src_open, pp__fs_src_release,
+                                              pp__fs_src_lost, 0, PP__EXIT_FORKSERVER_GONE };
 
-static const pp__method_ops pp__fs_ops_impl = { pp__fs_pool_init, pp__fs_pool_end,
-                                                pp__fs_start, pp__fs_kill, pp__fs_close };
+static int pp__fs_pool_init(pp_pool *pool) { return pp__fsc_pool_init(pool, &pp__fs_spawned); }
+
+static int pp__fs_start(pp__worker *w, char *why, size_t why_size) {
+  return pp__fsc_start(w, &pp__fs_spawned, why, why_size);
+}
+
+static void pp__fs_kill(pp__worker *w) { pp__fsc_kill(w, &pp__fs_spawned); }
+
+static const pp__method_ops pp__fs_ops_impl = { pp__fs_pool_init, pp__fsc_pool_end,
+                                                pp__fs_start, pp__fs_kill, pp__fsc_close };
 const pp__method_ops *const pp__forkserver_ops = &pp__fs_ops_impl;

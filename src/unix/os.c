@@ -55,6 +55,10 @@ void pp__os_describe_exit(int64_t exit_status, int term_signal, char *buf, size_
     snprintf(buf, size, "ended with its forkserver (its exit status is unknown)");
     return;
   }
+  if (term_signal == 0 && exit_status == PP__EXIT_HELPER_GONE) {
+    snprintf(buf, size, "ended with its pool's fork helper (its exit status is unknown)");
+    return;
+  }
   if (term_signal == 0) {
     snprintf(buf, size, "exited with code %lld", (long long) exit_status);
     return;

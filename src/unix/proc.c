@@ -18,6 +18,10 @@
 
 #include <uv.h>
 
+static int pp__fork_plain;
+
+void pp__unix_fork_plain(void) { pp__fork_plain = 1; }
+
 pid_t pp__unix_fork(int *err) {
   sigset_t all, old;
   pid_t pid;
@@ -25,7 +29,11 @@ pid_t pp__unix_fork(int *err) {
   fflush(NULL);
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
+#if defined(PP_HAVE__FORK)
+  pid = pp__fork_plain ? _Fork() : fork();
+#else
   pid = fork();
+#endif
   if (pid == -1)
     *err = uv_translate_sys_error(errno);
   if (pid != 0)

@@ -12,6 +12,15 @@
  * error. In the child, signals stay blocked until pp__unix_child_reset. */
 pid_t pp__unix_fork(int *err);
 
+/* From now on, pp__unix_fork runs no atfork handler (_Fork, where the C library has
+ * it): for a fork pool's helper, which is single-threaded, so nothing those handlers
+ * guard can be held when it forks, and whose handlers belong to the process it copied.
+ * They ran once, in the helper, when it was forked; run again in its workers they can
+ * break them: libuv's closes and re-creates its signal lock pipe at the descriptor
+ * numbers it had in the parent, which the helper has reused, e.g. for a worker's
+ * channel. Where there is no _Fork, fork runs them all the same. */
+void pp__unix_fork_plain(void);
+
 /* In a forked child: every caught signal back to its default, the signal mask empty,
  * stdin on the null device, and every descriptor but 0, 1, 2 and the nkeep in keep
  * closed, up to the highest number there is (not only up to RLIMIT_NOFILE). Only
@@ -37,6 +46,8 @@ pid_t pp__unix_fork_child(const int *keep, int nkeep, void (*child)(void *arg, i
  * could report the worker's own: the worker is not the pool's child, so its real status
  * cannot be had. pp__os_describe_exit says so in words. */
 #define PP__EXIT_FORKSERVER_GONE (-2)
+/* The same for a worker of a pool's fork helper (src/unix/fork.c). */
+#define PP__EXIT_HELPER_GONE (-3)
 
 /* The descriptor a started program finds its channel at (spawned workers, the
  * forkserver), named on its command line. */
