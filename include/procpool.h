@@ -349,21 +349,30 @@ typedef void (*pp_result_cb)(pp_pool *pool, pp_result *result, void *user);
 PP_EXTERN int pp_submit(pp_pool *pool, const char *task, const void *arg, size_t len,
                         pp_result_cb cb, void *user, uint64_t *id);
 
-/* Cancels a pending task: its callback runs with PP_ECANCELED before pp_cancel returns.
+/* Cancels a pending task: its callback runs with PP_ECANCELED before pp_cancel returns
+ * (called on another thread than the loop's: before it returns, on the loop's thread).
  * A task that was running has its worker killed (a replacement is started, and tasks
  * sent to that worker behind it run elsewhere); one sent ahead to a worker but not
  * started is stopped the same way when its turn comes (its worker is killed and
- * replaced), so that it never holds up the tasks behind it, even if it would hang. Returns 0, PP_EINVAL
+ * replaced), so that it never holds up the tasks behind it, even if it would hang.
+ * One race remains: if the worker had just finished the canceled task when the kill
+ * came, it may have started the next one it was sent; that task is not run again (it
+ * may have had effects) and fails with PP_EWORKER and a message that says so. A
+ * task_timeout_ms kill has the same race. pipeline_depth 1 rules it out: a worker then
+ * holds one task at a time. Returns 0, PP_EINVAL
  * (NULL pool, or called from a worker: a task under fork sees its parent's pools, and
  * may not touch them) or PP_ENOENT (no pending task has that id: it already finished,
  * or never existed). */
 PP_EXTERN int pp_cancel(pp_pool *pool, uint64_t id);
 
-/* Runs the pool's loop until no task is pending. Returns 0, PP_EINVAL (NULL pool, or
+/* Runs the pool's loop until no task is pending (tasks other threads submitted before
+ * the call included). Returns 0, PP_EINVAL (NULL pool, or
  * called from a result callback or a worker) or PP_ECLOSED (the loop ran out of work with tasks still
  * pending, which means someone closed the pool's handles: it does not hang). On a
  * caller's loop it runs that loop (UV_RUN_ONCE, repeatedly), so other handles' callbacks
- * run too; do not call it from any callback of that loop. */
+ * run too; do not call it from any callback of that loop. From a thread that does not
+ * run the loop it waits, without running any loop, until the loop's thread sees nothing
+ * pending. */
 PP_EXTERN int pp_pool_wait(pp_pool *pool);
 
 /* One argument of pp_map. */

@@ -554,7 +554,7 @@ void test_thr_no_thread_until_needed(void) {
   pp_result out[3], r;
   pp_future *f;
   pp_pool *pool;
-  int before;
+  int before, during;
 
   test_options(&opts);
   opts.workers = 1;
@@ -580,10 +580,13 @@ void test_thr_no_thread_until_needed(void) {
   /* A future hands the loop to a thread of the pool's own. */
   ASSERT_EQ_INT(pp_submit_future(pool, "echo", "a", 1, &f), 0);
   ASSERT_EQ_INT(pp_future_wait(f, -1), 0);
-  ASSERT_EQ_INT(thr_threads_now(), before + 1);
+  /* At least one more (ThreadSanitizer starts a thread of its own with the first one a
+   * program makes), and one fewer once the pool is gone. */
+  during = thr_threads_now();
+  ASSERT_TRUE(during > before);
   pp_future_free(f);
   ASSERT_EQ_INT(pp_pool_close(pool, NULL, NULL), 0);
-  ASSERT_EQ_INT(thr_threads_now(), before);
+  ASSERT_EQ_INT(thr_threads_now(), during - 1);
 #else
   test_skip("counts threads through /proc");
 #endif
