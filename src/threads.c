@@ -389,15 +389,22 @@ static void pp__x_take(pp_pool *pool, pp__qnode *list) {
   pp__q_init(inbox);
 }
 
+/* One command at a time, straight from the inbox: a command may drain again from within
+ * (a cancel that misses runs what came before its task's submit), and the commands must
+ * still run in the order they came. A drain that took a list of its own would leave
+ * earlier commands behind that list while the nested one ran later ones. */
 void pp__x_drain(pp_pool *pool) {
-  pp__qnode list;
+  pp__cmd *c;
 
-  uv_mutex_lock(&pool->x.mu);
-  pp__x_take(pool, &list);
-  uv_mutex_unlock(&pool->x.mu);
-  while (!pp__q_empty(&list)) {
-    pp__cmd *c = PP__CONTAINER_OF(pp__q_head(&list), pp__cmd, node);
+  for (;;) {
+    uv_mutex_lock(&pool->x.mu);
+    if (pp__q_empty(&pool->x.inbox)) {
+      uv_mutex_unlock(&pool->x.mu);
+      return;
+    }
+    c = PP__CONTAINER_OF(pp__q_head(&pool->x.inbox), pp__cmd, node);
     pp__q_remove(&c->node);
+    uv_mutex_unlock(&pool->x.mu);
     pp__x_run(pool, c);
   }
 }
