@@ -408,6 +408,7 @@ int pp_pool_new(pp_pool **out, uv_loop_t *loop, const pp_pool_options *opts) {
   pp__q_init(&pool->dirty);
   pp__tasktab_init(&pool->tasks);
   pool->next_id = 1;
+  pool->x_next_id = (uint64_t) 1 << 63;
   err = pp__resolve_options(pool, opts);
   if (err != 0)
     goto fail;
@@ -587,20 +588,22 @@ int pp__submit(pp_pool *pool, const char *task, const void *arg, size_t len,
                    hold, nitems, on_items);
   if (t == NULL)
     return PP_ENOMEM;
-  /* Ids are shared with the tasks other threads submit; a close from another thread
-   * refuses new tasks as soon as it is called. */
-  uv_mutex_lock(&pool->x.mu);
-  closed = pool->x.closed;
-  if (!closed) {
-    t->id = pool->next_id;
-    /* A batch reserves an id for each of its items too. */
-    pool->next_id += 1 + nitems;
+  /* A close from another thread refuses new tasks as soon as it is called. On a private
+   * loop pp__enter has just read x.closed under x.mu; on a caller's it is read here. */
+  if (pool->own) {
+    closed = pool->x.seen_closed;
+  } else {
+    uv_mutex_lock(&pool->x.mu);
+    closed = pool->x.closed;
+    uv_mutex_unlock(&pool->x.mu);
   }
-  uv_mutex_unlock(&pool->x.mu);
   if (closed) {
     free(t);
     return PP_ECLOSED;
   }
+  t->id = pool->next_id;
+  /* A batch reserves an id for each of its items too. */
+  pool->next_id += 1 + nitems;
   if (pp__tasktab_put(&pool->tasks, t->id, t) != 0) {
     free(t);
     return PP_ENOMEM;

@@ -185,6 +185,7 @@ typedef struct pp__xstate {
   int runner_known;
   int threaded;            /* private loop: the runner was started and runs the loop */
   int joined;
+  int seen_closed;         /* core holder only: x.closed as pp__enter last saw it */
   pp__qnode inbox;         /* pp__cmd, from other threads, in order */
   pp__qnode waits;         /* loop thread only: WAIT commands until nothing is pending */
   int closed;              /* pp_pool_close or pp_pool_terminate was called */
@@ -226,7 +227,11 @@ struct pp_pool {
   int names_owned;
   pp__names index;         /* the names by name, built with them */
   int names_fixed;         /* names came from pp_main: immutable, any thread may read */
-  uint64_t next_id;        /* under x.mu */
+  /* Ids: the loop's thread takes them from next_id; other threads from x_next_id (under
+   * x.mu), which starts at 2^63, so that the two never meet and neither needs the
+   * other's lock. */
+  uint64_t next_id;
+  uint64_t x_next_id;
   size_t pending;          /* queued + running */
   pp__qnode queue;
   pp__qnode workers;

@@ -153,6 +153,8 @@ int pp__enter(pp_pool *pool, int want_thread) {
     err = 0;
     if (!here || want_thread)
       err = pp__x_want_runner(pool);
+    if (here)
+      x->seen_closed = x->closed;
     uv_mutex_unlock(&x->mu);
     if (here && err == 0) {
       x->core_depth++;
@@ -264,7 +266,7 @@ int pp__x_submit(pp_pool *pool, const char *task, const void *arg, size_t len,
     free(c);
     return PP_ECLOSED;
   }
-  t->id = pool->next_id++;
+  t->id = pool->x_next_id++;
   if (id != NULL)
     *id = t->id;
   pp__x_post(pool, c);
