@@ -343,11 +343,14 @@ static int pp__assign(pp__worker *w, pp__task *t) {
   pp_pool *pool = w->pool;
   int err;
 
-  if (t->nitems != 0)
-    pp__journal_batch(w);  /* A worker's first batch: its journal's frame goes first. */
+  /* A worker's first batch, or first task sent ahead of another: its journal's frame
+   * goes first (for a batch's results, and for a precise kill: journal.h). */
+  if (t->nitems != 0 || w->ninflight > 0)
+    pp__journal_batch(w);
   err = pp__wbatch_add(&w->wb[w->wb_fill], t);
   if (err != 0)
     return err;
+  t->seq = ++w->seq_sent;
   pp__q_remove(&t->node);
   pp__q_insert_tail(&w->inflight, &t->node);
   w->assigned++;

@@ -48,6 +48,32 @@ static uint32_t pp__fence_load(const uint8_t *p) {
 }
 #endif
 
+/* The state and done words: full barriers both sides, so that a worker's done is seen
+ * before its state leaves the task's number. */
+#if defined(_MSC_VER) && !defined(__clang__)
+static uint64_t pp__load64(const uint8_t *p) {
+  return (uint64_t) _InterlockedCompareExchange64((volatile __int64 *) p, 0, 0);
+}
+static void pp__store64(uint8_t *p, uint64_t v) {
+  _InterlockedExchange64((volatile __int64 *) p, (__int64) v);
+}
+static int pp__cas64(uint8_t *p, uint64_t from, uint64_t to) {
+  return (uint64_t) _InterlockedCompareExchange64((volatile __int64 *) p, (__int64) to,
+                                                  (__int64) from) == from;
+}
+#else
+static uint64_t pp__load64(const uint8_t *p) {
+  return __atomic_load_n((const uint64_t *) (const void *) p, __ATOMIC_SEQ_CST);
+}
+static void pp__store64(uint8_t *p, uint64_t v) {
+  __atomic_store_n((uint64_t *) (void *) p, v, __ATOMIC_SEQ_CST);
+}
+static int pp__cas64(uint8_t *p, uint64_t from, uint64_t to) {
+  return __atomic_compare_exchange_n((uint64_t *) (void *) p, &from, to, 0, __ATOMIC_SEQ_CST,
+                                     __ATOMIC_SEQ_CST);
+}
+#endif
+
 #define PP__JOURNAL_MAX ((size_t) 1 << 30)
 
 int pp__journal_layout(size_t size, uint32_t *tcap, size_t *data_off) {
@@ -170,6 +196,8 @@ static void pp__journal_offer(pp__worker *w) {
     return;
   }
   w->journal_state = PP__J_NAMED;
+  /* The worker consults the segment from the task after the frame on: this one's. */
+  w->journal_from = w->seq_sent + 1;
 }
 
 void pp__journal_seen(pp__worker *w) {
@@ -208,6 +236,31 @@ void pp__journal_recover(pp__worker *w, pp__task *t) {
     t->on_items(t, &b, w->pid);
   }
   free(p);
+}
+
+int pp__journal_claim(pp__worker *w, const pp__task *t) {
+  uint8_t *base;
+
+  if (w->journal == NULL)
+    return PP__CLAIM_PLAIN;
+  base = (uint8_t *) pp_shm_data(w->journal);
+  /* A worker that has not mapped the segment yet has not read its frame, nor started
+   * anything behind it: it obeys the state word from there on, or says it cannot (the
+   * settle then knows it, having read all it sent). */
+  if (w->journal_failed)
+    return PP__CLAIM_PLAIN;
+  for (;;) {
+    uint64_t state = pp__load64(base + PP__JOURNAL_STATE);
+    if (state == PP__CTL_DOOMED)
+      return PP__CLAIM_DOOMED;
+    /* A later task has started: t, before it, has finished. */
+    if (state != 0 && state > t->seq)
+      return PP__CLAIM_FINISHED;
+    if (t->seq >= w->journal_from && pp__load64(base + PP__JOURNAL_DONE) >= t->seq)
+      return PP__CLAIM_FINISHED;
+    if (pp__cas64(base + PP__JOURNAL_STATE, state, PP__CTL_DOOMED))
+      return PP__CLAIM_DOOMED;
+  }
 }
 
 void pp__journal_release(pp__worker *w) {
@@ -271,4 +324,17 @@ void pp__jw_add(pp__jw *j, uint32_t kind, const void *data, size_t n) {
   j->used += n;
   j->count++;
   pp__store_release(j->base + PP__JOURNAL_COUNT, j->count);
+}
+
+int pp__jw_start(pp__jw *j, uint64_t seq) {
+  if (j->base == NULL)
+    return 0;
+  return pp__cas64(j->base + PP__JOURNAL_STATE, 0, seq) ? 0 : -1;
+}
+
+int pp__jw_finish(pp__jw *j, uint64_t seq) {
+  if (j->base == NULL)
+    return 0;
+  pp__store64(j->base + PP__JOURNAL_DONE, seq);
+  return pp__cas64(j->base + PP__JOURNAL_STATE, seq, 0) ? 0 : -1;
 }

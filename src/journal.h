@@ -17,8 +17,25 @@
  *   4   u32  first: the index in the batch of the first of them
  *   8   u64  id: the batch's id
  *   16  u32  1 once the worker has mapped the segment
+ *   24  u64  state: 0 between tasks, the number of the task the worker runs, or
+ *            PP__CTL_DOOMED once the pool claimed the worker for a kill
+ *   32  u64  done: the number of the last task the worker finished
  * Every other integer is little-endian, so that the table and results go out over the
- * channel as they lie. The pool treats it all as untrusted input. */
+ * channel as they lie. The pool treats it all as untrusted input.
+ *
+ * The same segment makes a kill precise. A pool that cancels (or times out) a worker's
+ * running task kills the worker; but the worker may have just finished that task and
+ * started the next one it was sent, which would then die unasked. So a worker numbers
+ * the tasks it is sent (1, 2, ... as the pool does) and, once it has the segment, moves
+ * state from 0 to a task's number before it runs it and back to 0 (after storing done)
+ * before it sends the result, each with a compare-and-swap; the pool claims a kill by
+ * swapping state from 0 or that task's number to PP__CTL_DOOMED. Whoever swaps first
+ * wins: the pool either finds the task finished (done, or a later number, and kills
+ * nothing) or dooms the worker, which then starts nothing more and sends nothing more
+ * (a swap that fails makes it wait for its end). So nothing after the killed task has
+ * run, and all of it runs elsewhere. The segment is offered with a worker's first batch
+ * or its first task sent ahead, the only moments something can be behind the task that
+ * runs. */
 #ifndef PP_JOURNAL_H
 #define PP_JOURNAL_H
 
@@ -35,6 +52,9 @@
 #define PP__JOURNAL_FIRST 4
 #define PP__JOURNAL_ID 8
 #define PP__JOURNAL_OPENED 16
+#define PP__JOURNAL_STATE 24
+#define PP__JOURNAL_DONE 32
+#define PP__CTL_DOOMED UINT64_MAX
 
 /* Where a journal of size bytes keeps its table (tcap entries, at PP__JOURNAL_HDR) and
  * its results (from *data_off to the end). Returns 0, or PP_EINVAL when size is too small
@@ -73,6 +93,14 @@ void pp__journal_recover(struct pp__worker *w, struct pp__task *t);
 /* w is settled: unmaps its journal and removes its name, if it still has one. */
 void pp__journal_release(struct pp__worker *w);
 
+/* The pool is about to kill w because of t, its running task (the first in flight; t
+ * may be decided already). PP__CLAIM_FINISHED: t has finished (its result is on its way)
+ * and w goes on, nothing to kill. PP__CLAIM_DOOMED: w will start and send nothing more:
+ * kill it, and every task it holds but t never started. PP__CLAIM_PLAIN: no segment
+ * mapped yet: kill it, and what it ran is as unknown as for any death. */
+enum { PP__CLAIM_PLAIN = 0, PP__CLAIM_DOOMED, PP__CLAIM_FINISHED };
+int pp__journal_claim(struct pp__worker *w, const struct pp__task *t);
+
 /* ---- The worker's side (serve.c) ---------------------------------------------------- */
 
 typedef struct pp__jw {
@@ -100,5 +128,11 @@ int pp__jw_fits(const pp__jw *j, size_t n, size_t limit);
 
 /* Records a result (pp__jw_fits said yes) and publishes it. */
 void pp__jw_add(pp__jw *j, uint32_t kind, const void *data, size_t n);
+
+/* Task number seq starts, and has finished (before its result goes out). 0, or -1 when the
+ * pool has claimed the worker for a kill: then it must start and send nothing more. Both
+ * 0 without a journal. */
+int pp__jw_start(pp__jw *j, uint64_t seq);
+int pp__jw_finish(pp__jw *j, uint64_t seq);
 
 #endif

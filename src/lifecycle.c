@@ -247,6 +247,12 @@ static void pp__worker_settle(pp__worker *w, pp__wstate from, int natural, int s
     pp__task_finish(head, 0, NULL, 0, NULL);
   } else if (status != 0) {
     pp__task_finish(head, status, NULL, 0, msg);
+  } else if (w->doomed && !w->journal_failed) {
+    /* The pool claimed it for a kill (journal.h): this task never started. Everything it
+     * sent has been read, so had it failed to map the journal, the pool would know. */
+    free(msg);
+    head->state = PP__T_QUEUED;
+    pp__q_insert_head(&pool->queue, &head->node);
   } else if (w->aborted_id != 0 && head->sent_to == w->token) {
     /* The pool killed the worker for the task before this one, which the worker had
      * finished as the kill came: this one may have started, so it is not run again. */
@@ -363,7 +369,21 @@ void pp__worker_kill(pp__worker *w, int status, char *msg) {
 
 void pp__worker_abort_head(pp__worker *w, int status, char *msg) {
   pp__task *t = pp__worker_head(w);
+  int claim = PP__CLAIM_PLAIN;
 
+  if (w->state == PP__W_READY && t != NULL)
+    claim = pp__journal_claim(w, t);
+  if (claim == PP__CLAIM_FINISHED) {
+    /* It finished t as the kill was decided: t's result, when it comes, is dropped,
+     * and the worker goes on with what is behind it. Nothing is killed. */
+    if (t->state != PP__T_DONE)
+      pp__task_finish(t, status, NULL, 0, msg);
+    else
+      free(msg);
+    return;
+  }
+  if (claim == PP__CLAIM_DOOMED)
+    w->doomed = 1;
   if (w->state == PP__W_READY) {
     /* The worker may have finished t already and gone on to the tasks behind it, whose
      * results may be on their way: it is killed, but read to its end like one that ended

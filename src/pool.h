@@ -36,6 +36,7 @@ struct pp__task {
   int writing;             /* write batches that hold its frame */
   int in_cb;               /* its callback is running: it is not freed meanwhile */
   uint64_t sent_to;        /* the token of the worker its frame last reached whole */
+  uint64_t seq;            /* its number among the tasks sent to its worker (journal.h) */
   unsigned requeued;       /* times it came back from a worker its frame never reached */
   pp_result_cb cb;
   void *user;
@@ -163,8 +164,14 @@ struct pp__worker {
   uv_write_t init_req;
   uint8_t *init_buf;
   pp__rx rx;
-  pp_shm *journal;         /* its results journal, from its first batch (journal.c) */
+  pp_shm *journal;         /* its results journal and control words, from its first
+                              batch or task sent ahead (journal.c) */
   int journal_state;       /* journal.c's: not offered yet, named, or done */
+  uint64_t seq_sent;       /* tasks sent to it so far: the last one's number */
+  uint64_t journal_from;   /* the number of the first task it reads after the journal */
+  int doomed;              /* a kill was claimed: nothing it holds after its running task
+                              has started, unless journal_failed */
+  int journal_failed;      /* it said it could not map its journal */
 };
 
 /* What threads other than the loop's share with it (threads.c). Everything here but

@@ -75,6 +75,9 @@ int pp__hdr_check_from_worker(const pp__hdr *h, size_t max_message, const char *
        * serves both kinds; the kind is checked by the caller. */
       limit = max_message > PP__MAX_ERRMSG ? max_message : PP__MAX_ERRMSG;
       break;
+    case PP__F_JOURNAL_FAILED:
+      limit = 0;
+      break;
     case PP__F_BATCH_RESULT:
       /* A run of results, each within the limit, with their table. */
       limit = (max_message > PP__MAX_ERRMSG ? max_message : PP__MAX_ERRMSG) +

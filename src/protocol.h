@@ -27,7 +27,9 @@ enum pp__frame_type {
   PP__F_RESULT = 5, /* worker -> pool: aux a pp__result_kind, id, payload data or message */
   PP__F_BATCH = 6,  /* pool -> worker: aux task index, id; payload a batch of arguments */
   PP__F_BATCH_RESULT = 7, /* worker -> pool: id; payload results of a run of the batch */
-  PP__F_JOURNAL = 8 /* pool -> worker: where to keep a batch's unsent results (journal.h) */
+  PP__F_JOURNAL = 8, /* pool -> worker: where to keep a batch's unsent results (journal.h) */
+  PP__F_JOURNAL_FAILED = 9 /* worker -> pool: it could not map the journal, and goes on
+                            * without it (no payload) */
 };
 
 /* A HELLO's aux. PP__HELLO_FAILED is a worker that cannot serve (pp_main found its task

@@ -266,6 +266,8 @@ static int pp__on_frame(void *ctx, const pp__hdr *h, uint8_t *p, int owned) {
     owned = 0;
   } else if (h->type == PP__F_BATCH_RESULT && w->became_ready) {
     pp__on_batch_result(w, h, p);
+  } else if (h->type == PP__F_JOURNAL_FAILED && w->became_ready) {
+    w->journal_failed = 1;
   } else {
     pp__worker_proto(w, "a frame out of order");
   }

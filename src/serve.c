@@ -589,6 +589,10 @@ void pp__serve(pp__serve_ctx *ctx) {
   pp__jw journal;
   pp_call call;
   size_t max_message = 0;
+  uint64_t seq = 0;        /* the tasks and batches read, numbered as the pool does */
+  pp__hdr h_doomed;
+  const uint8_t *payload_doomed;
+  const char *why_doomed;
   int inited = 0;
   int err;
 
@@ -647,6 +651,8 @@ void pp__serve(pp__serve_ctx *ctx) {
       }
       err = pp__send_result(&wr, PP__F_READY, 0, &call);
     } else if (h.type == PP__F_TASK && inited) {
+      if (pp__jw_start(&journal, ++seq) != 0)
+        break;
       pp__call_reset(&call, max_message);
       if (h.aux < pp__ntasks) {
         pp__run(&call, h.aux, payload, h.len);
@@ -656,21 +662,30 @@ void pp__serve(pp__serve_ctx *ctx) {
                                          "task number %u is not in the worker's table",
                                          (unsigned) h.aux);
       }
+      if (pp__jw_finish(&journal, seq) != 0)
+        break;
       err = pp__send_result(&wr, PP__F_RESULT, h.id, &call);
     } else if (h.type == PP__F_BATCH && inited) {
       pp__batch b;
       if (pp__batch_decode(payload, h.len, &b, &why) != 0)
         pp__worker_die(ctx, PP__EXIT_PROTO, why, 0);
+      if (pp__jw_start(&journal, ++seq) != 0)
+        break;
       err = pp__writer_flush(&wr);
       if (err == 0)
         err = pp__serve_batch(&ctx->chan, &call, h.aux, h.id, &b, max_message, &arg,
                               &journal);
+      if (err == 0 && pp__jw_finish(&journal, seq) != 0)
+        break;
     } else if (h.type == PP__F_JOURNAL && inited) {
       pp_shm_ref ref;
       if (pp__journal_decode(payload, h.len, &ref, &why) != 0)
         pp__worker_die(ctx, PP__EXIT_PROTO, why, 0);
-      /* Without it, batches are served all the same, each result written on its own. */
-      pp__jw_open(&journal, &ref);
+      /* Without it, batches are served all the same, each result written on its own; the
+       * pool is told, so that it never takes this worker for one that obeys the journal's
+       * state word (journal.h). */
+      if (pp__jw_open(&journal, &ref) != 0)
+        err = pp__writer_frame(&wr, PP__F_JOURNAL_FAILED, 0, 0, NULL, 0);
     } else {
       pp__worker_die(ctx, PP__EXIT_PROTO, "the pool sent an unexpected frame", 0);
     }
@@ -682,6 +697,12 @@ void pp__serve(pp__serve_ctx *ctx) {
       pp__worker_die(ctx, PP__EXIT_PROTO, "could not send a result", err);
     }
   }
+  /* A break with the channel open is a worker the pool claimed for a kill (journal.h):
+   * it starts and sends nothing more, and waits for its end, which the kill brings, or
+   * the channel's end if the pool died first. */
+  while (pp__reader_next(&r, &h_doomed, &payload_doomed, PP__MAX_MESSAGE_LIMIT,
+                         &why_doomed) == 0)
+    ;
   pp__call_reset(&call, 0);
   pp__jw_close(&journal);
   free(arg.p);

@@ -694,3 +694,77 @@ void test_relative_exe_chdir(void) {
   ASSERT_EQ_INT(chdir(cwd), 0);
   ASSERT_EQ_INT(pp_pool_close(pool, NULL, NULL), 0);
 }
+
+/* ---- A cancel's kill takes down nothing but the canceled task ------------------------- */
+
+#define BYSTANDER_N 400
+
+typedef struct bystander {
+  pp_pool *pool;
+  uint64_t ids[BYSTANDER_N];
+  int status[BYSTANDER_N];
+  int calls[BYSTANDER_N];
+  int cancel_said[BYSTANDER_N];
+  int done;
+} bystander;
+
+typedef struct bystander_item {
+  bystander *b;
+  int i;
+} bystander_item;
+
+static bystander_item bystander_items[BYSTANDER_N];
+
+/* Each result cancels the task after it, which the worker (sent many ahead) is running,
+ * or has just finished, or has not reached: any of those may be killed, but never the
+ * task behind it, which must still run, once, and succeed. */
+static void bystander_cb(pp_pool *pool, pp_result *r, void *user) {
+  bystander_item *it = (bystander_item *) user;
+  bystander *b = it->b;
+
+  b->calls[it->i]++;
+  b->status[it->i] = r->status;
+  if (r->status == PP_EWORKER)
+    fprintf(stderr, "task %d: %s\n", it->i, r->message);
+  b->done++;
+  if (it->i + 1 < BYSTANDER_N && it->i % 3 == 0 && b->calls[it->i + 1] == 0)
+    b->cancel_said[it->i + 1] = pp_cancel(pool, b->ids[it->i + 1]);
+}
+
+void test_cancel_no_bystander(void) {
+  uv_loop_t loop;
+  pp_pool_options opts;
+  bystander *b = (bystander *) calloc(1, sizeof(*b));
+  int closed = 0, i, canceled = 0;
+
+  ASSERT_NOT_NULL(b);
+  ASSERT_EQ_INT(uv_loop_init(&loop), 0);
+  test_options(&opts);
+  opts.workers = 1;
+  opts.pipeline_depth = 16;
+  b->pool = NEW_POOL(&loop, &opts);
+  for (i = 0; i < BYSTANDER_N; i++) {
+    uint32_t x = (uint32_t) i;
+    bystander_items[i].b = b;
+    bystander_items[i].i = i;
+    b->cancel_said[i] = 1;
+    ASSERT_EQ_INT(pp_submit(b->pool, "mapf", &x, sizeof(x), bystander_cb,
+                            &bystander_items[i], &b->ids[i]), 0);
+  }
+  test_run_until(&loop, &b->done, BYSTANDER_N, "every task's outcome");
+  for (i = 0; i < BYSTANDER_N; i++) {
+    ASSERT_EQ_INT(b->calls[i], 1);
+    if (b->cancel_said[i] == 0) {
+      ASSERT_EQ_INT(b->status[i], PP_ECANCELED);
+      canceled++;
+    } else {
+      ASSERT_EQ_INT(b->status[i], 0);
+    }
+  }
+  printf("%d tasks, %d canceled, none else failed\n", BYSTANDER_N, canceled);
+  ASSERT_EQ_INT(pp_pool_close(b->pool, test_count_cb, &closed), 0);
+  test_run_until(&loop, &closed, 1, "the close");
+  test_run_loop(&loop);
+  ASSERT_EQ_INT(uv_loop_close(&loop), 0);
+  free(b);
+}
