@@ -355,11 +355,12 @@ PP_EXTERN int pp_submit(pp_pool *pool, const char *task, const void *arg, size_t
  * sent to that worker behind it run elsewhere); one sent ahead to a worker but not
  * started is stopped the same way when its turn comes (its worker is killed and
  * replaced), so that it never holds up the tasks behind it, even if it would hang.
- * One race remains: if the worker had just finished the canceled task when the kill
- * came, it may have started the next one it was sent; that task is not run again (it
- * may have had effects) and fails with PP_EWORKER and a message that says so. A
- * task_timeout_ms kill has the same race. pipeline_depth 1 rules it out: a worker then
- * holds one task at a time. Returns 0, PP_EINVAL
+ * The kill is precise: if the worker turns out to have finished the task already, it is
+ * not killed (the task's result is dropped), and a worker that is killed has started
+ * nothing after the canceled task, which all runs elsewhere. (Only a worker that could
+ * not map its small shared-memory segment is killed blind: a task it may have started
+ * behind the canceled one then fails with PP_EWORKER, with a message that says so.)
+ * Returns 0, PP_EINVAL
  * (NULL pool, or called from a worker: a task under fork sees its parent's pools, and
  * may not touch them) or PP_ENOENT (no pending task has that id: it already finished,
  * or never existed). */

@@ -697,7 +697,7 @@ void test_relative_exe_chdir(void) {
 
 /* ---- A cancel's kill takes down nothing but the canceled task ------------------------- */
 
-#define BYSTANDER_N 400
+#define BYSTANDER_N 2000
 
 typedef struct bystander {
   pp_pool *pool;
