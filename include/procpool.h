@@ -269,6 +269,17 @@ typedef struct pp_pool_options {
    * worker. At most 1024. A task sent ahead that its worker never started (the worker
    * died, timed out or was canceled with its running task) runs in another worker. */
   unsigned pipeline_depth;
+  /* 0: no cap. Otherwise a worker whose resident memory (what the OS counts as resident
+   * for the process: its private pages and the shared ones it touched; under fork, the
+   * pages it still shares with the parent too) is over this many bytes once a task has
+   * finished is retired as max_tasks_per_worker retires it: that task's result is
+   * delivered, the worker starts nothing more (tasks sent ahead to it go to other
+   * workers, nothing fails), and a replacement is started. The worker measures itself
+   * after each task (Linux /proc, macOS task_info, Windows GetProcessMemoryInfo), so a
+   * worker passes the cap by at most one task's growth. With a cap, pp_map and
+   * pp_map_stream send their items one by one (as under task_timeout_ms), so that each
+   * item is checked. For tasks that leak: Celery's worker_max_memory_per_child. */
+  size_t max_worker_memory;
 } pp_pool_options;
 
 /* Sets *opts to the defaults (all zero). */

@@ -247,9 +247,10 @@ static void pp__worker_settle(pp__worker *w, pp__wstate from, int natural, int s
     pp__task_finish(head, 0, NULL, 0, NULL);
   } else if (status != 0) {
     pp__task_finish(head, status, NULL, 0, msg);
-  } else if (w->doomed && !w->journal_failed) {
-    /* The pool claimed it for a kill (journal.h): this task never started. Everything it
-     * sent has been read, so had it failed to map the journal, the pool would know. */
+  } else if ((w->doomed && !w->journal_failed) || w->said_retire) {
+    /* The pool claimed it for a kill (journal.h), or it said it would start nothing more
+     * (over max_worker_memory): this task never started. Everything it sent has been
+     * read, so had it failed to map the journal, the pool would know. */
     free(msg);
     head->state = PP__T_QUEUED;
     pp__q_insert_head(&pool->queue, &head->node);
@@ -611,7 +612,8 @@ void pp__worker_start(pp_pool *pool) {
   /* The init frame goes out at once, without waiting for the hello: the worker reads it
    * after it has greeted, so a worker is ready after one round trip. */
   ilen = pool->initializer ? strlen(pool->initializer) : 0;
-  size = PP__HDR_SIZE + PP__INIT_FIXED + ilen + pool->initarg_len;
+  size = PP__HDR_SIZE + PP__INIT_FIXED + (pool->max_memory ? 8 : 0) + ilen +
+         pool->initarg_len;
   w->init_buf = p = malloc(size);
   if (p == NULL) {
     pp__worker_start_failed(w, PP_ESPAWN, pp__strdupf("cannot start a worker: out of "
@@ -621,8 +623,12 @@ void pp__worker_start(pp_pool *pool) {
   pp__hdr_encode(p, PP__F_INIT, 0, 0, (uint32_t) (size - PP__HDR_SIZE));
   p += PP__HDR_SIZE;
   pp__put_u16(p, PP__PROTO_VERSION);
-  pp__put_u16(p + 2, 0);
+  pp__put_u16(p + 2, pool->max_memory ? PP__INIT_MEMCAP : 0);
   pp__put_u64(p + 4, pool->max_message);
+  if (pool->max_memory) {
+    pp__put_u64(p + 12, pool->max_memory);
+    p += 8;
+  }
   p[12] = (uint8_t) ilen;
   memcpy(p + PP__INIT_FIXED, pool->initializer ? pool->initializer : "", ilen);
   if (pool->initarg_len > 0)

@@ -210,6 +210,7 @@ static int pp__resolve_options(pp_pool *pool, const pp_pool_options *o) {
   if (pool->max_message > PP__MAX_MESSAGE_LIMIT || o->initarg_len > pool->max_message)
     return o->initarg_len > pool->max_message ? PP_E2BIG : PP_EINVAL;
   pool->max_tasks = o->max_tasks_per_worker;
+  pool->max_memory = o->max_worker_memory;
   if (o->pipeline_depth > 1024)
     return PP_EINVAL;
   pool->depth = o->pipeline_depth;

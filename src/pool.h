@@ -172,6 +172,7 @@ struct pp__worker {
   int doomed;              /* a kill was claimed: nothing it holds after its running task
                               has started, unless journal_failed */
   int journal_failed;      /* it said it could not map its journal */
+  int said_retire;         /* it went over max_worker_memory: it starts nothing more */
 };
 
 /* What threads other than the loop's share with it (threads.c). Everything here but
@@ -225,6 +226,7 @@ struct pp_pool {
   uint8_t *initarg;
   size_t initarg_len;
   unsigned max_tasks;
+  uint64_t max_memory;     /* options.max_worker_memory; 0: none */
   uint64_t timeout_ms;
   uint64_t start_timeout_ms;
   size_t max_message;

@@ -78,6 +78,13 @@ int pp__hdr_check_from_worker(const pp__hdr *h, size_t max_message, const char *
     case PP__F_JOURNAL_FAILED:
       limit = 0;
       break;
+    case PP__F_RETIRE:
+      if (h->len != 8) {
+        *why = "a retire frame of the wrong length";
+        return PP_EPROTO;
+      }
+      limit = 8;
+      break;
     case PP__F_BATCH_RESULT:
       /* A run of results, each within the limit, with their table. */
       limit = (max_message > PP__MAX_ERRMSG ? max_message : PP__MAX_ERRMSG) +
@@ -170,6 +177,7 @@ int pp__hello_name(const pp__hello *h, size_t *pos, const uint8_t **name, size_t
 }
 
 int pp__init_decode(const uint8_t *p, size_t len, pp__init *out, const char **why) {
+  unsigned flags;
   size_t nlen;
 
   if (len < PP__INIT_FIXED) {
@@ -182,11 +190,22 @@ int pp__init_decode(const uint8_t *p, size_t len, pp__init *out, const char **wh
            "another procpool?)";
     return PP_EPROTO;
   }
-  if (pp__get_u16(p + 2) != 0) {
+  flags = pp__get_u16(p + 2);
+  if ((flags & ~(unsigned) PP__INIT_MEMCAP) != 0) {
     *why = "the pool's init frame has unknown flags";
     return PP_EPROTO;
   }
   out->max_message = pp__get_u64(p + 4);
+  out->max_memory = 0;
+  if (flags & PP__INIT_MEMCAP) {
+    if (len < PP__INIT_FIXED + 8) {
+      *why = "the pool's init frame is truncated";
+      return PP_EPROTO;
+    }
+    out->max_memory = pp__get_u64(p + 12);
+    p += 8;
+    len -= 8;
+  }
   nlen = p[12];
   if (nlen > len - PP__INIT_FIXED) {
     *why = "the pool's init frame is truncated";

@@ -28,8 +28,11 @@ enum pp__frame_type {
   PP__F_BATCH = 6,  /* pool -> worker: aux task index, id; payload a batch of arguments */
   PP__F_BATCH_RESULT = 7, /* worker -> pool: id; payload results of a run of the batch */
   PP__F_JOURNAL = 8, /* pool -> worker: where to keep a batch's unsent results (journal.h) */
-  PP__F_JOURNAL_FAILED = 9 /* worker -> pool: it could not map the journal, and goes on
-                            * without it (no payload) */
+  PP__F_JOURNAL_FAILED = 9, /* worker -> pool: it could not map the journal, and goes on
+                             * without it (no payload) */
+  PP__F_RETIRE = 10         /* worker -> pool, after a result: it is over the pool's
+                             * max_worker_memory and starts nothing more; payload u64 its
+                             * resident bytes */
 };
 
 /* A HELLO's aux. PP__HELLO_FAILED is a worker that cannot serve (pp_main found its task
@@ -143,12 +146,15 @@ void pp__rx_space(pp__rx *rx, uint8_t **base, size_t *len);
  * header (the reader is then unusable); PP_ENOMEM; or the callback's non-zero value. */
 int pp__rx_feed(pp__rx *rx, size_t n, pp__frame_cb cb, void *ctx, const char **why);
 
-/* INIT payload: version u16, flags u16 (0), max_message u64, initializer name as a u8
- * length (0: none) and bytes, then the initializer's argument to the end. */
+/* INIT payload: version u16, flags u16, max_message u64, with flag PP__INIT_MEMCAP a u64
+ * max_worker_memory, initializer name as a u8 length (0: none) and bytes, then the
+ * initializer's argument to the end. */
 #define PP__INIT_FIXED 13
+#define PP__INIT_MEMCAP 1
 typedef struct pp__init {
   uint16_t version;
   uint64_t max_message;
+  uint64_t max_memory;      /* 0: none */
   const char *initializer;  /* not NUL-terminated; NULL when none */
   size_t initializer_len;
   const uint8_t *initarg;

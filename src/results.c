@@ -268,6 +268,12 @@ static int pp__on_frame(void *ctx, const pp__hdr *h, uint8_t *p, int owned) {
     pp__on_batch_result(w, h, p);
   } else if (h->type == PP__F_JOURNAL_FAILED && w->became_ready) {
     w->journal_failed = 1;
+  } else if (h->type == PP__F_RETIRE && w->became_ready && w->state == PP__W_READY) {
+    /* Over max_worker_memory after the task whose result came just before: it starts
+     * nothing more, so what it holds behind that task goes elsewhere, and it is let go
+     * as max_tasks_per_worker lets a worker go. */
+    w->said_retire = 1;
+    pp__worker_retire(w);
   } else {
     pp__worker_proto(w, "a frame out of order");
   }

@@ -198,6 +198,17 @@ int pp_fail(pp_call *call, const char *fmt, ...) {
   return PP_ETASK;
 }
 
+/* Whether this process's resident memory is over max (max_worker_memory); *rss gets it.
+ * A worker that cannot tell goes on. */
+static int pp__over_memory(uint64_t max, uint64_t *rss) {
+  size_t now;
+
+  if (uv_resident_set_memory(&now) != 0)
+    return 0;
+  *rss = (uint64_t) now;
+  return *rss > max;
+}
+
 static PP__NORETURN void pp__worker_die(pp__serve_ctx *ctx, int code, const char *what,
                                         int err) {
   if (err != 0)
@@ -590,6 +601,7 @@ void pp__serve(pp__serve_ctx *ctx) {
   pp_call call;
   size_t max_message = 0;
   uint64_t seq = 0;        /* the tasks and batches read, numbered as the pool does */
+  uint64_t max_memory = 0, rss = 0;
   pp__hdr h_doomed;
   const uint8_t *payload_doomed;
   const char *why_doomed;
@@ -635,6 +647,7 @@ void pp__serve(pp__serve_ctx *ctx) {
       if (pp__init_decode(payload, h.len, &init, &why) != 0)
         pp__worker_die(ctx, PP__EXIT_PROTO, why, 0);
       max_message = (size_t) init.max_message;
+      max_memory = init.max_memory;
       inited = 1;
       pp__call_reset(&call, max_message);
       if (init.initializer != NULL) {
@@ -665,6 +678,17 @@ void pp__serve(pp__serve_ctx *ctx) {
       if (pp__jw_finish(&journal, seq) != 0)
         break;
       err = pp__send_result(&wr, PP__F_RESULT, h.id, &call);
+      if (err == 0 && max_memory != 0 && pp__over_memory(max_memory, &rss)) {
+        /* Retired for its size: it says so behind the result, then starts nothing more
+         * and waits for the pool to close its channel (below). */
+        uint8_t b[8];
+        pp__put_u64(b, rss);
+        err = pp__writer_frame(&wr, PP__F_RETIRE, 0, h.id, b, sizeof(b));
+        if (err == 0)
+          err = pp__writer_flush(&wr);
+        if (err == 0)
+          break;
+      }
     } else if (h.type == PP__F_BATCH && inited) {
       pp__batch b;
       if (pp__batch_decode(payload, h.len, &b, &why) != 0)

@@ -231,7 +231,7 @@ static size_t pp__stream_chunk(const pp__stream *s) {
   const pp_pool *pool = s->pool;
   uint64_t c;
 
-  if (pool->timeout_ms != 0 || pool->max_tasks != 0 ||
+  if (pool->timeout_ms != 0 || pool->max_tasks != 0 || pool->max_memory != 0 ||
       pool->max_message < 4 + (size_t) PP__BATCH_MAX * 4 + 4096)
     return 1;
   if (s->chunk != 0)

@@ -373,6 +373,7 @@ const pp_task test_tasks[] = {
   { "init_aligned_count", test_task_init_aligned_count },
   { "journal_run", test_task_journal_run },
   { "stream_op", test_task_stream_op },
+  { "memcap_leak", test_task_memcap_leak },
   { "fh_state", test_task_fh_state },
   /* The same initializer under names of many lengths (test-worker.c). */
   { "i", test_task_init_aligned },

@@ -212,3 +212,7 @@ TEST_ONCE(fh_replacement_snapshot)
 TEST_ONCE(fh_lock_later)
 TEST_ONCE(fh_one_per_pool)
 TEST_ONCE(fh_helper_killed)
+
+/* max_worker_memory: leaking workers recycled, nothing failed (test-memcap.c) */
+TEST_EACH(memcap_recycles)
+TEST_EACH(memcap_sent_ahead)

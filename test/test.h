@@ -52,6 +52,7 @@ int test_task_sp_fd_open(pp_call *call, const void *arg, size_t len);
 int test_task_sp_signals(pp_call *call, const void *arg, size_t len);
 int test_task_journal_run(pp_call *call, const void *arg, size_t len);
 int test_task_stream_op(pp_call *call, const void *arg, size_t len);
+int test_task_memcap_leak(pp_call *call, const void *arg, size_t len);
 int test_task_fh_state(pp_call *call, const void *arg, size_t len);
 
 /* The table main() gives pp_main: test_tasks, unless the environment asks for a big or
