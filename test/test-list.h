@@ -211,3 +211,17 @@ TEST_ONCE(fh_replacement_snapshot)
 TEST_ONCE(fh_lock_later)
 TEST_ONCE(fh_one_per_pool)
 TEST_ONCE(fh_helper_killed)
+
+/* test-launcher.c: workers started through a launcher (worker_launcher) over their stdin
+ * and stdout: a stand-in host (sh, env -i, cd), a task that prints, a crash, a launcher
+ * that fails or prints a banner, close and terminate while busy, the option's rules, the
+ * test program as a launcher, and real ssh to an sshd of the test's own */
+TEST_ONCE(ln_standin)
+TEST_ONCE(ln_print)
+TEST_ONCE(ln_crash)
+TEST_ONCE(ln_launcher_fails)
+TEST_ONCE(ln_banner)
+TEST_ONCE(ln_close_busy)
+TEST_ONCE(ln_options)
+TEST_ONCE(ln_self_launcher)
+TEST_ONCE(ln_ssh)
