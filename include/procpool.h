@@ -275,11 +275,40 @@ typedef struct pp_pool_options {
    * finished is retired as max_tasks_per_worker retires it: that task's result is
    * delivered, the worker starts nothing more (tasks sent ahead to it go to other
    * workers, nothing fails), and a replacement is started. The worker measures itself
-   * after each task (Linux /proc, macOS task_info, Windows GetProcessMemoryInfo), so a
+   * after each task (uv_resident_set_memory: Linux /proc, macOS task_info, Windows
+   * GetProcessMemoryInfo), so a
    * worker passes the cap by at most one task's growth. With a cap, pp_map and
    * pp_map_stream send their items one by one (as under task_timeout_ms), so that each
    * item is checked. For tasks that leak: Celery's worker_max_memory_per_child. */
   size_t max_worker_memory;
+  /* NULL (the default), or a NULL-terminated argv prefix that starts every worker
+   * through a launcher: ssh, Slurm's srun, docker exec, taskset, nice, bwrap. A worker is
+   * then started as
+   *     launcher[0] launcher[1] ... <worker program> --procpool-worker=stdio
+   * (launcher[0] looked up in PATH, as a shell would) and its channel is the worker's
+   * stdin and stdout, which every launcher forwards, instead of an inherited descriptor.
+   * Spawn semantics: PP_START_DEFAULT then means spawn, and fork or forkserver (also
+   * from PROCPOOL_START_METHOD) is PP_EINVAL, as is an empty launcher or a relative
+   * worker_executable. Copied by pp_pool_new.
+   * - The worker program (worker_executable, or this program) is named by its absolute
+   *   path, and must exist at that path where the launcher runs it, with the same task
+   *   table; nothing else is carried over: environment, working folder and files are
+   *   the far side's. pp_pool_new does not check that the program exists here.
+   * - pp_main moves the channel off descriptors 0 and 1 before anything else: stdin
+   *   becomes the null device and stdout goes where stderr goes, so what a task prints
+   *   reaches the launcher's stderr (here, this process's stderr) and never the channel.
+   * - The launcher is the pool's child: it is what the pool waits for and kills (a
+   *   timeout, a cancel, pp_pool_terminate). The worker behind it ends by end-of-file
+   *   on its stdin when the launcher goes, as a local worker does when its channel
+   *   closes; a worker that ends, or a connection that drops, fails only the running
+   *   task with PP_EWORKER, and the worker is replaced through the launcher again.
+   * - A launcher that cannot start the worker (it exits at once, cannot connect, or
+   *   writes a banner on stdout) fails the start with PP_ESPAWN, naming the launcher
+   *   and its exit status; what it wrote on stderr is on this process's stderr. After
+   *   workers + 2 failed starts in a row the pool gives up, as for any failed start.
+   * - ssh passes the command through the remote shell: a program path with spaces or
+   *   shell characters needs quoting of its own (e.g. a wrapper script). */
+  const char *const *worker_launcher;
 } pp_pool_options;
 
 /* Sets *opts to the defaults (all zero). */

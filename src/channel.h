@@ -9,7 +9,8 @@
 #include <stdint.h>
 
 typedef struct pp__chan {
-  intptr_t h;   /* a descriptor on Unix, a HANDLE on Windows */
+  intptr_t h;   /* read from: a descriptor on Unix, a HANDLE on Windows */
+  intptr_t out; /* written to: the same as h but for a channel on stdin and stdout */
 } pp__chan;
 
 typedef struct pp__iov {
@@ -20,8 +21,16 @@ typedef struct pp__iov {
 /* Opens the channel that the worker's command-line mark names (the decimal number of
  * the inherited descriptor on Unix, of the inherited handle on Windows, checked before
  * use), and makes it non-inheritable so that processes a task starts
- * do not keep the pool's channel open. Returns 0 or a UV_E* error. */
+ * do not keep the pool's channel open. Returns 0 or a UV_E* error.
+ *
+ * PP__CHAN_STDIO instead (a worker behind a launcher, which forwards only stdio): the
+ * channel is this process's stdin and stdout. They move at once to new non-inheritable
+ * descriptors (handles); stdin becomes the null device and stdout a copy of stderr, for
+ * the C runtime as for the OS, so that what a task prints cannot reach the channel. */
 int pp__chan_open(const char *spec, pp__chan *chan);
+
+#define PP__CHAN_STDIO "stdio"
+
 
 /* Reads up to cap bytes, at least one. Returns 0 with *got set, UV_EOF at the end, or a
  * UV_E* error. Interrupted calls are retried. */

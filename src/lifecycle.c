@@ -203,7 +203,16 @@ static void pp__worker_settle(pp__worker *w, pp__wstate from, int natural, int s
   pp__worker_set_idle(w, 0);
   pp__worker_count(w, 0);
   if (natural && !w->became_ready) {
-    if (!w->got_hello)
+    if (!w->got_hello && pool->launcher != NULL)
+      /* The launcher is the process whose end is known here; what went wrong (no such
+       * host, no such program there, a refused login) it wrote on its stderr. */
+      pp__start_failed(pool, PP_ESPAWN,
+                       pp__strdupf("the worker launcher '%s' (pid %ld) %s before its worker "
+                                   "reached pp_main (see the launcher's stderr, which is "
+                                   "this process's; is '%s' there, at that path, a program "
+                                   "with the same tasks?)", pool->launcher[0], w->pid, how,
+                                   pool->exe));
+    else if (!w->got_hello)
       pp__start_failed(pool, PP_ESPAWN,
                        pp__strdupf("worker pid %ld %s before it reached pp_main (does main() "
                                    "call pp_main first? is '%s' a program with the same "

@@ -113,9 +113,11 @@ const char *pp_start_method_name(pp_start_method m) {
   }
 }
 
-/* Resolves the method: PROCPOOL_START_METHOD first, then the option, then the OS's
- * default. The error names the variable when the variable was the cause. */
-static int pp__resolve_method(pp_start_method asked, pp_start_method *out) {
+/* Resolves the method: PROCPOOL_START_METHOD first, then the option, then the default
+ * (the OS's; spawn for a pool with a launcher, the only method that has one). The error
+ * names the variable when the variable was the cause. */
+static int pp__resolve_method(pp_start_method asked, pp_start_method dflt,
+                              pp_start_method *out) {
   char env[64];
   size_t size = sizeof(env);
   pp_start_method m = asked;
@@ -149,7 +151,7 @@ static int pp__resolve_method(pp_start_method asked, pp_start_method *out) {
     }
   }
   if (m == PP_START_DEFAULT)
-    m = pp__os_default_method();
+    m = dflt;
   if (pp__os_method_supported(m) != 0) {
     fprintf(stderr, "procpool: the start method '%s'%s is not available on this OS or in "
                     "this version; use spawn%s\n", pp_start_method_name(m),
@@ -184,12 +186,57 @@ static int pp__resolve_exe(pp_pool *pool, const char *asked) {
   return pool->exe == NULL ? PP_ENOMEM : 0;
 }
 
+/* The launcher's arguments in one allocation: the pointers, then the strings. Only
+ * spawn runs a program of the user's choosing; fork and forkserver workers have no
+ * command line to put a launcher in front of. The worker program must be named where
+ * the launcher runs it, so a path relative to this process's folder means nothing. */
+static int pp__copy_launcher(pp_pool *pool, const pp_pool_options *o) {
+  const char *const *l = o->worker_launcher;
+  size_t n, size, used, i;
+  char *strings;
+
+  if (pool->method != PP_START_SPAWN) {
+    fprintf(stderr, "procpool: worker_launcher needs the spawn start method, not '%s'%s\n",
+            pp_start_method_name(pool->method),
+            getenv("PROCPOOL_START_METHOD") != NULL ? " (PROCPOOL_START_METHOD is set)" : "");
+    return PP_EINVAL;
+  }
+  if (l[0] == NULL || l[0][0] == '\0') {
+    fprintf(stderr, "procpool: worker_launcher is empty: it needs at least a program\n");
+    return PP_EINVAL;
+  }
+  if (o->worker_executable != NULL && !pp__os_path_is_absolute(o->worker_executable)) {
+    fprintf(stderr, "procpool: with worker_launcher, worker_executable must be an absolute "
+                    "path (the path the launcher runs it by), not '%s'\n",
+            o->worker_executable);
+    return PP_EINVAL;
+  }
+  size = 0;
+  for (n = 0; l[n] != NULL; n++)
+    size += strlen(l[n]) + 1;
+  pool->launcher = malloc((n + 1) * sizeof(char *) + size);
+  if (pool->launcher == NULL)
+    return PP_ENOMEM;
+  strings = (char *) (pool->launcher + n + 1);
+  for (i = 0, used = 0; i < n; i++) {
+    size_t len = strlen(l[i]) + 1;
+    memcpy(strings + used, l[i], len);
+    pool->launcher[i] = strings + used;
+    used += len;
+  }
+  pool->launcher[n] = NULL;
+  return 0;
+}
+
 static int pp__resolve_options(pp_pool *pool, const pp_pool_options *o) {
   const pp_task *table;
   size_t n, i;
   int err;
 
-  err = pp__resolve_method(o->start_method, &pool->method);
+  err = pp__resolve_method(o->start_method,
+                           o->worker_launcher != NULL ? PP_START_SPAWN
+                                                      : pp__os_default_method(),
+                           &pool->method);
   if (err != 0)
     return err;
   switch (pool->method) {
@@ -259,6 +306,11 @@ static int pp__resolve_options(pp_pool *pool, const pp_pool_options *o) {
       return PP_ENOMEM;
     memcpy(pool->initarg, o->initarg, o->initarg_len);
     pool->initarg_len = o->initarg_len;
+  }
+  if (o->worker_launcher != NULL) {
+    err = pp__copy_launcher(pool, o);
+    if (err != 0)
+      return err;
   }
   if (pool->method == PP_START_FORK) {
     /* Fork runs no program: its workers are copies of this process, whose own file may
@@ -364,6 +416,7 @@ static void pp__pool_free(pp_pool *pool) {
   pp__tasktab_free(&pool->tasks);
   free(pool->broken_msg);
   free(pool->exe);
+  free(pool->launcher);
   free(pool->initializer);
   free(pool->initarg);
   free(pool);
@@ -414,8 +467,9 @@ int pp_pool_new(pp_pool **out, uv_loop_t *loop, const pp_pool_options *opts) {
   if (err != 0)
     goto fail;
   /* A missing or non-executable worker program is the commonest set-up error: say so
-   * here, with the OS's own code, rather than through every task. Fork runs none. */
-  if (pool->method != PP_START_FORK) {
+   * here, with the OS's own code, rather than through every task. Fork runs none; a
+   * launcher runs it elsewhere, where it alone can look. */
+  if (pool->method != PP_START_FORK && pool->launcher == NULL) {
     err = uv_fs_access(NULL, &req, pool->exe, X_OK, NULL);
     uv_fs_req_cleanup(&req);
     if (err != 0) {

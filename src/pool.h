@@ -222,6 +222,7 @@ struct pp_pool {
   int broken;              /* 0, or PP_ESPAWN / PP_EINIT once starting workers gave up */
   char *broken_msg;
   char *exe;
+  char **launcher;         /* options.worker_launcher, copied (one allocation), or NULL */
   char *initializer;
   uint8_t *initarg;
   size_t initarg_len;

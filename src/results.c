@@ -14,7 +14,15 @@
 static void pp__worker_proto(pp__worker *w, const char *why) {
   pp__task *t = pp__worker_head(w);
 
-  if (!w->became_ready) {
+  if (!w->became_ready && w->pool->launcher != NULL) {
+    /* What came first on a launcher's stdout was not a worker's greeting: a login
+     * banner, a message of the day, a shell's start-up output. */
+    pp__worker_start_failed(w, PP_ESPAWN,
+                            pp__strdupf("the worker launcher '%s' (pid %ld) wrote something "
+                                        "other than a procpool worker's greeting on its "
+                                        "stdout (%s: a banner or a login message?); it was "
+                                        "killed", w->pool->launcher[0], w->pid, why));
+  } else if (!w->became_ready) {
     pp__worker_start_failed(w, PP_ESPAWN,
                             pp__strdupf("worker pid %ld sent malformed data while starting "
                                         "(%s); it was killed", w->pid, why));

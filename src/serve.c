@@ -760,16 +760,13 @@ static const char *pp__find_mark(int argc, char **argv, const char *mark) {
 /* A worker whose program gave pp_main a malformed table cannot serve. Rather than end
  * in silence (the pool would see a worker that never reached pp_main), it tells the pool
  * why, in a HELLO of its own kind, and exits. */
-static PP__NORETURN void pp__refuse(const char *spec, const char *why) {
-  pp__chan chan;
+static PP__NORETURN void pp__refuse(pp__chan *chan, const char *why) {
+  size_t len = strlen(why);
 
   fprintf(stderr, "procpool worker %lu: %s\n", (unsigned long) uv_os_getpid(), why);
-  if (pp__chan_open(spec, &chan) == 0) {
-    size_t len = strlen(why);
-    pp__send(&chan, PP__F_HELLO, PP__HELLO_FAILED, 0, why,
-             len < PP__MAX_ERRMSG ? len : PP__MAX_ERRMSG);
-    pp__chan_close(&chan);
-  }
+  pp__send(chan, PP__F_HELLO, PP__HELLO_FAILED, 0, why,
+           len < PP__MAX_ERRMSG ? len : PP__MAX_ERRMSG);
+  pp__chan_close(chan);
   pp__spawned_exit(PP__EXIT_SETUP);
 }
 
@@ -778,14 +775,25 @@ int pp_main(int argc, char **argv, const pp_task *tasks) {
   const char *server = pp__find_mark(argc, argv, PP__FORKSERVER_MARK);
   const char **names;
   pp__names ix;
+  pp__serve_ctx ctx;
   char why[512];
   size_t n;
   int err;
 
+  /* The channel first, before anything can print: behind a launcher it is stdout, which
+   * the first byte of anyone's output would corrupt. */
+  if (worker != NULL) {
+    err = pp__chan_open(worker, &ctx.chan);
+    if (err != 0) {
+      fprintf(stderr, "procpool worker: cannot open the channel '%s': %s\n", worker,
+              pp_strerror(err));
+      exit(PP__EXIT_SETUP);
+    }
+  }
   err = pp__table_load(tasks, &n, &names, &ix, why, sizeof(why));
   if (err != 0) {
     if (worker != NULL)
-      pp__refuse(worker, why);
+      pp__refuse(&ctx.chan, why);
     if (server != NULL) {
       fprintf(stderr, "procpool forkserver %lu: %s\n", (unsigned long) uv_os_getpid(), why);
       exit(PP__EXIT_SETUP);
@@ -808,13 +816,6 @@ int pp_main(int argc, char **argv, const pp_task *tasks) {
     exit(PP__EXIT_SETUP);
   }
   if (worker != NULL) {
-    pp__serve_ctx ctx;
-    err = pp__chan_open(worker, &ctx.chan);
-    if (err != 0) {
-      fprintf(stderr, "procpool worker: cannot open the channel '%s': %s\n", worker,
-              pp_strerror(err));
-      exit(PP__EXIT_SETUP);
-    }
     ctx.exit = pp__spawned_exit;
     pp__serve(&ctx);
   }

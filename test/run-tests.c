@@ -46,6 +46,7 @@ static const helper_entry helpers[] = {
   { "@orphan-parent", test_helper_orphan_parent },
   { "@odd-path", test_helper_odd_path },
   { "@fs-kept", test_helper_fs_kept },
+  { "@launch", test_helper_launch },
 #ifdef _WIN32
   { "@win-job-parent", test_helper_win_job_parent },
 #endif

@@ -375,6 +375,10 @@ const pp_task test_tasks[] = {
   { "stream_op", test_task_stream_op },
   { "memcap_leak", test_task_memcap_leak },
   { "fh_state", test_task_fh_state },
+  { "ln_print", test_task_ln_print },
+  { "ln_where", test_task_ln_where },
+  { "ln_stdin", test_task_ln_stdin },
+  { "ln_park", test_task_ln_park },
   /* The same initializer under names of many lengths (test-worker.c). */
   { "i", test_task_init_aligned },
   { "ia", test_task_init_aligned },

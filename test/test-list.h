@@ -216,3 +216,16 @@ TEST_ONCE(fh_helper_killed)
 /* max_worker_memory: leaking workers recycled, nothing failed (test-memcap.c) */
 TEST_EACH(memcap_recycles)
 TEST_EACH(memcap_sent_ahead)
+/* test-launcher.c: workers started through a launcher (worker_launcher) over their stdin
+ * and stdout: a stand-in host (sh, env -i, cd), a task that prints, a crash, a launcher
+ * that fails or prints a banner, close and terminate while busy, the option's rules, the
+ * test program as a launcher, and real ssh to an sshd of the test's own */
+TEST_ONCE(ln_standin)
+TEST_ONCE(ln_print)
+TEST_ONCE(ln_crash)
+TEST_ONCE(ln_launcher_fails)
+TEST_ONCE(ln_banner)
+TEST_ONCE(ln_close_busy)
+TEST_ONCE(ln_options)
+TEST_ONCE(ln_self_launcher)
+TEST_ONCE(ln_ssh)

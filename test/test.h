@@ -54,6 +54,10 @@ int test_task_journal_run(pp_call *call, const void *arg, size_t len);
 int test_task_stream_op(pp_call *call, const void *arg, size_t len);
 int test_task_memcap_leak(pp_call *call, const void *arg, size_t len);
 int test_task_fh_state(pp_call *call, const void *arg, size_t len);
+int test_task_ln_print(pp_call *call, const void *arg, size_t len);
+int test_task_ln_where(pp_call *call, const void *arg, size_t len);
+int test_task_ln_stdin(pp_call *call, const void *arg, size_t len);
+int test_task_ln_park(pp_call *call, const void *arg, size_t len);
 
 /* The table main() gives pp_main: test_tasks, unless the environment asks for a big or
  * a malformed one (test-worker.c). */
@@ -210,6 +214,9 @@ int test_helper_orphan_parent(int argc, char **argv);
 int test_helper_odd_path(int argc, char **argv);
 /* The helper role "@fs-kept" of sp-fs-kept (test-spawnpath.c). */
 int test_helper_fs_kept(int argc, char **argv);
+/* The helper role "@launch" of the launcher tests (test-launcher.c): runs its arguments
+ * with its own stdio and exits with their status. */
+int test_helper_launch(int argc, char **argv);
 #ifdef _WIN32
 /* The helper role "@win-job-parent" of win-job (test-windows.c). */
 int test_helper_win_job_parent(int argc, char **argv);

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -18,11 +19,62 @@
 #define MSG_NOSIGNAL 0
 #endif
 
+/* Moves descriptor `to` onto a copy of `from` (retrying EINTR); from -1: the null
+ * device, opened with flags. Returns 0 or an errno value. */
+static int pp__chan_replace(int to, int from, int flags) {
+  int fd = from, r;
+
+  if (from == -1) {
+    do
+      fd = open("/dev/null", flags | O_CLOEXEC);
+    while (fd == -1 && errno == EINTR);
+    if (fd == -1)
+      return errno;
+  }
+  do
+    r = dup2(fd, to);
+  while (r == -1 && errno == EINTR);
+  if (from == -1 && fd != to)
+    close(fd);
+  return r == -1 ? errno : 0;
+}
+
+/* The channel is stdin and stdout (a worker behind a launcher). Nothing is flushed
+ * first: what the program buffered for stdout before pp_main then goes to stderr, not
+ * into the channel. */
+static int pp__chan_open_stdio(pp__chan *chan) {
+  int in, out, err;
+
+  in = fcntl(0, F_DUPFD_CLOEXEC, 3);
+  if (in == -1)
+    return uv_translate_sys_error(errno);
+  out = fcntl(1, F_DUPFD_CLOEXEC, 3);
+  if (out == -1) {
+    err = errno;
+    close(in);
+    return uv_translate_sys_error(err);
+  }
+  err = pp__chan_replace(0, -1, O_RDONLY);
+  /* stdout where stderr goes; to the null device where there is no stderr. */
+  if (err == 0)
+    err = pp__chan_replace(1, fcntl(2, F_GETFD) != -1 ? 2 : -1, O_WRONLY);
+  if (err != 0) {
+    close(in);
+    close(out);
+    return uv_translate_sys_error(err);
+  }
+  chan->h = in;
+  chan->out = out;
+  return 0;
+}
+
 int pp__chan_open(const char *spec, pp__chan *chan) {
   char *end;
   long fd;
   int flags;
 
+  if (strcmp(spec, PP__CHAN_STDIO) == 0)
+    return pp__chan_open_stdio(chan);
   errno = 0;
   fd = strtol(spec, &end, 10);
   if (errno != 0 || end == spec || *end != '\0' || fd < 0 || fd > INT_MAX)
@@ -33,6 +85,7 @@ int pp__chan_open(const char *spec, pp__chan *chan) {
   if (fcntl((int) fd, F_SETFD, flags | FD_CLOEXEC) == -1)
     return uv_translate_sys_error(errno);
   chan->h = (intptr_t) fd;
+  chan->out = (intptr_t) fd;
   return 0;
 }
 
@@ -50,9 +103,36 @@ int pp__chan_read(pp__chan *chan, void *buf, size_t cap, size_t *got) {
   return 0;
 }
 
-/* The channel is a socket pair (libuv makes one for UV_CREATE_PIPE), so sendmsg with
- * MSG_NOSIGNAL turns a vanished pool into EPIPE without touching the program's SIGPIPE
- * disposition. A plain pipe (some other launcher) falls back to writev. */
+/* writev on a pipe whose reader is gone raises SIGPIPE, which by default ends the
+ * worker. The signal is blocked for the call (in this thread only) and, when the write
+ * raised it, taken back before it is unblocked, unless it was pending already: the
+ * program's disposition stays as it was and the pool's end is EPIPE, as on a socket. */
+static ssize_t pp__chan_writev_pipe(int fd, struct iovec *iov, int n) {
+  sigset_t pipe_set, old, pending;
+  int was_pending, e, sig;
+  ssize_t r;
+
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+  sigpending(&pending);
+  was_pending = sigismember(&pending, SIGPIPE);
+  r = writev(fd, iov, n);
+  e = errno;
+  /* sigwait rather than sigtimedwait, which macOS lacks: it returns at once, since the
+   * signal is pending. */
+  if (r == -1 && e == EPIPE && !was_pending && sigpending(&pending) == 0 &&
+      sigismember(&pending, SIGPIPE))
+    sigwait(&pipe_set, &sig);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  errno = e;
+  return r;
+}
+
+/* The channel is a socket pair (libuv makes one for UV_CREATE_PIPE; a launcher's stdin
+ * and stdout are one, or what the launcher made), so sendmsg with MSG_NOSIGNAL turns a
+ * vanished pool into EPIPE without touching the program's SIGPIPE disposition. A plain
+ * pipe (what ssh's server or srun may give a worker) falls back to writev. */
 static ssize_t pp__chan_writev(int fd, struct iovec *iov, int n) {
   struct msghdr msg = { 0 };
   ssize_t r;
@@ -61,7 +141,7 @@ static ssize_t pp__chan_writev(int fd, struct iovec *iov, int n) {
   msg.msg_iovlen = n;
   r = sendmsg(fd, &msg, MSG_NOSIGNAL);
   if (r == -1 && errno == ENOTSOCK)
-    r = writev(fd, iov, n);
+    r = pp__chan_writev_pipe(fd, iov, n);
   return r;
 }
 
@@ -84,7 +164,7 @@ int pp__chan_write(pp__chan *chan, const pp__iov *in, size_t n) {
     if (i == n)
       return 0;
     do
-      w = pp__chan_writev((int) chan->h, iov + i, (int) (n - i));
+      w = pp__chan_writev((int) chan->out, iov + i, (int) (n - i));
     while (w == -1 && errno == EINTR);
     if (w == -1)
       return uv_translate_sys_error(errno);
@@ -102,9 +182,12 @@ int pp__chan_write(pp__chan *chan, const pp__iov *in, size_t n) {
 }
 
 void pp__chan_close(pp__chan *chan) {
+  if (chan->out >= 0 && chan->out != chan->h)
+    close((int) chan->out);
   if (chan->h >= 0)
     close((int) chan->h);
   chan->h = -1;
+  chan->out = -1;
 }
 
 static atomic_int pp__chan_is_busy;

@@ -206,7 +206,7 @@ static int pp__fs_start_server(const char *exe, uint64_t timeout_ms, pp__fs_serv
   args[0] = srv->exe;
   args[1] = mark;
   args[2] = NULL;
-  err = pp__unix_spawn(srv->exe, args, fds[1], &pid);
+  err = pp__unix_spawn(srv->exe, args, fds[1], 0, &pid);
   close(fds[1]);
   if (err != 0) {
     close(fds[0]);

@@ -173,6 +173,7 @@ static void pp__fs_worker_child(void *arg, int report) {
     pp__unix_child_fail(report, errno);
   close(report);
   ctx.chan.h = f->chan;
+  ctx.chan.out = f->chan;
   ctx.exit = pp__fs_worker_exit;
   pp__serve(&ctx);
 }

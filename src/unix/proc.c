@@ -270,7 +270,8 @@ extern char **environ;
 /* glibc's posix_spawn starts the child with clone(CLONE_VM | CLONE_VFORK): no page table
  * is copied, so the cost is the same from a 20 GiB parent as from a small one, and the
  * exec's errno comes back as its result. The file actions run in the child in order. */
-static int pp__spawn_posix(const char *path, char *const argv[], int chan, pid_t *pid) {
+static int pp__spawn_posix(const char *path, char *const argv[], int chan, int on_stdio,
+                           pid_t *pid) {
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;
   sigset_t all, none;
@@ -299,12 +300,15 @@ static int pp__spawn_posix(const char *path, char *const argv[], int chan, pid_t
                                                    | POSIX_SPAWN_CLOEXEC_DEFAULT
 #  endif
                                                    ));
-  if (err == 0)
+  if (err == 0 && !on_stdio)
     err = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  /* A launcher gets the channel as its stdin and stdout. */
+  for (fd = 0; fd <= 1 && err == 0 && on_stdio; fd++)
+    err = posix_spawn_file_actions_adddup2(&fa, chan, fd);
   /* stdout and stderr stay the parent's, even marked close-on-exec: a dup2 onto itself
    * clears the mark (POSIX 2024; glibc since 2.29, macOS), as uv_spawn did. One closed
    * here stays closed there. */
-  for (fd = 1; fd <= 2 && err == 0; fd++)
+  for (fd = on_stdio ? 2 : 1; fd <= 2 && err == 0; fd++)
     if (fcntl(fd, F_GETFD) != -1) {
 #  if defined(__APPLE__)
       err = posix_spawn_file_actions_addinherit_np(&fa, fd);
@@ -312,16 +316,19 @@ static int pp__spawn_posix(const char *path, char *const argv[], int chan, pid_t
       err = posix_spawn_file_actions_adddup2(&fa, fd, fd);
 #  endif
     }
-  if (err == 0)
+  if (err == 0 && !on_stdio)
     err = posix_spawn_file_actions_adddup2(&fa, chan, PP__UNIX_CHILD_FD);
 #  if !defined(__APPLE__)
   /* The application's descriptors opened without close-on-exec too: a worker that holds
    * another's channel or a listening socket keeps them alive after the parent let go.
    * (macOS: POSIX_SPAWN_CLOEXEC_DEFAULT does this.) */
   if (err == 0)
-    err = posix_spawn_file_actions_addclosefrom_np(&fa, PP__UNIX_CHILD_FD + 1);
+    err = posix_spawn_file_actions_addclosefrom_np(&fa, on_stdio ? 3 : PP__UNIX_CHILD_FD + 1);
 #  endif
-  if (err == 0)
+  /* A launcher is named as a shell would find it ("ssh"); the worker program by path. */
+  if (err == 0 && on_stdio)
+    err = posix_spawnp(pid, path, &fa, &attr, argv, environ);
+  else if (err == 0)
     err = posix_spawn(pid, path, &fa, &attr, argv, environ);
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
@@ -334,29 +341,38 @@ typedef struct pp__spawn_args {
   const char *path;
   char *const *argv;
   int chan;
+  int on_stdio;
 } pp__spawn_args;
 
 /* In a forked child whose descriptors are stdio, the channel and report only. The
- * report pipe may sit where the channel goes: it moves first. */
+ * report pipe may sit where the channel goes (at PP__UNIX_CHILD_FD, or at 1 for a
+ * launcher when this process runs with stdout closed): it moves first. */
 static void pp__spawn_child(void *arg, int report) {
   const pp__spawn_args *a = (const pp__spawn_args *) arg;
-  int fd, r;
+  int fd, lo, hi, r;
 
-  if (report == PP__UNIX_CHILD_FD) {
+  if (report <= PP__UNIX_CHILD_FD) {
     report = fcntl(report, F_DUPFD_CLOEXEC, PP__UNIX_CHILD_FD + 1);
     if (report == -1)
       _exit(127);
   }
   for (fd = 1; fd <= 2; fd++)
     fcntl(fd, F_SETFD, 0);
-  /* The channel sits above PP__UNIX_CHILD_FD (pp__unix_spawn), so the copy is a new
+  /* The channel sits above PP__UNIX_CHILD_FD (pp__unix_spawn), so each copy is a new
    * descriptor, without close-on-exec. */
-  do
-    r = dup2(a->chan, PP__UNIX_CHILD_FD);
-  while (r == -1 && errno == EINTR);
-  if (r == -1)
-    pp__unix_child_fail(report, errno);
-  execv(a->path, a->argv);
+  lo = a->on_stdio ? 0 : PP__UNIX_CHILD_FD;
+  hi = a->on_stdio ? 1 : PP__UNIX_CHILD_FD;
+  for (fd = lo; fd <= hi; fd++) {
+    do
+      r = dup2(a->chan, fd);
+    while (r == -1 && errno == EINTR);
+    if (r == -1)
+      pp__unix_child_fail(report, errno);
+  }
+  if (a->on_stdio)
+    execvp(a->path, a->argv);
+  else
+    execv(a->path, a->argv);
   pp__unix_child_fail(report, errno);
 }
 
@@ -365,20 +381,23 @@ static void pp__spawn_child(void *arg, int report) {
  * own that closes them itself before exec. A vfork child could too, but it would share
  * our memory while it runs the closing loop and the signal resets, which only
  * posix_spawn's implementers can make safe against this process's signal handlers. */
-static int pp__spawn_fork(const char *path, char *const argv[], int chan, pid_t *pid) {
+static int pp__spawn_fork(const char *path, char *const argv[], int chan, int on_stdio,
+                          pid_t *pid) {
   pp__spawn_args a;
   int err = 0;
 
   a.path = path;
   a.argv = argv;
   a.chan = chan;
+  a.on_stdio = on_stdio;
   *pid = pp__unix_fork_child(&chan, 1, pp__spawn_child, &a, &err);
   return *pid == -1 ? err : 0;
 }
 
 #endif
 
-int pp__unix_spawn(const char *path, char *const argv[], int chan, pid_t *pid) {
+int pp__unix_spawn(const char *path, char *const argv[], int chan, int on_stdio,
+                   pid_t *pid) {
   int moved = -1, err;
 
   /* The channel must survive the actions that set up 0 to PP__UNIX_CHILD_FD: one that
@@ -390,9 +409,9 @@ int pp__unix_spawn(const char *path, char *const argv[], int chan, pid_t *pid) {
     chan = moved;
   }
 #if defined(PP__SPAWN_NO_FORK)
-  err = pp__spawn_posix(path, argv, chan, pid);
+  err = pp__spawn_posix(path, argv, chan, on_stdio, pid);
 #else
-  err = pp__spawn_fork(path, argv, chan, pid);
+  err = pp__spawn_fork(path, argv, chan, on_stdio, pid);
 #endif
   if (moved != -1)
     close(moved);

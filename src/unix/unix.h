@@ -59,8 +59,11 @@ pid_t pp__unix_fork_child(const int *keep, int nkeep, void (*child)(void *arg, i
  * stays open here) at PP__UNIX_CHILD_FD, stdin on the null device, this process's
  * stdout and stderr (closed where they are closed here), no other descriptor, even one
  * opened without close-on-exec, every signal at its default and an empty signal mask.
- * Returns 0 with *pid, or the UV_E* error of the failed start, exec's included. */
-int pp__unix_spawn(const char *path, char *const argv[], int chan, pid_t *pid);
+ * on_stdio (a worker's launcher): chan is its stdin and stdout instead, and path is
+ * looked up in PATH when it has no slash. Returns 0 with *pid, or the UV_E* error of
+ * the failed start, exec's included. */
+int pp__unix_spawn(const char *path, char *const argv[], int chan, int on_stdio,
+                   pid_t *pid);
 
 /* A worker that is this process's child (spawn, fork), in src/unix/child.c. watch sets
  * up the watcher of its end (a pidfd where there is one, SIGCHLD by pid otherwise; never

@@ -1,6 +1,8 @@
 #include "../channel.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <io.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +39,64 @@ static int pp__win_error(DWORD err, int writing) {
   }
 }
 
+/* The channel is stdin and stdout (a worker behind a launcher). The OS's handles move to
+ * non-inheritable duplicates; then the C runtime's descriptors 0 and 1 are pointed at the
+ * null device and at stderr (_dup2 closes the old ones), and the process's standard
+ * handles at the same, so that neither printf, _write(1) nor WriteFile on
+ * GetStdHandle(STD_OUTPUT_HANDLE) reaches the channel, and a child a task starts does
+ * not inherit it as its stdio. */
+static int pp__chan_open_stdio(pp__chan *chan) {
+  HANDLE self = GetCurrentProcess();
+  HANDLE in = NULL, out = NULL;
+  HANDLE std_in = GetStdHandle(STD_INPUT_HANDLE), std_out = GetStdHandle(STD_OUTPUT_HANDLE);
+  int fd, err = 0;
+
+  if (std_in == NULL || std_in == INVALID_HANDLE_VALUE || std_out == NULL ||
+      std_out == INVALID_HANDLE_VALUE)
+    return UV_EBADF;
+  if (!DuplicateHandle(self, std_in, self, &in, 0, FALSE, DUPLICATE_SAME_ACCESS) ||
+      !DuplicateHandle(self, std_out, self, &out, 0, FALSE, DUPLICATE_SAME_ACCESS)) {
+    err = pp__win_error(GetLastError(), 0);
+    goto done;
+  }
+  fd = _open("NUL", _O_RDONLY | _O_NOINHERIT);
+  if (fd == -1 || _dup2(fd, 0) != 0) {
+    err = UV_EIO;
+    if (fd != -1)
+      _close(fd);
+    goto done;
+  }
+  _close(fd);
+  if ((intptr_t) _get_osfhandle(2) < 0) {
+    fd = _open("NUL", _O_WRONLY | _O_NOINHERIT);
+    if (fd == -1 || _dup2(fd, 2) != 0)
+      err = UV_EIO;
+    if (fd != -1)
+      _close(fd);
+    if (err != 0)
+      goto done;
+  }
+  if (_dup2(2, 1) != 0) {
+    err = UV_EIO;
+    goto done;
+  }
+  SetStdHandle(STD_INPUT_HANDLE, (HANDLE) _get_osfhandle(0));
+  SetStdHandle(STD_OUTPUT_HANDLE, (HANDLE) _get_osfhandle(1));
+  SetStdHandle(STD_ERROR_HANDLE, (HANDLE) _get_osfhandle(2));
+
+done:
+  if (err != 0) {
+    if (in != NULL)
+      CloseHandle(in);
+    if (out != NULL)
+      CloseHandle(out);
+    return err;
+  }
+  chan->h = (intptr_t) in;
+  chan->out = (intptr_t) out;
+  return 0;
+}
+
 int pp__chan_open(const char *spec, pp__chan *chan) {
   char *end;
   unsigned long long v;
@@ -47,6 +107,8 @@ int pp__chan_open(const char *spec, pp__chan *chan) {
    * and the handle list gave the worker that handle with that same value. A wrong number
    * is refused here, before any use: no C runtime call that a bad descriptor would make
    * end the process, and no I/O on some other object. */
+  if (strcmp(spec, PP__CHAN_STDIO) == 0)
+    return pp__chan_open_stdio(chan);
   if (spec[0] < '0' || spec[0] > '9')
     return UV_EINVAL;
   errno = 0;
@@ -64,6 +126,7 @@ int pp__chan_open(const char *spec, pp__chan *chan) {
   if (!SetHandleInformation(h, HANDLE_FLAG_INHERIT, 0))
     return pp__win_error(GetLastError(), 0);
   chan->h = (intptr_t) h;
+  chan->out = (intptr_t) h;
   return 0;
 }
 
@@ -98,7 +161,7 @@ static int pp__write_all(HANDLE h, const char *p, size_t len) {
 }
 
 int pp__chan_write(pp__chan *chan, const pp__iov *iov, size_t n) {
-  HANDLE h = (HANDLE) chan->h;
+  HANDLE h = (HANDLE) chan->out;
   char gather[PP__WIN_GATHER];
   size_t used = 0;
   size_t i;
@@ -132,9 +195,12 @@ int pp__chan_write(pp__chan *chan, const pp__iov *iov, size_t n) {
 }
 
 void pp__chan_close(pp__chan *chan) {
+  if (chan->out != -1 && chan->out != chan->h)
+    CloseHandle((HANDLE) chan->out);
   if (chan->h != -1)
     CloseHandle((HANDLE) chan->h);
   chan->h = -1;
+  chan->out = -1;
 }
 
 /* The pool starts every worker in a job object that kills it when the parent goes, busy

@@ -7,7 +7,9 @@
  * PROC_THREAD_ATTRIBUTE_HANDLE_LIST: stdin on the null device, the parent's stdout and
  * stderr, and its end of a duplex named pipe, whose value follows procpool's mark on its
  * command line (src/win/channel.c reads it). It starts suspended and joins procpool's job
- * object before it runs, so neither it nor anything it starts outlives the parent. A wait
+ * object before it runs, so neither it nor anything it starts outlives the parent. Behind
+ * a launcher (worker_launcher) the launcher is the process started so, with the channel
+ * as its stdin and stdout instead, and the mark says so. A wait
  * on the system thread pool sees it end and wakes the loop through a uv_async_t: no
  * WaitForMultipleObjects, whose 64 handles would cap a pool. */
 #include <assert.h>
@@ -102,6 +104,67 @@ static WCHAR *pp__win_command_line(const WCHAR *app, uintptr_t channel) {
   for (i = 0; i <= mlen; i++)
     cmd[alen + 2 + i] = (WCHAR) mark[i];
   return cmd;
+}
+
+/* Appends arg to buf, quoted as the C runtime's argument parser reads it back (the
+ * rules of CommandLineToArgvW: backslashes are literal except before a quote). Returns
+ * the new length; the caller sized buf for the worst case, 2 * len + 3 per argument. */
+static size_t pp__win_quote(char *buf, size_t used, const char *arg) {
+  size_t slashes = 0;
+  const char *p;
+
+  if (used > 0)
+    buf[used++] = ' ';
+  if (arg[0] != '\0' && strpbrk(arg, " \t\n\v\"") == NULL) {
+    memcpy(buf + used, arg, strlen(arg));
+    return used + strlen(arg);
+  }
+  buf[used++] = '"';
+  for (p = arg;; p++) {
+    if (*p == '\\') {
+      slashes++;
+      continue;
+    }
+    /* Before a quote or the closing quote, each backslash is doubled. */
+    if (*p == '"' || *p == '\0') {
+      memset(buf + used, '\\', slashes * 2 + (*p == '"'));
+      used += slashes * 2 + (*p == '"');
+    } else {
+      memset(buf + used, '\\', slashes);
+      used += slashes;
+    }
+    slashes = 0;
+    if (*p == '\0')
+      break;
+    buf[used++] = *p;
+  }
+  buf[used++] = '"';
+  return used;
+}
+
+/* A launcher's command line: its arguments, the worker program and the mark, each
+ * quoted; in *out (to free). Returns 0, UV_EINVAL (not UTF-8) or UV_ENOMEM. */
+static int pp__win_launcher_line(const pp_pool *pool, WCHAR **out) {
+  char mark[sizeof(PP__WORKER_MARK) + 8];
+  size_t size = 0, used = 0, i;
+  char *buf;
+  int err;
+
+  snprintf(mark, sizeof(mark), "%s%s", PP__WORKER_MARK, PP__CHAN_STDIO);
+  for (i = 0; pool->launcher[i] != NULL; i++)
+    size += 2 * strlen(pool->launcher[i]) + 3;
+  size += 2 * strlen(pool->exe) + 3 + strlen(mark) + 1 + 1;
+  buf = (char *) malloc(size);
+  if (buf == NULL)
+    return UV_ENOMEM;
+  for (i = 0; pool->launcher[i] != NULL; i++)
+    used = pp__win_quote(buf, used, pool->launcher[i]);
+  used = pp__win_quote(buf, used, pool->exe);
+  used = pp__win_quote(buf, used, mark);
+  buf[used] = '\0';
+  err = pp__win_widen(buf, out);
+  free(buf);
+  return err;
 }
 
 /* A connected duplex pipe: the parent's end overlapped, for libuv's completion port; the
@@ -201,6 +264,7 @@ static int pp__win_spawn_start(pp__worker *w, char *why, size_t why_size) {
   const char *step;
   DWORD syserr = 0;
   uv_fs_t req;
+  size_t nhandles = PP__WIN_NHANDLES;
   int err, fd, i;
 
   memset(&si, 0, sizeof(si));
@@ -217,7 +281,12 @@ static int pp__win_spawn_start(pp__worker *w, char *why, size_t why_size) {
     err = UV_EINVAL;
     goto done;
   }
-  err = pp__win_widen(pool->exe, &app);
+  /* A launcher is found as a shell would find it (CreateProcessW searches PATH when it is
+   * given no application name). */
+  if (pool->launcher == NULL)
+    err = pp__win_widen(pool->exe, &app);
+  else
+    err = pp__win_launcher_line(pool, &cmd);
   if (err != 0)
     goto done;
 
@@ -245,22 +314,40 @@ static int pp__win_spawn_start(pp__worker *w, char *why, size_t why_size) {
     uv_fs_req_cleanup(&req);
     goto done;
   }
-  cmd = pp__win_command_line(app, (uintptr_t) inherit[PP__WIN_CHANNEL]);
-  if (cmd == NULL) {
-    err = UV_ENOMEM;
-    goto done;
+  if (pool->launcher != NULL) {
+    /* The launcher's stdin and stdout are the channel, as two handles: a handle list
+     * takes each handle once. */
+    step = "cannot give it its channel as stdin and stdout";
+    inherit[PP__WIN_STDIN] = inherit[PP__WIN_CHANNEL];
+    inherit[PP__WIN_CHANNEL] = NULL;
+    nhandles = PP__WIN_CHANNEL;
+    if (!DuplicateHandle(GetCurrentProcess(), inherit[PP__WIN_STDIN], GetCurrentProcess(),
+                         &inherit[PP__WIN_STDOUT], 0, FALSE, DUPLICATE_SAME_ACCESS)) {
+      inherit[PP__WIN_STDOUT] = NULL;
+      syserr = GetLastError();
+      goto done;
+    }
+  } else {
+    cmd = pp__win_command_line(app, (uintptr_t) inherit[PP__WIN_CHANNEL]);
+    if (cmd == NULL) {
+      err = UV_ENOMEM;
+      goto done;
+    }
   }
 
   step = "cannot open the null device or the parent's stdout and stderr for it";
-  inherit[PP__WIN_STDIN] = CreateFileW(L"NUL", GENERIC_READ,
-                                       FILE_SHARE_READ | FILE_SHARE_WRITE, NULL,
-                                       OPEN_EXISTING, 0, NULL);
-  if (inherit[PP__WIN_STDIN] == INVALID_HANDLE_VALUE) {
-    inherit[PP__WIN_STDIN] = NULL;
-    syserr = GetLastError();
-    goto done;
+  if (inherit[PP__WIN_STDIN] == NULL) {
+    inherit[PP__WIN_STDIN] = CreateFileW(L"NUL", GENERIC_READ,
+                                         FILE_SHARE_READ | FILE_SHARE_WRITE, NULL,
+                                         OPEN_EXISTING, 0, NULL);
+    if (inherit[PP__WIN_STDIN] == INVALID_HANDLE_VALUE) {
+      inherit[PP__WIN_STDIN] = NULL;
+      syserr = GetLastError();
+      goto done;
+    }
   }
-  syserr = pp__win_output(1, &inherit[PP__WIN_STDOUT]);
+  if (inherit[PP__WIN_STDOUT] == NULL)
+    syserr = pp__win_output(1, &inherit[PP__WIN_STDOUT]);
   if (syserr == 0)
     syserr = pp__win_output(2, &inherit[PP__WIN_STDERR]);
   if (syserr != 0)
@@ -281,7 +368,7 @@ static int pp__win_spawn_start(pp__worker *w, char *why, size_t why_size) {
     goto done;
   }
   if (!UpdateProcThreadAttribute(si.lpAttributeList, 0, PROC_THREAD_ATTRIBUTE_HANDLE_LIST,
-                                 inherit, sizeof(inherit), NULL, NULL)) {
+                                 inherit, nhandles * sizeof(inherit[0]), NULL, NULL)) {
     syserr = GetLastError();
     goto done;
   }
@@ -289,7 +376,7 @@ static int pp__win_spawn_start(pp__worker *w, char *why, size_t why_size) {
    * are closed right after: a process that another thread starts meanwhile without a list
    * of its own (system(), uv_spawn) inherits them, and should have as little time for it
    * as can be. */
-  for (i = 0; i < PP__WIN_NHANDLES; i++)
+  for (i = 0; i < (int) nhandles; i++)
     if (!SetHandleInformation(inherit[i], HANDLE_FLAG_INHERIT, HANDLE_FLAG_INHERIT)) {
       syserr = GetLastError();
       goto done;
@@ -351,8 +438,13 @@ done:
     w->m.win.reported = 1;
     if (pi.hProcess != NULL)
       TerminateProcess(pi.hProcess, PP__WIN_KILLED);
-    snprintf(why, why_size, "cannot start the worker program '%s': %s: %s (%s)", pool->exe,
-             step, uv_strerror(err), uv_err_name(err));
+    if (pool->launcher != NULL)
+      snprintf(why, why_size, "cannot start the launcher '%s' for the worker program "
+               "'%s': %s: %s (%s)", pool->launcher[0], pool->exe, step, uv_strerror(err),
+               uv_err_name(err));
+    else
+      snprintf(why, why_size, "cannot start the worker program '%s': %s: %s (%s)",
+               pool->exe, step, uv_strerror(err), uv_err_name(err));
   }
   return err;
 }
