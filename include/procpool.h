@@ -276,10 +276,10 @@ typedef struct pp_pool_options {
    * delivered, the worker starts nothing more (tasks sent ahead to it go to other
    * workers, nothing fails), and a replacement is started. The worker measures itself
    * after each task (uv_resident_set_memory: Linux /proc, macOS task_info, Windows
-   * GetProcessMemoryInfo), so a
-   * worker passes the cap by at most one task's growth. With a cap, pp_map and
-   * pp_map_stream send their items one by one (as under task_timeout_ms), so that each
-   * item is checked. For tasks that leak: Celery's worker_max_memory_per_child. */
+   * GetProcessMemoryInfo), so a worker passes the cap by at most one task's growth.
+   * With a cap, pp_map and pp_map_stream send their items one by one (as under
+   * task_timeout_ms), so that each item is checked. For tasks that leak: Celery's
+   * worker_max_memory_per_child. */
   size_t max_worker_memory;
   /* NULL (the default), or a NULL-terminated argv prefix that starts every worker
    * through a launcher: ssh, Slurm's srun, docker exec, taskset, nice, bwrap. A worker is
