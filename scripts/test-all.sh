@@ -39,8 +39,9 @@ meson test -C build-test --print-errorlogs --num-processes 2 --timeout-multiplie
 # meson names the log after the base and the wrapper: memcheck-valgrind.json.
 logs+=(build-test/meson-logs/memcheck*.json)
 
-# clang builds the sanitizer run, and with it the fuzz target for the frame decoder when
-# its libFuzzer runtime is there.
+# clang builds the sanitizer run, and with it the fuzz targets (fuzz/: the pool's and the
+# worker's frame decoders, the forkserver's messages) when its libFuzzer runtime is there;
+# the suite runs each for fuzz_seconds with its seeds, and a finding fails it.
 bash scripts/deps.sh clang
 fuzz=false
 if echo 'int LLVMFuzzerTestOneInput(const char *d, long n) { return 0; }' |
@@ -48,7 +49,7 @@ if echo 'int LLVMFuzzerTestOneInput(const char *d, long n) { return 0; }' |
   fuzz=true
 fi
 CC=clang run_suite "asan+ubsan (clang), fuzz=$fuzz" build-asan -Db_sanitize=address,undefined \
-  -Db_lundef=false -Dbuildtype=debug -Dfuzz=$fuzz
+  -Db_lundef=false -Dbuildtype=debug -Dfuzz=$fuzz -Dfuzz_seconds=25
 
 # ThreadSanitizer, for the parent-side calls that any thread may make. libuv is the wrap's,
 # built with the same -fsanitize=thread: in the system's uninstrumented library TSan sees

@@ -14,6 +14,7 @@
 #include "procpool.h"
 #include "protocol.h"
 #include "serve.h"
+#include "wreader.h"
 
 /* The program's task table, recorded by pp_main in every process, with its names in one
  * array (for the HELLO) and their index (for the initializer's lookup). */
@@ -43,22 +44,6 @@ struct pp_call {
   size_t msg_len;
   char msg[PP__TASK_MSG_MAX + 1];
 };
-
-/* A reader that batches small frames into few read calls. The buffer is allocated with
- * malloc so it is suitably aligned; a payload that does not start at an aligned offset
- * is copied to `scratch`, one that does not fit is read into its own block. */
-#define PP__RX_CAP (64 * 1024)
-#define PP__ALIGN 16
-
-typedef struct pp__reader {
-  pp__chan *chan;
-  uint8_t *buf;
-  size_t off;
-  size_t end;
-  uint8_t *scratch;
-  size_t scratch_cap;
-  uint8_t *big;
-} pp__reader;
 
 /* What every message about a bad table starts with (but a NULL table's). */
 #define PP__TABLE_BAD "pp_main was given a malformed task table: "
@@ -218,93 +203,6 @@ static PP__NORETURN void pp__worker_die(pp__serve_ctx *ctx, int code, const char
     fprintf(stderr, "procpool worker %lu: %s\n", (unsigned long) uv_os_getpid(), what);
   ctx->exit(code);
   abort();
-}
-
-static int pp__reader_fill(pp__reader *r, size_t want) {
-  while (r->end - r->off < want) {
-    size_t got;
-    int err;
-    if (r->off > 0 && r->off == r->end)
-      r->off = r->end = 0;
-    if (PP__RX_CAP - r->off < want) {
-      memmove(r->buf, r->buf + r->off, r->end - r->off);
-      r->end -= r->off;
-      r->off = 0;
-    }
-    err = pp__chan_read(r->chan, r->buf + r->end, PP__RX_CAP - r->end, &got);
-    if (err != 0)
-      return err;
-    r->end += got;
-  }
-  return 0;
-}
-
-/* Reads one frame. *payload stays valid until the next call. */
-static int pp__reader_next(pp__reader *r, pp__hdr *h, const uint8_t **payload,
-                           size_t limit, const char **why) {
-  int err;
-
-  free(r->big);
-  r->big = NULL;
-  err = pp__reader_fill(r, PP__HDR_SIZE);
-  if (err != 0) {
-    *why = "reading from the pool";
-    return err;
-  }
-  pp__hdr_decode(r->buf + r->off, h);
-  r->off += PP__HDR_SIZE;
-  if (h->flags != 0 || h->len > limit) {
-    *why = "the pool sent a frame with unknown flags or over the size limit";
-    return PP_EPROTO;
-  }
-  if (h->len == 0) {
-    *payload = NULL;
-    return 0;
-  }
-  if (h->len <= PP__RX_CAP / 2) {
-    err = pp__reader_fill(r, h->len);
-    if (err != 0) {
-      *why = "reading from the pool";
-      return err;
-    }
-    if ((r->off % PP__ALIGN) == 0) {
-      *payload = r->buf + r->off;
-    } else {
-      if (r->scratch == NULL) {
-        r->scratch = malloc(PP__RX_CAP / 2);
-        if (r->scratch == NULL)
-          return PP_ENOMEM;
-      }
-      memcpy(r->scratch, r->buf + r->off, h->len);
-      *payload = r->scratch;
-    }
-    r->off += h->len;
-    return 0;
-  } else {
-    size_t have = r->end - r->off;
-    size_t got;
-    r->big = malloc(h->len);
-    if (r->big == NULL) {
-      *why = "allocating a large argument";
-      return PP_ENOMEM;
-    }
-    pp__os_advise_large(r->big, h->len);
-    /* The buffer may hold the frames after this one too: take only this one's bytes. */
-    if (have > h->len)
-      have = h->len;
-    memcpy(r->big, r->buf + r->off, have);
-    r->off += have;
-    while (have < h->len) {
-      err = pp__chan_read(r->chan, r->big + have, h->len - have, &got);
-      if (err != 0) {
-        *why = "reading from the pool";
-        return err;
-      }
-      have += got;
-    }
-    *payload = r->big;
-    return 0;
-  }
 }
 
 /* Each result is written before the next task starts (or, for a batch's items, kept in the

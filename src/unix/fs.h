@@ -57,6 +57,31 @@ int pp__fs_recv(int fd, pp__fs_msg *m, int *fds, int *nfds, int *dropped, int do
 /* Closes the *nfds descriptors in fds and sets *nfds to 0. */
 void pp__fs_close_all(int *fds, int *nfds);
 
+/* What a worker is forked with: its channel, and the pool's stdout and stderr (-1: the
+ * pool had that one closed). */
+typedef struct pp__fs_fork {
+  int chan;
+  int out;
+  int err;
+} pp__fs_fork;
+
+/* The server's reading of a FORK request m that came with the nfds descriptors fds
+ * (dropped: the kernel dropped some): fills f with descriptors of fds and returns 0, or
+ * returns the errno value to refuse it with. */
+int pp__fs_fork_decode(const pp__fs_msg *m, const int *fds, int nfds, int dropped,
+                       pp__fs_fork *f);
+
+/* The pool's reading of a server's report about a worker. */
+typedef struct pp__fs_report {
+  uint32_t type;     /* PP__FS_FORKED, PP__FS_FAILED, PP__FS_EXITED; 0: not a report */
+  long pid;          /* FORKED */
+  int err;           /* FAILED: a UV_E* error */
+  int exit_status;   /* EXITED: the exit status, or 0 when ended by a signal */
+  int term_signal;   /* EXITED: the signal that ended it, or 0 */
+} pp__fs_report;
+
+void pp__fs_report_decode(const pp__fs_msg *m, pp__fs_report *r);
+
 /* The server loop (fsserver.c), in a process of its own. With master >= 0 (the
  * forkserver): greets master, takes new pool connections from it (PP__FS_ADD), and
  * returns when master ends; workers still running then end by their channels. With

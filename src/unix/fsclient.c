@@ -37,6 +37,27 @@ typedef struct pp__fs_pool {
   pp_pool *pool;
 } pp__fs_pool;
 
+void pp__fs_report_decode(const pp__fs_msg *m, pp__fs_report *r) {
+  memset(r, 0, sizeof(*r));
+  switch (m->type) {
+  case PP__FS_FORKED:
+    r->pid = (long) m->value;
+    break;
+  case PP__FS_FAILED:
+    r->err = uv_translate_sys_error(m->value);
+    break;
+  case PP__FS_EXITED:
+    if (WIFSIGNALED(m->value))
+      r->term_signal = WTERMSIG(m->value);
+    else
+      r->exit_status = WEXITSTATUS(m->value);
+    break;
+  default:
+    return;
+  }
+  r->type = m->type;
+}
+
 static pp__worker *pp__fs_worker(pp_pool *pool, uint64_t token) {
   pp__qnode *q;
 
@@ -132,6 +153,7 @@ static void pp__fs_on_readable(uv_poll_t *h, int status, int events) {
   }
   while (!uv_is_closing((uv_handle_t *) &fp->poll)) {
     pp__fs_msg m;
+    pp__fs_report r;
     pp__worker *w;
     int fds[PP__FS_MAX_FDS], nfds, dropped;
     int err = pp__fs_recv(fp->link.conn, &m, fds, &nfds, &dropped, 1);
@@ -145,18 +167,16 @@ static void pp__fs_on_readable(uv_poll_t *h, int status, int events) {
     w = fp->ending ? NULL : pp__fs_worker(pool, m.token);
     if (w == NULL || w->exited)
       continue;
-    if (m.type == PP__FS_FORKED) {
-      w->pid = (long) m.value;
-    } else if (m.type == PP__FS_FAILED) {
+    pp__fs_report_decode(&m, &r);
+    if (r.type == PP__FS_FORKED) {
+      w->pid = r.pid;
+    } else if (r.type == PP__FS_FAILED) {
       char why[512];
       snprintf(why, sizeof(why), "%s could not fork a worker: %s", fp->link.label,
-               uv_strerror(uv_translate_sys_error(m.value)));
+               uv_strerror(r.err));
       pp__worker_on_start_failed(w, why);
-    } else if (m.type == PP__FS_EXITED) {
-      if (WIFSIGNALED(m.value))
-        pp__worker_on_exit(w, 0, WTERMSIG(m.value));
-      else
-        pp__worker_on_exit(w, WEXITSTATUS(m.value), 0);
+    } else if (r.type == PP__FS_EXITED) {
+      pp__worker_on_exit(w, r.exit_status, r.term_signal);
     }
   }
 }

@@ -119,14 +119,6 @@ typedef struct pp__fs_child {
   uint64_t token;
 } pp__fs_child;
 
-/* What a worker is forked with: its channel, and the pool's stdout and stderr (-1: the
- * pool had that one closed). */
-typedef struct pp__fs_fork {
-  int chan;
-  int out;
-  int err;
-} pp__fs_fork;
-
 static int pp__fs_sigpipe[2] = { -1, -1 };
 
 static void pp__fs_on_sigchld(int sig) {
@@ -219,27 +211,37 @@ static void pp__fs_reap(pp__fs_child *kids, size_t *nkids) {
   }
 }
 
+int pp__fs_fork_decode(const pp__fs_msg *m, const int *fds, int nfds, int dropped,
+                       pp__fs_fork *f) {
+  int want = 1 + ((m->value & PP__FS_STDOUT) != 0) + ((m->value & PP__FS_STDERR) != 0);
+  int k = 1;
+
+  /* Out of descriptors, most likely: it is the one way to lose them on the way. */
+  if (dropped)
+    return EMFILE;
+  if (nfds != want)
+    return EINVAL;
+  f->chan = fds[0];
+  f->out = m->value & PP__FS_STDOUT ? fds[k++] : -1;
+  f->err = m->value & PP__FS_STDERR ? fds[k++] : -1;
+  return 0;
+}
+
 /* A FORK request: forks the worker, or says why not. */
 static void pp__fs_on_fork(int conn, const pp__fs_msg *m, const int *fds, int nfds,
                            int dropped, pp__fs_child **kids, size_t *nkids,
                            size_t *capkids) {
   pp__fs_msg reply;
   pp__fs_fork f;
-  int want = 1 + ((m->value & PP__FS_STDOUT) != 0) + ((m->value & PP__FS_STDERR) != 0);
-  int k = 1;
   pid_t pid;
 
   reply.token = m->token;
   reply.type = PP__FS_FAILED;
-  if (dropped || nfds != want) {
-    /* Out of descriptors, most likely: it is the one way to lose them on the way. */
-    reply.value = dropped ? EMFILE : EINVAL;
+  reply.value = pp__fs_fork_decode(m, fds, nfds, dropped, &f);
+  if (reply.value != 0) {
     pp__fs_send(conn, &reply, NULL, 0);
     return;
   }
-  f.chan = fds[0];
-  f.out = m->value & PP__FS_STDOUT ? fds[k++] : -1;
-  f.err = m->value & PP__FS_STDERR ? fds[k++] : -1;
   pid = pp__fs_fork_worker(&f);
   if (pid > 0 && *nkids == *capkids) {
     size_t cap = *capkids ? *capkids * 2 : 16;
