@@ -204,6 +204,7 @@ TEST_EACH(thr_future_outlives_pool)
 TEST_EACH(thr_caller_loop)
 TEST_EACH(thr_wait_in_callback)
 TEST_EACH(thr_no_thread_until_needed)
+TEST_EACH(thr_pools_in_parallel)
 
 /* The fork method's helper: replacements copy the parent as it was at pp_pool_new, a
  * lock taken later is free in workers, one helper per pool, reaped with it, a helper

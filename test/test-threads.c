@@ -574,3 +574,53 @@ void test_thr_no_thread_until_needed(void) {
   test_skip("counts threads through /proc");
 #endif
 }
+
+/* ---- Pools made, used and closed by several threads at once -------------------------- */
+
+static void thr_own_pool(void *arg) {
+  int *failed = (int *) arg;
+  pp_pool_options opts;
+  pp_pool *pool = NULL;
+  pp_future *f = NULL;
+  pp_result r;
+  uint32_t x = 11;
+  int i;
+
+  test_options(&opts);
+  opts.workers = 1;
+  if (pp_pool_new(&pool, NULL, &opts) != 0) {
+    *failed = 1;
+    return;
+  }
+  for (i = 0; i < 20; i++) {
+    if (pp_apply(pool, "mapf", &x, sizeof(x), &r) != 0)
+      *failed = 1;
+    pp_result_free(&r);
+  }
+  if (pp_submit_future(pool, "mapf", &x, sizeof(x), &f) != 0 || pp_future_wait(f, -1) != 0 ||
+      pp_future_result(f)->status != 0)
+    *failed = 1;
+  pp_future_free(f);
+  if (pp_pool_close(pool, NULL, NULL) != 0)
+    *failed = 1;
+}
+
+void test_thr_pools_in_parallel(void) {
+  uv_thread_t tids[4];
+  int failed[4] = { 0, 0, 0, 0 };
+  pp_pool_options opts;
+  pp_pool *probe;
+  int i;
+
+  /* Skips where the method does not exist, before any thread starts. */
+  test_options(&opts);
+  opts.workers = 1;
+  probe = NEW_POOL(NULL, &opts);
+  ASSERT_EQ_INT(pp_pool_close(probe, NULL, NULL), 0);
+  for (i = 0; i < 4; i++)
+    ASSERT_EQ_INT(uv_thread_create(&tids[i], thr_own_pool, &failed[i]), 0);
+  for (i = 0; i < 4; i++) {
+    ASSERT_EQ_INT(uv_thread_join(&tids[i]), 0);
+    ASSERT_EQ_INT(failed[i], 0);
+  }
+}
