@@ -36,12 +36,18 @@ static int pp__helper_warned_death;
 
 /* In the helper: serve the pool's connection until it ends. _exit: the helper is a copy
  * of the parent, whose atexit handlers are not its own. */
+typedef struct pp__helper_arg {
+  int conn;
+  int floor;               /* pp__fs_set_fd_floor's */
+} pp__helper_arg;
+
 static void pp__helper_child(void *arg, int report) {
-  int conn = *(const int *) arg;
+  const pp__helper_arg *a = (const pp__helper_arg *) arg;
 
   close(report);
   pp__unix_fork_plain();
-  _exit(pp__fs_serve(-1, conn));
+  pp__fs_set_fd_floor(a->floor);
+  _exit(pp__fs_serve(-1, a->conn));
 }
 
 /* Kills and reaps the helper. It is this process's child and not reaped yet, so the pid
@@ -57,6 +63,7 @@ static void pp__helper_reap(pid_t pid) {
 
 static int pp__helper_open(pp_pool *pool, pp__fs_link *link, char *why, size_t why_size) {
   uv_os_sock_t fds[2];
+  pp__helper_arg arg;
   pid_t pid;
   int err;
 
@@ -67,7 +74,9 @@ static int pp__helper_open(pp_pool *pool, pp__fs_link *link, char *why, size_t w
              uv_strerror(err));
     return err;
   }
-  pid = pp__unix_fork_child(&fds[1], 1, pp__helper_child, &fds[1], &err);
+  arg.conn = fds[1];
+  arg.floor = pp__unix_fd_ceiling();
+  pid = pp__unix_fork_child(&fds[1], 1, pp__helper_child, &arg, &err);
   close(fds[1]);
   if (pid == -1) {
     close(fds[0]);

@@ -91,6 +91,13 @@ void pp__fs_report_decode(const pp__fs_msg *m, pp__fs_report *r);
  * on stderr). */
 int pp__fs_serve(int master, int conn);
 
+/* The fork helper: every descriptor number below floor was open in the parent it was
+ * forked from. A worker's channel is moved to floor or above (pp__fs_serve's workers):
+ * the parent's libuv, copied into the worker, closes its own descriptors by number when
+ * the process exits (a task that calls exit()), and one of those numbers must not be the
+ * worker's channel. 0 (the forkserver, a fresh program): no floor. */
+void pp__fs_set_fd_floor(int floor);
+
 /* ---- The pool's side --------------------------------------------------------------- */
 
 /* A pool's link to its server. */

@@ -155,17 +155,29 @@ static int pp__fs_stdio(int from, int to) {
 
 /* In a child of the server: take the pool's stdout and stderr, then serve on the
  * channel. */
+static int pp__fs_fd_floor;
+
+void pp__fs_set_fd_floor(int floor) { pp__fs_fd_floor = floor; }
+
 static void pp__fs_worker_child(void *arg, int report) {
   const pp__fs_fork *f = (const pp__fs_fork *) arg;
   pp__serve_ctx ctx;
+  int chan = f->chan;
 
   /* The pool's, as they were when it asked for this worker: a worker prints where a
    * spawned or forked one would, also after the program moved them with dup2. */
   if (pp__fs_stdio(f->out, 1) != 0 || pp__fs_stdio(f->err, 2) != 0)
     pp__unix_child_fail(report, errno);
+  if (chan < pp__fs_fd_floor) {
+    int high = fcntl(chan, F_DUPFD_CLOEXEC, pp__fs_fd_floor);
+    if (high == -1)
+      pp__unix_child_fail(report, errno);
+    close(chan);
+    chan = high;
+  }
   close(report);
-  ctx.chan.h = f->chan;
-  ctx.chan.out = f->chan;
+  ctx.chan.h = chan;
+  ctx.chan.out = chan;
   ctx.exit = pp__fs_worker_exit;
   pp__serve(&ctx);
 }

@@ -1,5 +1,6 @@
 #include "unix.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -416,4 +417,28 @@ int pp__unix_spawn(const char *path, char *const argv[], int chan, int on_stdio,
   if (moved != -1)
     close(moved);
   return err;
+}
+
+int pp__unix_fd_ceiling(void) {
+  int fd, max = -1;
+#if defined(__linux__)
+  DIR *d = opendir("/proc/self/fd");
+
+  if (d != NULL) {
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+      if (e->d_name[0] < '0' || e->d_name[0] > '9')
+        continue;
+      fd = atoi(e->d_name);
+      if (fd != dirfd(d) && fd > max)
+        max = fd;
+    }
+    closedir(d);
+    return max + 1;
+  }
+#endif
+  for (fd = 0; fd < 4096; fd++)
+    if (fcntl(fd, F_GETFD) != -1)
+      max = fd;
+  return max + 1;
 }

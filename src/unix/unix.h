@@ -82,4 +82,8 @@ void pp__unix_child_close(pp__worker *w);
 /* The number of threads in this process, or -1 when it cannot be known here. */
 int pp__unix_thread_count(void);
 
+/* 1 + the highest descriptor this process has open (Linux: /proc/self/fd; elsewhere a
+ * probe of the first 4096 numbers). */
+int pp__unix_fd_ceiling(void);
+
 #endif
