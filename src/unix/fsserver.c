@@ -169,11 +169,14 @@ static void pp__fs_worker_child(void *arg, int report) {
   if (pp__fs_stdio(f->out, 1) != 0 || pp__fs_stdio(f->err, 2) != 0)
     pp__unix_child_fail(report, errno);
   if (chan < pp__fs_fd_floor) {
+    /* A floor at or over the descriptor limit (the parent held a descriptor above its
+     * soft limit) leaves the channel where it is: only a task's exit() could then meet
+     * the collision, as before the floor. */
     int high = fcntl(chan, F_DUPFD_CLOEXEC, pp__fs_fd_floor);
-    if (high == -1)
-      pp__unix_child_fail(report, errno);
-    close(chan);
-    chan = high;
+    if (high != -1) {
+      close(chan);
+      chan = high;
+    }
   }
   close(report);
   ctx.chan.h = chan;
