@@ -91,8 +91,11 @@ static int on_frame(void *ctx, const pp__hdr *h, uint8_t *payload, int owned) {
     (void) n;
   }
   if (pp__init_decode(payload, h->len, &init, &why) == 0) {
+    /* With the memory-cap flag, the cap's 8 bytes lie between the fixed part and the
+     * name. */
+    size_t cap = (pp__get_u16(payload + 2) & PP__INIT_MEMCAP) ? 8 : 0;
     if (init.initializer_len > PP__MAX_NAME ||
-        init.initializer_len + init.initarg_len + PP__INIT_FIXED != h->len)
+        init.initializer_len + init.initarg_len + PP__INIT_FIXED + cap != h->len)
       abort();
     if (init.initializer != NULL)
       touch((const uint8_t *) init.initializer, init.initializer_len);

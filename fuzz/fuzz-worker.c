@@ -187,7 +187,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     pp__hdr h;
     const uint8_t *payload;
     const char *why = NULL;
-    size_t limit = inited ? max_message : PP__MAX_MESSAGE_LIMIT + PP__INIT_FIXED + PP__MAX_NAME;
+    size_t limit = inited ? max_message
+                          : PP__MAX_MESSAGE_LIMIT + PP__INIT_FIXED + 8 + PP__MAX_NAME;
     int err;
 
     if (limit > FUZZ_LIMIT)
@@ -207,8 +208,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       pp__init init;
       if (pp__init_decode(payload, h.len, &init, &why) != 0)
         break;
+      size_t cap = (pp__get_u16(payload + 2) & PP__INIT_MEMCAP) ? 8 : 0;
       if (init.initializer_len > PP__MAX_NAME ||
-          PP__INIT_FIXED + init.initializer_len + init.initarg_len != h.len)
+          PP__INIT_FIXED + cap + init.initializer_len + init.initarg_len != h.len)
         abort();
       if (init.initializer != NULL)
         touch((const uint8_t *) init.initializer, init.initializer_len);

@@ -531,7 +531,7 @@ void pp__serve(pp__serve_ctx *ctx) {
     pp__hdr h;
     const uint8_t *payload;
     const char *why = NULL;
-    size_t limit = inited ? max_message : PP__MAX_MESSAGE_LIMIT + PP__INIT_FIXED + PP__MAX_NAME;
+    size_t limit = inited ? max_message : PP__MAX_MESSAGE_LIMIT + PP__INIT_FIXED + 8 + PP__MAX_NAME;
 
     err = pp__reader_next(&r, &h, &payload, limit, &why);
     if (err == UV_EOF || err == UV_ECONNRESET)
