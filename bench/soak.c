@@ -368,8 +368,24 @@ static void stream_each(void *user, size_t index, pp_result *res) {
 
 /* ---- Outside kills, and what is left behind (Linux) ------------------------------- */
 
-static volatile int kill_method = -1;   /* the round's method while kills are on */
-static volatile int soak_done;
+/* Shared with the killer thread, under lock. */
+static int kill_method = -1;   /* the round's method while kills are on */
+static int soak_done;
+
+static int shared_get(const int *v) {
+  int x;
+
+  uv_mutex_lock(&lock);
+  x = *v;
+  uv_mutex_unlock(&lock);
+  return x;
+}
+
+static void shared_set(int *v, int x) {
+  uv_mutex_lock(&lock);
+  *v = x;
+  uv_mutex_unlock(&lock);
+}
 
 static long parent_of(long pid) {
   char path[64], buf[512];
@@ -434,10 +450,10 @@ static long some_worker(int m) {
 
 static void killer_thread(void *arg) {
   (void) arg;
-  while (!soak_done) {
-    int m = kill_method;
+  while (!shared_get(&soak_done)) {
+    int m = shared_get(&kill_method);
     uv_sleep(50 + pick(400));
-    if (m >= 0 && m == kill_method) {
+    if (m >= 0 && m == shared_get(&kill_method)) {
       long pid = some_worker(m);
       if (pid > 0 && kill((pid_t) pid, SIGKILL) == 0) {
         uv_mutex_lock(&lock);
@@ -522,7 +538,7 @@ static void one_pool(int m, int quick) {
   }
   fig[m].pools++;
   if (r.kills)
-    kill_method = m;
+    shared_set(&kill_method, m);
 
   nthreads = pick(3);
   for (i = 0; i < nthreads; i++) {
@@ -614,7 +630,7 @@ static void one_pool(int m, int quick) {
     pp_pool_wait(pool);
     pp_pool_close(pool, NULL, NULL);
   }
-  kill_method = -1;
+  shared_set(&kill_method, -1);
   for (i = 0; i < nthreads; i++) {
     uv_thread_join(&ft[i].t);
     uv_sem_destroy(&ft[i].submitted);
@@ -748,7 +764,7 @@ int main(int argc, char **argv) {
       fflush(stdout);
     }
   } while (quick ? i < 2 : (uv_hrtime() - start) / 1e9 < seconds);
-  soak_done = 1;
+  shared_set(&soak_done, 1);
   uv_thread_join(&killer);
   rss = rss_kib();
   print_table();
