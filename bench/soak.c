@@ -368,6 +368,10 @@ static void stream_each(void *user, size_t index, pp_result *res) {
 
 /* ---- Outside kills, and what is left behind (Linux) ------------------------------- */
 
+/* The killer thread's scans of /proc hold descriptors of their own for a moment: a count
+ * of this process's descriptors waits for a scan to end, and no scan starts during it. */
+static uv_mutex_t scan_lock;
+
 /* Shared with the killer thread, under lock. */
 static int kill_method = -1;   /* the round's method while kills are on */
 static int soak_done;
@@ -454,7 +458,10 @@ static void killer_thread(void *arg) {
     int m = shared_get(&kill_method);
     uv_sleep(50 + pick(400));
     if (m >= 0 && m == shared_get(&kill_method)) {
-      long pid = some_worker(m);
+      long pid;
+      uv_mutex_lock(&scan_lock);
+      pid = some_worker(m);
+      uv_mutex_unlock(&scan_lock);
       if (pid > 0 && kill((pid_t) pid, SIGKILL) == 0) {
         uv_mutex_lock(&lock);
         fig[m].kills++;
@@ -478,7 +485,14 @@ static int count_dir(const char *dir, const char *prefix) {
   return n;
 }
 
-static int count_fds(void) { return count_dir("/proc/self/fd", ""); }
+static int count_fds(void) {
+  int n;
+
+  uv_mutex_lock(&scan_lock);
+  n = count_dir("/proc/self/fd", "");
+  uv_mutex_unlock(&scan_lock);
+  return n;
+}
 
 static char shm_prefix[64];
 
@@ -512,7 +526,7 @@ static void one_pool(int m, int quick) {
   fthread ft[3];
   unsigned nthreads, i, nsubmit, how;
   uint64_t *ids, *tags;
-  int fds0, shm0, err;
+  int fds0, fds, shm0, err;
 
   memset(&r, 0, sizeof(r));
   r.m = m;
@@ -655,9 +669,10 @@ static void one_pool(int m, int quick) {
     free(r.recs);
     return;
   }
-  if (count_fds() != fds0) {
-    fig[m].fd_leaks += (uint64_t) (count_fds() - fds0);
-    fprintf(stderr, "LEAK: %d descriptors after a %s pool\n", count_fds() - fds0,
+  fds = count_fds();
+  if (fds != fds0) {
+    fig[m].fd_leaks += (uint64_t) (fds - fds0);
+    fprintf(stderr, "LEAK: %d descriptors after a %s pool\n", fds - fds0,
             pp_start_method_name(methods[m]));
   }
   if (count_shm() != shm0) {
@@ -732,6 +747,7 @@ int main(int argc, char **argv) {
   if (quick)
     seconds = 0;
   uv_mutex_init(&lock);
+  uv_mutex_init(&scan_lock);
   /* The warnings (a fork pool in a threaded process, a lost server) are expected here. */
   pp_set_warning_handler(quiet, NULL);
   snprintf(shm_prefix, sizeof(shm_prefix), "procpool-%lu-", (unsigned long) getpid());
