@@ -112,18 +112,28 @@ bash scripts/test-consumers.sh || status=1
 python3 - "${logs[@]}" <<'PY'
 import json, sys
 passed = failed = skipped = 0
+failures = []
 for path in sys.argv[1:]:
     with open(path) as f:
         for line in f:
             if not line.strip():
                 continue
-            r = json.loads(line)["result"]
+            t = json.loads(line)
+            r = t["result"]
             if r in ("OK", "EXPECTEDFAIL"):
                 passed += 1
             elif r == "SKIP":
                 skipped += 1
             else:
                 failed += 1
+                failures.append((path, t, r))
+# CI shows only the tail of this script's output: name every failure here, at the end,
+# with the last lines it printed, so that a rare one can be told from the record alone.
+for path, t, r in failures:
+    print(f"FAILED: {t['name']} ({r}, {t.get('duration', 0):.1f} s) in {path}")
+    out = (t.get("stdout") or "") + (t.get("stderr") or "")
+    for l in out.strip().splitlines()[-12:]:
+        print("    " + l[:300])
 print(f"{passed} passed, {failed} failed, {skipped} skipped")
 PY
 exit $status
