@@ -7,6 +7,7 @@
 
 #include "dispatch.h"
 #include "pool.h"
+#include "atomics.h"
 #include "shm.h"
 
 /* The header's count is the one word both sides use to agree on what is written: the
@@ -15,64 +16,9 @@
  * results. Starting a run changes count, then (after a full fence) first and id, so that
  * no state the worker can die in pairs old results with a new first; and the pool checks,
  * after a full fence, that count, first and id did not change while it copied the
- * results out, in case something still writes. Compiler intrinsics, not OS calls: on
- * MSVC every interlocked operation is a full barrier (and the journal is writable). */
-#if defined(_MSC_VER) && !defined(__clang__)
-#include <intrin.h>
-static void pp__store_release(uint8_t *p, uint32_t v) {
-  _InterlockedExchange((volatile long *) p, (long) v);
-}
-static void pp__store_fence(uint8_t *p, uint32_t v) {
-  _InterlockedExchange((volatile long *) p, (long) v);
-}
-static uint32_t pp__load_acquire(const uint8_t *p) {
-  return (uint32_t) _InterlockedOr((volatile long *) p, 0);
-}
-static uint32_t pp__fence_load(const uint8_t *p) {
-  return (uint32_t) _InterlockedOr((volatile long *) p, 0);
-}
-#else
-static void pp__store_release(uint8_t *p, uint32_t v) {
-  __atomic_store_n((uint32_t *) (void *) p, v, __ATOMIC_RELEASE);
-}
-static void pp__store_fence(uint8_t *p, uint32_t v) {
-  __atomic_store_n((uint32_t *) (void *) p, v, __ATOMIC_SEQ_CST);
-  __atomic_thread_fence(__ATOMIC_SEQ_CST);
-}
-static uint32_t pp__load_acquire(const uint8_t *p) {
-  return __atomic_load_n((const uint32_t *) (const void *) p, __ATOMIC_ACQUIRE);
-}
-static uint32_t pp__fence_load(const uint8_t *p) {
-  __atomic_thread_fence(__ATOMIC_SEQ_CST);
-  return __atomic_load_n((const uint32_t *) (const void *) p, __ATOMIC_ACQUIRE);
-}
-#endif
-
-/* The state and done words: full barriers both sides, so that a worker's done is seen
- * before its state leaves the task's number. */
-#if defined(_MSC_VER) && !defined(__clang__)
-static uint64_t pp__load64(const uint8_t *p) {
-  return (uint64_t) _InterlockedCompareExchange64((volatile __int64 *) p, 0, 0);
-}
-static void pp__store64(uint8_t *p, uint64_t v) {
-  _InterlockedExchange64((volatile __int64 *) p, (__int64) v);
-}
-static int pp__cas64(uint8_t *p, uint64_t from, uint64_t to) {
-  return (uint64_t) _InterlockedCompareExchange64((volatile __int64 *) p, (__int64) to,
-                                                  (__int64) from) == from;
-}
-#else
-static uint64_t pp__load64(const uint8_t *p) {
-  return __atomic_load_n((const uint64_t *) (const void *) p, __ATOMIC_SEQ_CST);
-}
-static void pp__store64(uint8_t *p, uint64_t v) {
-  __atomic_store_n((uint64_t *) (void *) p, v, __ATOMIC_SEQ_CST);
-}
-static int pp__cas64(uint8_t *p, uint64_t from, uint64_t to) {
-  return __atomic_compare_exchange_n((uint64_t *) (void *) p, &from, to, 0, __ATOMIC_SEQ_CST,
-                                     __ATOMIC_SEQ_CST);
-}
-#endif
+ * results out, in case something still writes. The state and done words take full
+ * barriers both sides, so that a worker's done is seen before its state leaves the
+ * task's number. The operations are in atomics.h. */
 
 #define PP__JOURNAL_MAX ((size_t) 1 << 30)
 
