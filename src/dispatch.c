@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bigmsg.h"
 #include "dispatch.h"
 #include "journal.h"
 #include "lifecycle.h"
@@ -86,18 +87,24 @@ int pp__wbatch_put(pp__worker *w, const void *frame, size_t len) {
   return 0;
 }
 
-/* Appends t's frame to the worker's batch. */
-static int pp__wbatch_add(pp__wbatch *b, pp__task *t) {
-  int copy = t->len <= PP__WCOPY_MAX;
-  size_t n = PP__HDR_SIZE + (copy ? t->len : 0);
+/* Appends t's frame to the worker's batch: its argument, or with ref its argument's
+ * place in shared memory (reflen bytes, bigmsg.h). */
+static int pp__wbatch_add(pp__wbatch *b, pp__task *t, const uint8_t *ref, size_t reflen) {
+  int copy = ref != NULL || t->len <= PP__WCOPY_MAX;
+  size_t plen = ref != NULL ? reflen : t->len;
+  size_t n = PP__HDR_SIZE + (copy ? plen : 0);
   int err = pp__wbatch_reserve(b, n);
 
   if (err != 0)
     return err;
   pp__hdr_encode(b->bytes + b->len, t->nitems ? PP__F_BATCH : PP__F_TASK,
-                 (uint16_t) t->index, t->id, (uint32_t) t->len);
-  if (copy && t->len > 0)
+                 (uint16_t) t->index, t->id, (uint32_t) plen);
+  if (ref != NULL) {
+    pp__hdr_set_flags(b->bytes + b->len, PP__FL_SHM);
+    memcpy(b->bytes + b->len + PP__HDR_SIZE, ref, reflen);
+  } else if (copy && t->len > 0) {
     memcpy(b->bytes + b->len + PP__HDR_SIZE, t->arg, t->len);
+  }
   /* Consecutive copied frames make one segment. */
   if (b->nsegs > 0 && b->segs[b->nsegs - 1].task == NULL &&
       b->segs[b->nsegs - 1].off + b->segs[b->nsegs - 1].len == b->len) {
@@ -115,7 +122,7 @@ static int pp__wbatch_add(pp__wbatch *b, pp__task *t) {
     b->segs[b->nsegs].task = t;
     b->nsegs++;
   }
-  b->total += PP__HDR_SIZE + t->len;
+  b->total += PP__HDR_SIZE + plen;
   b->ends[b->ntasks] = b->total;
   b->tasks[b->ntasks++] = t;
   if (t->writing++ == 0 && t->hold != NULL)
@@ -341,15 +348,20 @@ static int pp__worker_can_take(const pp__worker *w) {
 /* Sends t to w. Returns 0, or an error that leaves t queued. */
 static int pp__assign(pp__worker *w, pp__task *t) {
   pp_pool *pool = w->pool;
+  uint8_t ref[PP__SHM_TASK_FIXED + PP__SHM_NAME_MAX];
+  size_t reflen;
   int err;
 
   /* A worker's first batch, or first task sent ahead of another: its journal's frame
    * goes first (for a batch's results, and for a precise kill: journal.h). */
   if (t->nitems != 0 || w->ninflight > 0)
     pp__journal_batch(w);
-  err = pp__wbatch_add(&w->wb[w->wb_fill], t);
-  if (err != 0)
+  reflen = pp__bigmsg_arg(w, t, ref);
+  err = pp__wbatch_add(&w->wb[w->wb_fill], t, reflen ? ref : NULL, reflen);
+  if (err != 0) {
+    pp__bigmsg_task_done(w, t);
     return err;
+  }
   t->seq = ++w->seq_sent;
   pp__q_remove(&t->node);
   pp__q_insert_tail(&w->inflight, &t->node);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bigmsg.h"
 #include "dispatch.h"
 #include "journal.h"
 #include "lifecycle.h"
@@ -100,6 +101,7 @@ void pp__worker_detach(pp__worker *w, pp__task *t) {
   pp__q_remove(&t->node);
   t->worker = NULL;
   w->ninflight--;
+  pp__bigmsg_task_done(w, t);
 }
 
 void pp__worker_arm_task_timer(pp__worker *w) {
@@ -143,6 +145,7 @@ void pp__worker_on_handle_closed(uv_handle_t *handle) {
   pp__q_remove(&w->node);
   pp__q_remove(&w->idle_node);
   pp__q_remove(&w->dirty_node);
+  pp__bigmsg_worker_free(w);
   pp__rx_free(&w->rx);
   pp__wbatch_free(&w->wb[0]);
   pp__wbatch_free(&w->wb[1]);
@@ -577,8 +580,9 @@ static void pp__on_init_written(uv_write_t *req, int status) {
 void pp__worker_start(pp_pool *pool) {
   pp__worker *w;
   char why[512] = "";
+  pp__init init;
   uint8_t *p;
-  size_t ilen, size;
+  size_t size;
   uv_buf_t buf;
   int err;
 
@@ -620,9 +624,15 @@ void pp__worker_start(pp_pool *pool) {
 
   /* The init frame goes out at once, without waiting for the hello: the worker reads it
    * after it has greeted, so a worker is ready after one round trip. */
-  ilen = pool->initializer ? strlen(pool->initializer) : 0;
-  size = PP__HDR_SIZE + PP__INIT_FIXED + (pool->max_memory ? 8 : 0) + ilen +
-         pool->initarg_len;
+  memset(&init, 0, sizeof(init));
+  init.max_message = pool->max_message;
+  init.max_memory = pool->max_memory;
+  init.initializer = pool->initializer;
+  init.initializer_len = pool->initializer ? strlen(pool->initializer) : 0;
+  init.initarg = pool->initarg;
+  init.initarg_len = pool->initarg_len;
+  pp__bigmsg_worker_init(w, &init);
+  size = PP__HDR_SIZE + pp__init_encode(NULL, &init);
   w->init_buf = p = malloc(size);
   if (p == NULL) {
     pp__worker_start_failed(w, PP_ESPAWN, pp__strdupf("cannot start a worker: out of "
@@ -630,18 +640,7 @@ void pp__worker_start(pp_pool *pool) {
     return;
   }
   pp__hdr_encode(p, PP__F_INIT, 0, 0, (uint32_t) (size - PP__HDR_SIZE));
-  p += PP__HDR_SIZE;
-  pp__put_u16(p, PP__PROTO_VERSION);
-  pp__put_u16(p + 2, pool->max_memory ? PP__INIT_MEMCAP : 0);
-  pp__put_u64(p + 4, pool->max_message);
-  if (pool->max_memory) {
-    pp__put_u64(p + 12, pool->max_memory);
-    p += 8;
-  }
-  p[12] = (uint8_t) ilen;
-  memcpy(p + PP__INIT_FIXED, pool->initializer ? pool->initializer : "", ilen);
-  if (pool->initarg_len > 0)
-    memcpy(p + PP__INIT_FIXED + ilen, pool->initarg, pool->initarg_len);
+  pp__init_encode(p + PP__HDR_SIZE, &init);
   buf = uv_buf_init((char *) w->init_buf, (unsigned int) size);
   w->init_req.data = w;
   if (uv_write(&w->init_req, (uv_stream_t *) &w->pipe, &buf, 1, pp__on_init_written) != 0) {

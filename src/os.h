@@ -26,6 +26,10 @@ int pp__os_method_supported(pp_start_method m);
  * huge pages, which spare a 64 MiB message some 16000 page faults. */
 void pp__os_advise_large(void *p, size_t len);
 
+/* The usable size of a block malloc returned (at least what was asked), or 0 where the
+ * C library cannot tell. */
+size_t pp__os_alloc_size(void *p);
+
 /* Whether path is absolute: "/..." on Unix; a drive ("C:\...") or a share on Windows. */
 int pp__os_path_is_absolute(const char *path);
 

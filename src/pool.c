@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bufcache.h"
 #include "dispatch.h"
 #include "lifecycle.h"
 #include "os.h"
@@ -17,6 +18,10 @@
 
 #define PP__DEFAULT_MAX_MESSAGE ((size_t) 256 << 20)
 #define PP__DEFAULT_START_TIMEOUT_MS 60000
+/* Below about 1 MiB a message through the channel costs no more than through a segment
+ * (bench/bench-data.c measures both). */
+#define PP__DEFAULT_SHM_THRESHOLD ((size_t) 1 << 20)
+#define PP__DEFAULT_SHM_MAX (sizeof(size_t) >= 8 ? (size_t) 1 << 30 : (size_t) 256 << 20)
 #define PP__MAX_WORKERS 4096
 
 /* ---- Small helpers ------------------------------------------------------------------ */
@@ -258,6 +263,12 @@ static int pp__resolve_options(pp_pool *pool, const pp_pool_options *o) {
     return o->initarg_len > pool->max_message ? PP_E2BIG : PP_EINVAL;
   pool->max_tasks = o->max_tasks_per_worker;
   pool->max_memory = o->max_worker_memory;
+  /* The transport needs the worker's memory to be this machine's, which a launcher's
+   * worker may not share. */
+  pool->shm_threshold = o->shm_threshold ? o->shm_threshold : PP__DEFAULT_SHM_THRESHOLD;
+  if (o->shm_threshold == PP_SHM_OFF || o->worker_launcher != NULL)
+    pool->shm_threshold = 0;
+  pool->shm_max = o->shm_max_bytes ? o->shm_max_bytes : PP__DEFAULT_SHM_MAX;
   if (o->pipeline_depth > 1024)
     return PP_EINVAL;
   pool->depth = o->pipeline_depth;
@@ -397,7 +408,7 @@ void pp__task_fail(pp__task *t, int status, const char *fmt, ...) {
 void pp_result_free(pp_result *result) {
   if (result == NULL)
     return;
-  free(result->data);
+  pp__bufcache_put(result->data);
   free(result->message);
   memset(result, 0, sizeof(*result));
 }
@@ -408,6 +419,7 @@ static void pp__pool_free(pp_pool *pool) {
   size_t i;
 
   pp__x_destroy(pool);
+  pp__bufcache_pools(-1);
   if (pool->names_owned)
     for (i = 0; i < pool->ntasks; i++)
       free((char *) pool->names[i]);
@@ -456,6 +468,7 @@ int pp_pool_new(pp_pool **out, uv_loop_t *loop, const pp_pool_options *opts) {
     free(pool);
     return err;
   }
+  pp__bufcache_pools(1);
   pp__q_init(&pool->queue);
   pp__q_init(&pool->workers);
   pp__q_init(&pool->idle);

@@ -172,7 +172,9 @@ struct pp__worker {
   int doomed;              /* a kill was claimed: nothing it holds after its running task
                               has started, unless journal_failed */
   int journal_failed;      /* it said it could not map its journal */
-  int said_retire;         /* it went over max_worker_memory: it starts nothing more */
+  int said_retire;         /* it went over max_worker_memory, or could not map a large
+                              argument: it starts nothing more */
+  struct pp__pbig *big;    /* its large messages' segments (bigmsg.c), or NULL */
 };
 
 /* What threads other than the loop's share with it (threads.c). Everything here but
@@ -231,6 +233,12 @@ struct pp_pool {
   uint64_t timeout_ms;
   uint64_t start_timeout_ms;
   size_t max_message;
+  /* The shared-memory transport (bigmsg.c): messages of shm_threshold bytes and up, 0:
+   * none. The pool's argument segments, all workers', take at most shm_max / 2. */
+  size_t shm_threshold;
+  size_t shm_max;
+  size_t shm_arg_bytes;
+  int shm_off;             /* a segment could not be made or mapped: the channel only */
   /* The task table: the program's own (pp_main), or learned from the first worker. */
   const char **names;
   size_t ntasks;

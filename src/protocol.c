@@ -43,6 +43,8 @@ void pp__hdr_encode(uint8_t out[PP__HDR_SIZE], uint8_t type, uint16_t aux, uint6
   pp__put_u64(out + 8, id);
 }
 
+void pp__hdr_set_flags(uint8_t out[PP__HDR_SIZE], uint8_t flags) { out[5] = flags; }
+
 void pp__hdr_decode(const uint8_t in[PP__HDR_SIZE], pp__hdr *h) {
   h->len = pp__get_u32(in);
   h->type = in[4];
@@ -54,8 +56,12 @@ void pp__hdr_decode(const uint8_t in[PP__HDR_SIZE], pp__hdr *h) {
 int pp__hdr_check_from_worker(const pp__hdr *h, size_t max_message, const char **why) {
   size_t limit;
 
-  if (h->flags != 0) {
+  if (h->flags != 0 && !(h->flags == PP__FL_SHM && h->type == PP__F_RESULT)) {
     *why = "a frame has unknown flags";
+    return PP_EPROTO;
+  }
+  if (h->flags == PP__FL_SHM && (h->aux != PP__R_OK || h->len != PP__SHM_RESULT_SIZE)) {
+    *why = "a result in shared memory of the wrong kind or length";
     return PP_EPROTO;
   }
   switch (h->type) {
@@ -77,6 +83,9 @@ int pp__hdr_check_from_worker(const pp__hdr *h, size_t max_message, const char *
       break;
     case PP__F_JOURNAL_FAILED:
       limit = 0;
+      break;
+    case PP__F_SHM_FAILED:
+      limit = PP__MAX_ERRMSG;
       break;
     case PP__F_RETIRE:
       if (h->len != 8) {
@@ -176,14 +185,26 @@ int pp__hello_name(const pp__hello *h, size_t *pos, const uint8_t **name, size_t
   return 0;
 }
 
+/* A name the pool made (shm.c): "procpool-" and then lowercase letters, digits and
+ * dashes. pp_shm_open checks it again; here it is only bounded and terminated. */
+static int pp__shm_name_ok(const uint8_t *p, size_t len) {
+  size_t i;
+
+  if (len < 10 || len > PP__SHM_WIRE_NAME_MAX || memcmp(p, "procpool-", 9) != 0)
+    return 0;
+  for (i = 9; i < len; i++)
+    if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'z') || p[i] == '-'))
+      return 0;
+  return 1;
+}
+
 int pp__init_decode(const uint8_t *p, size_t len, pp__init *out, const char **why) {
   unsigned flags;
   size_t nlen;
 
-  if (len < PP__INIT_FIXED) {
-    *why = "the pool's init frame is truncated";
+  *why = "the pool's init frame is truncated";
+  if (len < PP__INIT_FIXED)
     return PP_EPROTO;
-  }
   out->version = pp__get_u16(p);
   if (out->version != PP__PROTO_VERSION) {
     *why = "the pool speaks another protocol version (a worker_executable built with "
@@ -191,31 +212,142 @@ int pp__init_decode(const uint8_t *p, size_t len, pp__init *out, const char **wh
     return PP_EPROTO;
   }
   flags = pp__get_u16(p + 2);
-  if ((flags & ~(unsigned) PP__INIT_MEMCAP) != 0) {
+  if ((flags & ~(unsigned) (PP__INIT_MEMCAP | PP__INIT_SHM)) != 0) {
     *why = "the pool's init frame has unknown flags";
     return PP_EPROTO;
   }
   out->max_message = pp__get_u64(p + 4);
   out->max_memory = 0;
+  out->shm_threshold = 0;
+  out->shm_budget = 0;
+  out->shm_base = NULL;
+  out->shm_base_len = 0;
+  /* The optional fields sit between max_message and the initializer's name: each one
+   * read moves p and len on, so that the fixed part's offsets hold for what follows. */
   if (flags & PP__INIT_MEMCAP) {
-    if (len < PP__INIT_FIXED + 8) {
-      *why = "the pool's init frame is truncated";
+    if (len < PP__INIT_FIXED + 8)
       return PP_EPROTO;
-    }
     out->max_memory = pp__get_u64(p + 12);
     p += 8;
     len -= 8;
   }
-  nlen = p[12];
-  if (nlen > len - PP__INIT_FIXED) {
-    *why = "the pool's init frame is truncated";
-    return PP_EPROTO;
+  if (flags & PP__INIT_SHM) {
+    if (len < PP__INIT_FIXED + 17)
+      return PP_EPROTO;
+    out->shm_threshold = pp__get_u64(p + 12);
+    out->shm_budget = pp__get_u64(p + 20);
+    nlen = p[28];
+    if (nlen > PP__SHM_BASE_MAX || out->shm_threshold == 0 ||
+        nlen > len - PP__INIT_FIXED - 17 || !pp__shm_name_ok(p + 29, nlen)) {
+      *why = "the pool's init frame has a malformed shared-memory transport";
+      return PP_EPROTO;
+    }
+    out->shm_base = (const char *) p + 29;
+    out->shm_base_len = nlen;
+    p += 17 + nlen;
+    len -= 17 + nlen;
   }
+  nlen = p[12];
+  if (nlen > len - PP__INIT_FIXED)
+    return PP_EPROTO;
   out->initializer = nlen ? (const char *) p + PP__INIT_FIXED : NULL;
   out->initializer_len = nlen;
   out->initarg = p + PP__INIT_FIXED + nlen;
   out->initarg_len = len - PP__INIT_FIXED - nlen;
   return 0;
+}
+
+size_t pp__init_encode(uint8_t *out, const pp__init *in) {
+  size_t size = PP__INIT_FIXED + in->initializer_len + in->initarg_len;
+  unsigned flags = 0;
+
+  if (in->max_memory != 0) {
+    flags |= PP__INIT_MEMCAP;
+    size += 8;
+  }
+  if (in->shm_threshold != 0) {
+    flags |= PP__INIT_SHM;
+    size += 17 + in->shm_base_len;
+  }
+  if (out == NULL)
+    return size;
+  pp__put_u16(out, PP__PROTO_VERSION);
+  pp__put_u16(out + 2, (uint16_t) flags);
+  pp__put_u64(out + 4, in->max_message);
+  out += 12;
+  if (flags & PP__INIT_MEMCAP) {
+    pp__put_u64(out, in->max_memory);
+    out += 8;
+  }
+  if (flags & PP__INIT_SHM) {
+    pp__put_u64(out, in->shm_threshold);
+    pp__put_u64(out + 8, in->shm_budget);
+    out[16] = (uint8_t) in->shm_base_len;
+    memcpy(out + 17, in->shm_base, in->shm_base_len);
+    out += 17 + in->shm_base_len;
+  }
+  out[0] = (uint8_t) in->initializer_len;
+  if (in->initializer_len > 0)
+    memcpy(out + 1, in->initializer, in->initializer_len);
+  if (in->initarg_len > 0)
+    memcpy(out + 1 + in->initializer_len, in->initarg, in->initarg_len);
+  return size;
+}
+
+int pp__shm_task_decode(const uint8_t *p, size_t len, pp__shm_task *out, const char **why) {
+  if (len < PP__SHM_TASK_FIXED + 1 || !pp__shm_name_ok(p + PP__SHM_TASK_FIXED,
+                                                        len - PP__SHM_TASK_FIXED)) {
+    *why = "the pool sent a malformed shared-memory argument";
+    return PP_EPROTO;
+  }
+  out->slot = pp__get_u32(p);
+  out->size = pp__get_u64(p + 8);
+  out->len = pp__get_u64(p + 16);
+  if (out->slot >= PP__SHM_SLOTS || pp__get_u32(p + 4) != 0 || out->len > out->size) {
+    *why = "the pool sent a malformed shared-memory argument";
+    return PP_EPROTO;
+  }
+  memcpy(out->name, p + PP__SHM_TASK_FIXED, len - PP__SHM_TASK_FIXED);
+  out->name[len - PP__SHM_TASK_FIXED] = '\0';
+  return 0;
+}
+
+size_t pp__shm_task_encode(uint8_t *out, const pp__shm_task *in) {
+  size_t n = strlen(in->name);
+
+  pp__put_u32(out, in->slot);
+  pp__put_u32(out + 4, 0);
+  pp__put_u64(out + 8, in->size);
+  pp__put_u64(out + 16, in->len);
+  memcpy(out + PP__SHM_TASK_FIXED, in->name, n);
+  return PP__SHM_TASK_FIXED + n;
+}
+
+int pp__shm_result_decode(const uint8_t *p, size_t len, pp__shm_result *out,
+                          const char **why) {
+  if (len != PP__SHM_RESULT_SIZE) {
+    *why = "a result in shared memory of the wrong length";
+    return PP_EPROTO;
+  }
+  out->where = pp__get_u32(p);
+  out->gen = pp__get_u32(p + 4);
+  out->size = pp__get_u64(p + 8);
+  out->off = pp__get_u64(p + 16);
+  out->len = pp__get_u64(p + 24);
+  if (out->where > PP__SHM_SLOTS || out->off > out->size || out->len > out->size - out->off ||
+      (out->where > 0 && out->off < PP__SHM_RESULT_HDR)) {
+    *why = "a result in shared memory out of its segment's bounds";
+    return PP_EPROTO;
+  }
+  return 0;
+}
+
+void pp__shm_result_encode(uint8_t out[PP__SHM_RESULT_SIZE], const pp__shm_result *in) {
+  pp__put_u32(out, in->where);
+  pp__put_u32(out + 4, in->gen);
+  pp__put_u64(out + 8, in->size);
+  pp__put_u64(out + 16, in->off);
+  pp__put_u64(out + 24, in->len);
 }
 
 int pp__rx_init(pp__rx *rx, size_t max_message) {

@@ -8,7 +8,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PP__PROTO_VERSION 1
+/* 2: large messages through shared memory (the SHM flag, INIT's transport fields,
+ * SHM_FAILED). */
+#define PP__PROTO_VERSION 2
 #define PP__PROTO_MAGIC 0x57525050u /* "PPRW" read as little-endian bytes */
 #define PP__HDR_SIZE 16
 
@@ -30,10 +32,58 @@ enum pp__frame_type {
   PP__F_JOURNAL = 8, /* pool -> worker: where to keep a batch's unsent results (journal.h) */
   PP__F_JOURNAL_FAILED = 9, /* worker -> pool: it could not map the journal, and goes on
                              * without it (no payload) */
-  PP__F_RETIRE = 10         /* worker -> pool, after a result: it is over the pool's
+  PP__F_RETIRE = 10,        /* worker -> pool, after a result: it is over the pool's
                              * max_worker_memory and starts nothing more; payload u64 its
                              * resident bytes */
+  PP__F_SHM_FAILED = 11     /* worker -> pool: it could not map the shared memory of the
+                             * TASK `id`, did not run it, and starts nothing more; payload
+                             * why */
 };
+
+/* The header's flags. PP__FL_SHM: the frame's bytes are in shared memory, and its payload
+ * says where (a TASK's argument: pp__shm_task; a RESULT of kind OK: pp__shm_result). */
+#define PP__FL_SHM 1
+
+/* How many segments each side keeps per worker for the transport: the pool's, for
+ * arguments, and the worker's, for results. */
+#define PP__SHM_SLOTS 4
+/* A result segment starts with this header: u32 `busy` (1 from the worker's write of a
+ * result to the pool's release of it, in the machine's byte order), then zero. */
+#define PP__SHM_RESULT_HDR 64
+/* The longest segment name on the wire (pp_shm_ref.name's room), and the longest base a
+ * pool gives its workers for their result segments' names: each is the base, "-", the
+ * slot's digit, "-" and the generation in at most 8 hex digits. */
+#define PP__SHM_WIRE_NAME_MAX 55
+#define PP__SHM_BASE_MAX 44
+
+/* A TASK's argument in the pool's segment: u32 slot, u32 zero, u64 the segment's size,
+ * u64 the argument's length (at the segment's start), then the segment's name to the end
+ * of the payload. */
+#define PP__SHM_TASK_FIXED 24
+typedef struct pp__shm_task {
+  uint32_t slot;
+  uint64_t size;
+  uint64_t len;
+  char name[PP__SHM_WIRE_NAME_MAX + 1];
+} pp__shm_task;
+int pp__shm_task_decode(const uint8_t *p, size_t len, pp__shm_task *out, const char **why);
+size_t pp__shm_task_encode(uint8_t *out, const pp__shm_task *in);
+
+/* A RESULT's bytes in shared memory: u32 where (0: the task's own argument segment; k + 1:
+ * the worker's result segment k), u32 its generation (result segments; a new one each
+ * time the worker makes the slot anew), u64 the segment's size, u64 the offset of the
+ * result in it, u64 the result's length. */
+#define PP__SHM_RESULT_SIZE 32
+typedef struct pp__shm_result {
+  uint32_t where;
+  uint32_t gen;
+  uint64_t size;
+  uint64_t off;
+  uint64_t len;
+} pp__shm_result;
+int pp__shm_result_decode(const uint8_t *p, size_t len, pp__shm_result *out,
+                          const char **why);
+void pp__shm_result_encode(uint8_t out[PP__SHM_RESULT_SIZE], const pp__shm_result *in);
 
 /* A HELLO's aux. PP__HELLO_FAILED is a worker that cannot serve (pp_main found its task
  * table malformed): the payload is its message, at most PP__MAX_ERRMSG bytes, not a
@@ -96,6 +146,8 @@ uint64_t pp__get_u64(const uint8_t *p);
 void pp__hdr_encode(uint8_t out[PP__HDR_SIZE], uint8_t type, uint16_t aux, uint64_t id,
                     uint32_t len);
 void pp__hdr_decode(const uint8_t in[PP__HDR_SIZE], pp__hdr *h);
+/* Sets the flags of an encoded header. */
+void pp__hdr_set_flags(uint8_t out[PP__HDR_SIZE], uint8_t flags);
 
 /* Checks a header that a worker sent to the pool: a known type, zero flags, a length
  * within the limit for its type. max_message is the pool's max_message_bytes. */
@@ -146,15 +198,22 @@ void pp__rx_space(pp__rx *rx, uint8_t **base, size_t *len);
  * header (the reader is then unusable); PP_ENOMEM; or the callback's non-zero value. */
 int pp__rx_feed(pp__rx *rx, size_t n, pp__frame_cb cb, void *ctx, const char **why);
 
-/* INIT payload: version u16, flags u16, max_message u64, with flag PP__INIT_MEMCAP a u64
- * max_worker_memory, initializer name as a u8 length (0: none) and bytes, then the
+/* INIT payload: version u16, flags u16, max_message u64; with flag PP__INIT_MEMCAP a u64
+ * max_worker_memory; with flag PP__INIT_SHM the transport's u64 threshold, u64 the bytes
+ * of result segments the worker may keep, and the base of their names as a u8 length and
+ * bytes; then the initializer's name as a u8 length (0: none) and bytes, then the
  * initializer's argument to the end. */
 #define PP__INIT_FIXED 13
 #define PP__INIT_MEMCAP 1
+#define PP__INIT_SHM 2
 typedef struct pp__init {
   uint16_t version;
   uint64_t max_message;
   uint64_t max_memory;      /* 0: none */
+  uint64_t shm_threshold;   /* 0: no transport; else results this large may use it */
+  uint64_t shm_budget;
+  const char *shm_base;     /* not NUL-terminated */
+  size_t shm_base_len;
   const char *initializer;  /* not NUL-terminated; NULL when none */
   size_t initializer_len;
   const uint8_t *initarg;
@@ -162,5 +221,7 @@ typedef struct pp__init {
 } pp__init;
 
 int pp__init_decode(const uint8_t *p, size_t len, pp__init *out, const char **why);
+/* The payload's size for in (version ignored: ours), and with out not NULL its bytes. */
+size_t pp__init_encode(uint8_t *out, const pp__init *in);
 
 #endif

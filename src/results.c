@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bigmsg.h"
 #include "dispatch.h"
 #include "journal.h"
 #include "lifecycle.h"
@@ -188,13 +189,15 @@ static void pp__on_batch_result(pp__worker *w, const pp__hdr *h, const uint8_t *
 }
 
 /* A result for the worker's running task, the first in flight. data is malloc'd when
- * owned, else it points into the reader's buffer and is copied. */
+ * owned, else it points into the reader's buffer and is copied. A result in shared memory
+ * (PP__FL_SHM) is copied out of its segment, which goes back to the worker. */
 static void pp__on_result(pp__worker *w, const pp__hdr *h, uint8_t *data, int owned) {
   pp_pool *pool = w->pool;
   pp__task *t = pp__worker_head(w);
-  int status;
+  int status, shm_err = 0;
   void *copy = NULL;
-  const char *bad = NULL;
+  size_t copy_len = h->len;
+  const char *bad = NULL, *shm_why = NULL;
 
   if (t == NULL || t->id != h->id)
     bad = "a result for a task it was not given";
@@ -209,6 +212,14 @@ static void pp__on_result(pp__worker *w, const pp__hdr *h, uint8_t *data, int ow
   }
   if (bad == NULL && status != 0 && h->len > PP__MAX_ERRMSG)
     bad = "an error message over the size limit";
+  if (bad == NULL && (h->flags & PP__FL_SHM) != 0) {
+    /* Read (or, for a task decided already, only given back) before the task leaves the
+     * worker, which frees its argument's segment. */
+    shm_err = pp__bigmsg_result(w, t, data, h->len, t->state == PP__T_DONE ? NULL : &copy,
+                                &copy_len, &shm_why);
+    if (shm_err == PP_EPROTO)
+      bad = shm_why;
+  }
   if (bad != NULL) {
     if (owned)
       free(data);
@@ -221,6 +232,14 @@ static void pp__on_result(pp__worker *w, const pp__hdr *h, uint8_t *data, int ow
     /* Decided already (canceled while it waited in the worker): the result is dropped. */
     pool->dropped++;
     pp__task_free(t);
+  } else if ((h->flags & PP__FL_SHM) != 0) {
+    if (shm_err == 0)
+      pp__task_finish(t, 0, copy, copy_len, NULL);
+    else
+      pp__task_fail(t, shm_err, "task '%s' (id %llu): its result of %lu bytes in shared "
+                    "memory could not be read: %s: %s (%s)", t->name,
+                    (unsigned long long) t->id, (unsigned long) copy_len, shm_why,
+                    pp_strerror(shm_err), pp_errname(shm_err));
   } else if (status == 0) {
     if (h->len > 0) {
       if (owned) {
@@ -250,6 +269,26 @@ static void pp__on_result(pp__worker *w, const pp__hdr *h, uint8_t *data, int ow
   pp__pump(pool);
 }
 
+/* The worker could not map a large argument's segment: it ran nothing of that task and
+ * starts nothing more. It is let go as a worker over max_worker_memory is, so that the
+ * task and those behind it run elsewhere, and the pool sends its large messages over
+ * the channels from now on. */
+static void pp__on_shm_failed(pp__worker *w, const pp__hdr *h, const uint8_t *p) {
+  static int warned;
+  pp__task *t = pp__worker_head(w);
+
+  if (t == NULL || t->id != h->id) {
+    pp__worker_proto(w, "a shared-memory failure for a task it was not given");
+    return;
+  }
+  w->pool->shm_off = 1;
+  pp__warn_once(&warned, "worker pid %ld could not map a large argument's shared memory "
+                "(%.*s); the pool sends its large messages over the workers' channels "
+                "from now on", w->pid, (int) h->len, (const char *) p);
+  w->said_retire = 1;
+  pp__worker_retire(w);
+}
+
 /* Handles one whole frame. Returns 0 to go on reading, -1 when the worker was let go. */
 static int pp__on_frame(void *ctx, const pp__hdr *h, uint8_t *p, int owned) {
   pp__worker *w = (pp__worker *) ctx;
@@ -274,6 +313,8 @@ static int pp__on_frame(void *ctx, const pp__hdr *h, uint8_t *p, int owned) {
     owned = 0;
   } else if (h->type == PP__F_BATCH_RESULT && w->became_ready) {
     pp__on_batch_result(w, h, p);
+  } else if (h->type == PP__F_SHM_FAILED && w->became_ready && w->state == PP__W_READY) {
+    pp__on_shm_failed(w, h, p);
   } else if (h->type == PP__F_JOURNAL_FAILED && w->became_ready) {
     w->journal_failed = 1;
   } else if (h->type == PP__F_RETIRE && w->became_ready && w->state == PP__W_READY) {

@@ -7,6 +7,7 @@
 
 #include <uv.h>
 
+#include "bigmsg.h"
 #include "channel.h"
 #include "journal.h"
 #include "names.h"
@@ -43,6 +44,14 @@ struct pp_call {
   int kind;             /* a pp__result_kind: what the result frame will say */
   size_t msg_len;
   char msg[PP__TASK_MSG_MAX + 1];
+  /* The shared-memory transport (bigmsg.h), for a single task's result: allowed, the
+   * argument's segment when it came in one, and where the result was placed. */
+  pp__wbig *big;
+  int allow_shm;
+  const uint8_t *shm_arg;
+  size_t shm_arg_len;
+  int in_shm;
+  pp__shm_result res;
 };
 
 /* What every message about a bad table starts with (but a NULL table's). */
@@ -145,6 +154,16 @@ int pp_reply(pp_call *call, const void *data, size_t len) {
         call->name, len, call->max_message);
     return PP_E2BIG;
   }
+  if (call->in_shm) {
+    pp__wbig_unreply(call->big, &call->res);
+    call->in_shm = 0;
+  }
+  if (call->allow_shm && pp__wbig_reply(call->big, call->shm_arg, call->shm_arg_len, data,
+                                        len, &call->res) == 0) {
+    call->in_shm = 1;
+    call->len = len;
+    return 0;
+  }
   /* The buffer is kept from task to task, so a small result costs no allocation. */
   if (len > call->cap) {
     copy = malloc(len);
@@ -230,8 +249,8 @@ static int pp__writer_flush(pp__writer *w) {
   return err;
 }
 
-static int pp__writer_frame(pp__writer *w, uint8_t type, uint16_t aux, uint64_t id,
-                            const void *data, size_t len) {
+static int pp__writer_frame_f(pp__writer *w, uint8_t type, uint8_t flags, uint16_t aux,
+                              uint64_t id, const void *data, size_t len) {
   if (PP__HDR_SIZE + len > PP__TX_CAP - w->len) {
     if (PP__HDR_SIZE + len > PP__TX_CAP / 2) {
       /* Large: out at once, behind what is gathered, in one call and with no copy. */
@@ -239,6 +258,7 @@ static int pp__writer_frame(pp__writer *w, uint8_t type, uint16_t aux, uint64_t 
       pp__iov iov[3];
       int err;
       pp__hdr_encode(hdr, type, aux, id, (uint32_t) len);
+      pp__hdr_set_flags(hdr, flags);
       iov[0].base = w->buf;
       iov[0].len = w->len;
       iov[1].base = hdr;
@@ -255,10 +275,16 @@ static int pp__writer_frame(pp__writer *w, uint8_t type, uint16_t aux, uint64_t 
     }
   }
   pp__hdr_encode(w->buf + w->len, type, aux, id, (uint32_t) len);
+  pp__hdr_set_flags(w->buf + w->len, flags);
   if (len > 0)
     memcpy(w->buf + w->len + PP__HDR_SIZE, data, len);
   w->len += PP__HDR_SIZE + len;
   return 0;
+}
+
+static int pp__writer_frame(pp__writer *w, uint8_t type, uint16_t aux, uint64_t id,
+                            const void *data, size_t len) {
+  return pp__writer_frame_f(w, type, 0, aux, id, data, len);
 }
 
 static int pp__send(pp__chan *chan, uint8_t type, uint16_t aux, uint64_t id,
@@ -310,6 +336,12 @@ static void pp__run(pp_call *call, size_t index, const void *arg, size_t len) {
 #define PP__KEEP_REPLY (64 * 1024)
 
 static void pp__call_reset(pp_call *call, size_t max_message) {
+  if (call->in_shm)
+    pp__wbig_unreply(call->big, &call->res);
+  call->in_shm = 0;
+  call->allow_shm = 0;
+  call->shm_arg = NULL;
+  call->shm_arg_len = 0;
   if (max_message == 0 || call->cap > PP__KEEP_REPLY) {
     free(call->data);
     call->data = NULL;
@@ -323,6 +355,13 @@ static void pp__call_reset(pp_call *call, size_t max_message) {
 }
 
 static int pp__send_result(pp__writer *w, uint8_t type, uint64_t id, pp_call *call) {
+  if (call->kind == PP__R_OK && call->in_shm) {
+    uint8_t ref[PP__SHM_RESULT_SIZE];
+    /* From here the segment is the pool's until it gives it back. */
+    call->in_shm = 0;
+    pp__shm_result_encode(ref, &call->res);
+    return pp__writer_frame_f(w, type, PP__FL_SHM, PP__R_OK, id, ref, sizeof(ref));
+  }
   if (call->kind == PP__R_OK)
     return pp__writer_frame(w, type, PP__R_OK, id, call->data, call->len);
   return pp__writer_frame(w, type, (uint16_t) call->kind, id, call->msg, call->msg_len);
@@ -497,6 +536,7 @@ void pp__serve(pp__serve_ctx *ctx) {
   pp__buf arg = { NULL, 0 };
   pp__jw journal;
   pp_call call;
+  pp__wbig *big = NULL;
   size_t max_message = 0;
   uint64_t seq = 0;        /* the tasks and batches read, numbered as the pool does */
   uint64_t max_memory = 0, rss = 0;
@@ -546,6 +586,8 @@ void pp__serve(pp__serve_ctx *ctx) {
         pp__worker_die(ctx, PP__EXIT_PROTO, why, 0);
       max_message = (size_t) init.max_message;
       max_memory = init.max_memory;
+      big = pp__wbig_new(&init);
+      call.big = big;
       inited = 1;
       pp__call_reset(&call, max_message);
       if (init.initializer != NULL) {
@@ -562,11 +604,43 @@ void pp__serve(pp__serve_ctx *ctx) {
       }
       err = pp__send_result(&wr, PP__F_READY, 0, &call);
     } else if (h.type == PP__F_TASK && inited) {
+      const uint8_t *arg = payload;
+      size_t alen = h.len;
+      int in_shm = (h.flags & PP__FL_SHM) != 0;
+      if (in_shm) {
+        pp__shm_task st;
+        char why_shm[256];
+        if (pp__shm_task_decode(payload, h.len, &st, &why) != 0)
+          pp__worker_die(ctx, PP__EXIT_PROTO, why, 0);
+        if (st.len > max_message)
+          pp__worker_die(ctx, PP__EXIT_PROTO, "the pool sent a shared-memory argument over "
+                         "max_message", 0);
+        err = pp__wbig_arg(big, &st, &arg, why_shm, sizeof(why_shm));
+        if (err == PP_EPROTO)
+          pp__worker_die(ctx, PP__EXIT_PROTO, why_shm, 0);
+        if (err != 0) {
+          /* The task never ran: the pool runs it elsewhere, over a channel, and this
+           * worker starts nothing more (as a retired one), so that nothing it holds
+           * behind it runs out of order. */
+          err = pp__writer_frame(&wr, PP__F_SHM_FAILED, 0, h.id, why_shm, strlen(why_shm));
+          if (err == 0)
+            err = pp__writer_flush(&wr);
+          if (err == 0 || err == UV_EPIPE || err == UV_ECONNRESET)
+            break;
+          pp__worker_die(ctx, PP__EXIT_PROTO, "could not send a result", err);
+        }
+        alen = (size_t) st.len;
+      }
       if (pp__jw_start(&journal, ++seq) != 0)
         break;
       pp__call_reset(&call, max_message);
+      call.allow_shm = 1;
+      if (in_shm) {
+        call.shm_arg = arg;
+        call.shm_arg_len = alen;
+      }
       if (h.aux < pp__ntasks) {
-        pp__run(&call, h.aux, payload, h.len);
+        pp__run(&call, h.aux, arg, alen);
       } else {
         call.kind = PP__R_NOTASK;
         call.msg_len = (size_t) snprintf(call.msg, sizeof(call.msg),
@@ -626,6 +700,7 @@ void pp__serve(pp__serve_ctx *ctx) {
                          &why_doomed) == 0)
     ;
   pp__call_reset(&call, 0);
+  pp__wbig_free(big);
   pp__jw_close(&journal);
   free(arg.p);
   free(r.big);

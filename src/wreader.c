@@ -44,7 +44,8 @@ int pp__reader_next(pp__reader *r, pp__hdr *h, const uint8_t **payload,
   }
   pp__hdr_decode(r->buf + r->off, h);
   r->off += PP__HDR_SIZE;
-  if (h->flags != 0 || h->len > limit) {
+  if ((h->flags != 0 && !(h->flags == PP__FL_SHM && h->type == PP__F_TASK)) ||
+      h->len > limit) {
     *why = "the pool sent a frame with unknown flags or over the size limit";
     return PP_EPROTO;
   }

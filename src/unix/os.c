@@ -5,6 +5,13 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/mman.h>
+#if defined(__linux__)
+#include <malloc.h>
+#elif defined(__APPLE__)
+#include <malloc/malloc.h>
+#elif defined(__FreeBSD__)
+#include <malloc_np.h>
+#endif
 
 void pp__os_parent_init(void) {
   struct sigaction sa;
@@ -99,6 +106,17 @@ void pp__os_advise_large(void *p, size_t len) {
 #else
   (void) p;
   (void) len;
+#endif
+}
+
+size_t pp__os_alloc_size(void *p) {
+#if defined(__linux__) || defined(__FreeBSD__)
+  return malloc_usable_size(p);
+#elif defined(__APPLE__)
+  return malloc_size(p);
+#else
+  (void) p;
+  return 0;
 #endif
 }
 

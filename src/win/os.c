@@ -1,5 +1,6 @@
 #include "../os.h"
 
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 
@@ -128,6 +129,8 @@ void pp__os_advise_large(void *p, size_t len) {
   (void) p;
   (void) len;
 }
+
+size_t pp__os_alloc_size(void *p) { return _msize(p); }
 
 int pp__os_path_is_absolute(const char *path) {
   if ((path[0] == '\\' || path[0] == '/') && (path[1] == '\\' || path[1] == '/'))
