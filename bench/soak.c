@@ -26,6 +26,8 @@
 #include <procpool.h>
 #include <uv.h>
 
+#include "../test/procstat.h"
+
 enum { K_OK, K_FAIL, K_CRASH, K_HANG, K_BIG, K_KINDS };
 static const char *kind_names[K_KINDS] = { "ok", "fail", "crash", "hang", "big" };
 
@@ -391,25 +393,6 @@ static void shared_set(int *v, int x) {
   uv_mutex_unlock(&lock);
 }
 
-static long parent_of(long pid) {
-  char path[64], buf[512];
-  FILE *f;
-  size_t n;
-  char *p;
-
-  snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-  f = fopen(path, "r");
-  if (f == NULL)
-    return -1;
-  n = fread(buf, 1, sizeof(buf) - 1, f);
-  fclose(f);
-  buf[n] = '\0';
-  p = strrchr(buf, ')');
-  if (p == NULL)
-    return -1;
-  return strtol(p + 4, NULL, 10);
-}
-
 static int is_worker_cmd(long pid) {
   char path[64], buf[4096];
   FILE *f;
@@ -442,10 +425,10 @@ static long some_worker(int m) {
     long pid = strtol(e->d_name, NULL, 10), pp;
     if (pid <= 0)
       continue;
-    pp = parent_of(pid);
+    pp = test_proc_stat(pid, NULL);
     if (pp <= 0)
       continue;
-    if (m == 1 ? (pp == mine && is_worker_cmd(pid)) : parent_of(pp) == mine)
+    if (m == 1 ? (pp == mine && is_worker_cmd(pid)) : test_proc_stat(pp, NULL) == mine)
       found[n++] = pid;
   }
   closedir(d);

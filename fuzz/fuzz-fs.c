@@ -12,7 +12,6 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -35,35 +34,11 @@ static int lowest_free(void) {
 }
 
 static int send_piece(int fd, const uint8_t *p, size_t len, int npass) {
-  union {
-    struct cmsghdr align;
-    char buf[CMSG_SPACE(5 * sizeof(int))];
-  } cbuf;
-  struct msghdr msg;
-  struct iovec iov;
-  int pass[5], i;
+  int pass[PP__FS_SEND_MAX_FDS], i;
 
-  memset(&msg, 0, sizeof(msg));
-  iov.iov_base = (void *) p;
-  iov.iov_len = len;
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  if (npass > 0) {
-    struct cmsghdr *c;
-    for (i = 0; i < npass; i++)
-      pass[i] = devnull;
-    memset(&cbuf, 0, sizeof(cbuf));
-    msg.msg_control = cbuf.buf;
-    msg.msg_controllen = CMSG_SPACE((size_t) npass * sizeof(int));
-    c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN((size_t) npass * sizeof(int));
-    memcpy(CMSG_DATA(c), pass, (size_t) npass * sizeof(int));
-  }
-  /* The kernel bounds what a socket holds, descriptors in flight included: an input
-   * that sends more is cut there (the reader then sees a message cut short). */
-  return sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t) len ? 0 : -1;
+  for (i = 0; i < npass; i++)
+    pass[i] = devnull;
+  return pp__fs_send_bytes(fd, p, len, pass, npass);
 }
 
 static int received(const int *fds, int nfds, int fd) {
@@ -125,9 +100,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   before = lowest_free();
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
     abort();
+  /* The kernel bounds what a socket holds, descriptors in flight included, and nothing
+   * reads until all is sent: an input that sends more is cut there (the reader then sees
+   * a message cut short) instead of blocking. */
+  if (fcntl(sv[0], F_SETFL, O_NONBLOCK) != 0)
+    abort();
   /* Far below a socket's buffer (-max_len in CI; a longer input is cut). */
   while (off + 2 <= size && off < 8192) {
-    int npass = data[off] % 6;
+    int npass = data[off] % (PP__FS_SEND_MAX_FDS + 1);
     size_t len = 1 + data[off + 1] % 64;
     off += 2;
     if (len > size - off)

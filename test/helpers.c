@@ -366,35 +366,6 @@ void test_wait_marker(uv_loop_t *loop, const char *path, const test_rec *rec) {
   ASSERT_EQ_INT_MSG(rec->calls, 0, rec->res.message);
 }
 
-long test_proc_stat(long pid, char *state) {
-#ifdef __linux__
-  char path[64], buf[1024], st;
-  FILE *f;
-  size_t n;
-  const char *p;
-  long ppid;
-
-  snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-  f = fopen(path, "re");
-  if (f == NULL)
-    return -1;
-  n = fread(buf, 1, sizeof(buf) - 1, f);
-  fclose(f);
-  buf[n] = '\0';
-  /* The name in parentheses may hold anything: the fields follow the last ')'. */
-  p = strrchr(buf, ')');
-  if (p == NULL || sscanf(p + 1, " %c %ld", &st, &ppid) != 2)
-    return -1;
-  if (state != NULL)
-    *state = st;
-  return ppid;
-#else
-  (void) pid;
-  (void) state;
-  return -1;
-#endif
-}
-
 int test_process_gone(long pid) {
   char state;
 

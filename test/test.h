@@ -11,6 +11,8 @@
 #include <procpool.h>
 #include <uv.h>
 
+#include "procstat.h"
+
 #define TEST_SKIP 77
 
 /* Declares test_<name>(void) for every entry of test-list.h. */
@@ -193,10 +195,6 @@ void test_run_loop(uv_loop_t *loop);
  * it, and fails the test if the task, submitted with rec, ended instead. */
 void test_marker_path(char *buf, size_t size, const char *tag);
 void test_wait_marker(uv_loop_t *loop, const char *path, const test_rec *rec);
-
-/* From /proc (Linux): process pid's parent, and its state letter in *state (may be
- * NULL); -1 when it cannot be read (gone, or not Linux). */
-long test_proc_stat(long pid, char *state);
 
 /* Unix: pp_pool_new with stderr going to a pipe; said gets what it printed (also echoed
  * to stderr). */

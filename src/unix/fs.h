@@ -47,6 +47,12 @@ enum { PP__FS_STDOUT = 1, PP__FS_STDERR = 2 };
 /* Sends one message with npass descriptors (at most PP__FS_MAX_FDS). 0 or an error. */
 int pp__fs_send(int fd, const pp__fs_msg *m, const int *pass, int npass);
 
+/* pp__fs_send of len bytes of buf, which need not be a whole message, with up to
+ * PP__FS_SEND_MAX_FDS descriptors: more than a message carries, past pp__fs_recv's
+ * buffer. Only the fuzz target (fuzz/fuzz-fs.c) sends such, as a broken peer would. */
+#define PP__FS_SEND_MAX_FDS (PP__FS_MAX_FDS + 2)
+int pp__fs_send_bytes(int fd, const void *buf, size_t len, const int *pass, int npass);
+
 /* Receives one whole message, and the descriptors that came with it into fds (at most
  * PP__FS_MAX_FDS, made close-on-exec on arrival; *nfds says how many). *dropped is set
  * when the kernel dropped some that were sent (MSG_CTRUNC): this process is out of

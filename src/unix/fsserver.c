@@ -3,6 +3,7 @@
  * and stderr as they were at the request, reports each worker's pid and, once it has
  * reaped it, its wait status. It is single-threaded, and every child it has is a worker
  * it forked. */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -21,17 +22,22 @@
 /* ---- Sending and receiving a message with up to PP__FS_MAX_FDS descriptors --------- */
 
 int pp__fs_send(int fd, const pp__fs_msg *m, const int *pass, int npass) {
+  return pp__fs_send_bytes(fd, m, sizeof(*m), pass, npass);
+}
+
+int pp__fs_send_bytes(int fd, const void *buf, size_t len, const int *pass, int npass) {
   union {
     struct cmsghdr align;
-    char buf[CMSG_SPACE(PP__FS_MAX_FDS * sizeof(int))];
+    char buf[CMSG_SPACE(PP__FS_SEND_MAX_FDS * sizeof(int))];
   } cbuf;
   struct msghdr msg;
   struct iovec iov;
   ssize_t r;
 
+  assert(npass >= 0 && npass <= PP__FS_SEND_MAX_FDS);
   memset(&msg, 0, sizeof(msg));
-  iov.iov_base = (void *) m;
-  iov.iov_len = sizeof(*m);
+  iov.iov_base = (void *) buf;
+  iov.iov_len = len;
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
   if (npass > 0) {
@@ -51,7 +57,7 @@ int pp__fs_send(int fd, const pp__fs_msg *m, const int *pass, int npass) {
   if (r == -1)
     return uv_translate_sys_error(errno);
   /* Messages are far below a socket's buffer; a short write means the peer is gone. */
-  return r == (ssize_t) sizeof(*m) ? 0 : UV_EPIPE;
+  return r == (ssize_t) len ? 0 : UV_EPIPE;
 }
 
 void pp__fs_close_all(int *fds, int *nfds) {
