@@ -114,6 +114,7 @@ TEST_EACH(proto_bad_length)
 TEST_EACH(proto_bad_id)
 TEST_EACH(proto_bad_kind)
 TEST_EACH(proto_late_hello)
+TEST_EACH(proto_bad_shm)
 
 /* A program in a path with spaces and non-ASCII characters (test-paths.c) */
 TEST_EACH(odd_path)

@@ -11,7 +11,8 @@
 #  include <unistd.h>
 #endif
 
-enum { BAD_TYPE, BAD_FLAGS, BAD_LENGTH, BAD_ID, BAD_KIND, BAD_HELLO_LATE };
+enum { BAD_TYPE, BAD_FLAGS, BAD_LENGTH, BAD_ID, BAD_KIND, BAD_HELLO_LATE, BAD_SHM_LEN,
+       BAD_SHM_ARG, BAD_SHM_BOUNDS };
 
 int test_task_send_garbage(pp_call *call, const void *arg, size_t len) {
 #ifdef _WIN32
@@ -19,7 +20,9 @@ int test_task_send_garbage(pp_call *call, const void *arg, size_t len) {
   (void) len;
   return pp_fail(call, "send_garbage is for Unix");
 #else
-  uint8_t frame[PP__HDR_SIZE + 4];
+  uint8_t frame[PP__HDR_SIZE + PP__SHM_RESULT_SIZE];
+  size_t flen = PP__HDR_SIZE + 4;
+  pp__shm_result sr;
   int how;
   ssize_t r;
 
@@ -29,7 +32,25 @@ int test_task_send_garbage(pp_call *call, const void *arg, size_t len) {
   memset(frame, 0, sizeof(frame));
   switch (how) {
     case BAD_TYPE: pp__hdr_encode(frame, 99, 0, 0, 4); break;
-    case BAD_FLAGS: pp__hdr_encode(frame, PP__F_RESULT, 0, 0, 4); frame[5] = 1; break;
+    case BAD_FLAGS: pp__hdr_encode(frame, PP__F_RESULT, 0, 0, 4); frame[5] = 0x80; break;
+    case BAD_SHM_LEN:
+      pp__hdr_encode(frame, PP__F_RESULT, 0, 1, 4);
+      pp__hdr_set_flags(frame, PP__FL_SHM);
+      break;
+    case BAD_SHM_ARG:
+    case BAD_SHM_BOUNDS:
+      /* A result "in shared memory": in an argument segment the task never had, or past
+       * the end of a result segment. */
+      memset(&sr, 0, sizeof(sr));
+      sr.where = how == BAD_SHM_ARG ? 0 : 1;
+      sr.size = (uint64_t) 1 << 20;
+      sr.off = how == BAD_SHM_BOUNDS ? 0 : PP__SHM_RESULT_HDR;
+      sr.len = how == BAD_SHM_BOUNDS ? sr.size : 16;
+      pp__hdr_encode(frame, PP__F_RESULT, 0, 1, PP__SHM_RESULT_SIZE);
+      pp__hdr_set_flags(frame, PP__FL_SHM);
+      pp__shm_result_encode(frame + PP__HDR_SIZE, &sr);
+      flen = sizeof(frame);
+      break;
     case BAD_LENGTH: pp__hdr_encode(frame, PP__F_RESULT, 0, 0, 0xFFFFFFF0u); break;
     case BAD_ID: pp__hdr_encode(frame, PP__F_RESULT, 0, 999999, 4); break;
     case BAD_KIND: pp__hdr_encode(frame, PP__F_RESULT, 77, 1, 4); break;
@@ -37,7 +58,7 @@ int test_task_send_garbage(pp_call *call, const void *arg, size_t len) {
   }
   /* A task has no way to learn its id, but these tests run it first in a new pool,
    * whose first id is 1: BAD_KIND names it, BAD_ID does not. */
-  r = write((int) pp__serve_channel(), frame, sizeof(frame));
+  r = write((int) pp__serve_channel(), frame, flen);
   (void) r;
   for (;;)
     uv_sleep(1000);
@@ -74,3 +95,8 @@ void test_proto_bad_length(void) { garbage(BAD_LENGTH, "longer than the limit");
 void test_proto_bad_id(void) { garbage(BAD_ID, "not given"); }
 void test_proto_bad_kind(void) { garbage(BAD_KIND, "unknown kind"); }
 void test_proto_late_hello(void) { garbage(BAD_HELLO_LATE, "out of order"); }
+void test_proto_bad_shm(void) {
+  garbage(BAD_SHM_LEN, "shared memory of the wrong kind or length");
+  garbage(BAD_SHM_ARG, "out of the argument's bounds");
+  garbage(BAD_SHM_BOUNDS, "out of its segment's bounds");
+}
