@@ -231,3 +231,11 @@ TEST_ONCE(ln_close_busy)
 TEST_ONCE(ln_options)
 TEST_ONCE(ln_self_launcher)
 TEST_ONCE(ln_ssh)
+
+/* test-bigmsg.c: large messages through shared memory */
+TEST_EACH(bm_paths)
+TEST_EACH(bm_256mib)
+TEST_EACH(bm_cap)
+TEST_EACH(bm_many)
+TEST_EACH(bm_faults)
+TEST_EACH(bm_cannot_map)
