@@ -111,21 +111,27 @@ int test_task_bm_make(pp_call *call, const void *arg, size_t len) {
 }
 
 /* An initializer that leaves the worker no descriptor to spare: shm_open then fails
- * (EMFILE), as it would in a sandbox without /dev/shm. */
+ * (EMFILE), as it would in a sandbox without /dev/shm. The limit is lowered to what is
+ * open; where that is refused (valgrind keeps the limit to itself), descriptors are
+ * taken until none is left. */
 int test_task_bm_nofile(pp_call *call, const void *arg, size_t len) {
   (void) arg;
   (void) len;
 #ifndef _WIN32
   {
     struct rlimit rl;
-    int fd = dup(0);
+    int fd = dup(0), n;
     if (fd < 0)
       return pp_fail(call, "bm_nofile: dup failed");
     close(fd);
     rl.rlim_cur = (rlim_t) fd;
     rl.rlim_max = (rlim_t) fd;
-    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
-      return pp_fail(call, "bm_nofile: setrlimit failed");
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+      for (n = 0; n < 65536 && dup(0) >= 0; n++)
+        ;
+      if (dup(0) >= 0)
+        return pp_fail(call, "bm_nofile: descriptors did not run out");
+    }
   }
 #endif
   (void) call;
@@ -458,7 +464,7 @@ static void bm_fault_round(pp_pool *pool) {
 void test_bm_faults(void) {
   pp_pool_options opts;
   pp_pool *pool;
-  size_t rss1, rss3;
+  size_t rss1, rss5;
   int round;
 
   test_options(&opts);
@@ -469,11 +475,14 @@ void test_bm_faults(void) {
   pool = NEW_POOL(NULL, &opts);
   bm_fault_round(pool);
   ASSERT_EQ_INT(uv_resident_set_memory(&rss1), 0);
-  for (round = 0; round < 2; round++)
+  for (round = 0; round < 4; round++)
     bm_fault_round(pool);
-  ASSERT_EQ_INT(uv_resident_set_memory(&rss3), 0);
-  /* Two more rounds of 2 MiB messages: not a block of them may stay behind. */
-  ASSERT_LE_INT((long long) rss3, (long long) rss1 + 8 * (long long) MIB);
+  ASSERT_EQ_INT(uv_resident_set_memory(&rss5), 0);
+  /* Four more rounds, each through some 40 MiB of messages and 8 dead workers' segments:
+   * a leak of a fraction of one round's would show. ASan keeps freed blocks in its
+   * quarantine, so its resident size says nothing of leaks (its own leak check does). */
+  if (!TEST_ASAN)
+    ASSERT_LE_INT((long long) rss5, (long long) rss1 + 16 * (long long) MIB);
   ASSERT_EQ_INT(pp_pool_close(pool, NULL, NULL), 0);
   assert_no_shm_left();
 }

@@ -204,16 +204,7 @@ typedef struct busy_thread {
  * own first malloc waits for ever. That is the hazard the fork method warns of (a lock
  * another thread held), in the sanitizer's runtime rather than in procpool, so under
  * ASan the thread keeps only the environment busy. */
-#if defined(__SANITIZE_ADDRESS__)
-#  define BUSY_MALLOC 0
-#elif defined(__has_feature)
-#  if __has_feature(address_sanitizer)
-#    define BUSY_MALLOC 0
-#  endif
-#endif
-#ifndef BUSY_MALLOC
-#  define BUSY_MALLOC 1
-#endif
+#define BUSY_MALLOC (!TEST_ASAN)
 
 /* Keeps malloc, stdio's locks and the environment busy while the pool starts workers:
  * what a child of a threaded parent must not depend on. */

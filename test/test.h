@@ -15,6 +15,20 @@
 
 #define TEST_SKIP 77
 
+/* 1 under AddressSanitizer, whose allocator differs from the C library's: freed blocks
+ * wait in a quarantine (so the resident size does not come back), and it is not locked
+ * around fork(). */
+#if defined(__SANITIZE_ADDRESS__)
+#  define TEST_ASAN 1
+#elif defined(__has_feature)
+#  if __has_feature(address_sanitizer)
+#    define TEST_ASAN 1
+#  endif
+#endif
+#ifndef TEST_ASAN
+#  define TEST_ASAN 0
+#endif
+
 /* Declares test_<name>(void) for every entry of test-list.h. */
 #define TEST_EACH(name) void test_##name(void);
 #define TEST_ONCE(name) void test_##name(void);
