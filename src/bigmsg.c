@@ -7,42 +7,24 @@
 
 #include "atomics.h"
 #include "bufcache.h"
+#include "dispatch.h"
 #include "shm.h"
 
 /* Segments are made in whole mebibytes, so that a slightly larger message next time
  * still fits the one made for the last. */
 #define PP__SHM_GRAIN ((size_t) 1 << 20)
 
-/* One of the pool's argument segments for a worker. */
+/* One of the pool's segments for a worker: an argument's, or a result's. */
 typedef struct pp__pseg {
   pp_shm *shm;
   size_t size;
-  const pp__task *task;    /* whose argument it holds, or NULL: free */
+  const pp__task *task;    /* arguments: whose it holds, or NULL: free */
 } pp__pseg;
-
-/* The pool's view of one of the worker's result segments. */
-typedef struct pp__rseg {
-  pp_shm *shm;             /* mapped, or NULL */
-  size_t size;
-  uint32_t gen;            /* of the mapping */
-  uint32_t next_gen;       /* the first generation the worker may have made unseen */
-} pp__rseg;
 
 struct pp__pbig {
   pp__pseg arg[PP__SHM_SLOTS];
-  pp__rseg res[PP__SHM_SLOTS];
-  char base[PP__SHM_NAME_MAX + 1];
+  pp__pseg res[PP__SHM_SLOTS];
 };
-
-void pp__bigmsg_result_name(char *out, const char *base, uint32_t slot, uint32_t gen) {
-  char suffix[PP__SHM_SUFFIX_MAX + 1];
-  size_t n = strlen(base);
-
-  /* The base was made with room for the suffix (pp__shm_new_name). */
-  snprintf(suffix, sizeof(suffix), "-%u-%x", (unsigned) (slot % 10), (unsigned) gen);
-  memcpy(out, base, n);
-  memcpy(out + n, suffix, strlen(suffix) + 1);
-}
 
 /* After a segment could not be made: the pool's large messages go over the channel
  * from now on, rather than fail again, at a cost, for each one. */
@@ -58,25 +40,12 @@ static void pp__bigmsg_give_up(pp_pool *pool, size_t size, int err) {
 
 void pp__bigmsg_worker_init(pp__worker *w, pp__init *in) {
   pp_pool *pool = w->pool;
-  struct pp__pbig *b;
 
   if (pool->shm_threshold == 0 || pool->shm_off)
     return;
-  b = (struct pp__pbig *) calloc(1, sizeof(*b));
-  if (b == NULL)
-    return;
-  if (pp__shm_new_name(b->base, PP__SHM_SUFFIX_MAX) != 0 ||
-      strlen(b->base) > PP__SHM_BASE_MAX) {
-    free(b);
-    return;
-  }
-  w->big = b;
-  in->shm_threshold = pool->shm_threshold;
-  /* Half the pool's room for arguments, the other half shared among the workers'
-   * results. */
-  in->shm_budget = pool->shm_max / 2 / pool->nworkers;
-  in->shm_base = b->base;
-  in->shm_base_len = strlen(b->base);
+  w->big = (struct pp__pbig *) calloc(1, sizeof(*w->big));
+  if (w->big != NULL)
+    in->shm_threshold = pool->shm_threshold;
 }
 
 static size_t pp__round_grain(size_t len) {
@@ -85,19 +54,50 @@ static size_t pp__round_grain(size_t len) {
   return r >= len ? r : len;
 }
 
+/* Makes segment g of need bytes, within the pool's room; 0 when there is none. */
+static int pp__bigmsg_make(pp_pool *pool, pp__pseg *g, size_t need) {
+  int err;
+
+  if (pool->shm_bytes - g->size + need > pool->shm_max)
+    return 0;
+  if (g->shm != NULL) {
+    pp_shm_close(g->shm);
+    pool->shm_bytes -= g->size;
+    g->shm = NULL;
+    g->size = 0;
+  }
+  err = pp_shm_create(&g->shm, need);
+  if (err != 0) {
+    pp__bigmsg_give_up(pool, need, err);
+    return 0;
+  }
+  g->size = need;
+  pool->shm_bytes += need;
+  return 1;
+}
+
+static size_t pp__bigmsg_ref(uint8_t *ref, uint32_t slot, const pp__pseg *g, size_t len) {
+  pp__shm_task st;
+  pp_shm_ref r;
+
+  pp_shm_ref_get(g->shm, &r);
+  st.slot = slot;
+  st.size = g->size;
+  st.len = len;
+  memcpy(st.name, r.name, strlen(r.name) + 1);
+  return pp__shm_task_encode(ref, &st);
+}
+
 size_t pp__bigmsg_arg(pp__worker *w, const pp__task *t, uint8_t *ref) {
   pp_pool *pool = w->pool;
   struct pp__pbig *b = w->big;
-  pp__shm_task st;
-  pp_shm_ref r;
   pp__pseg *g = NULL;
-  size_t need, i;
-  int err;
+  size_t i;
 
   if (b == NULL || pool->shm_off || t->nitems != 0 || t->len < pool->shm_threshold)
     return 0;
-  /* A free segment large enough, the smallest; else an empty slot; else the smallest
-   * free one, made anew larger. */
+  /* A free segment large enough, the smallest; else a new one in an empty slot, if the
+   * pool has room for it; else the smallest free one, made anew larger. */
   for (i = 0; i < PP__SHM_SLOTS; i++) {
     pp__pseg *s = &b->arg[i];
     if (s->shm != NULL && s->task == NULL && s->size >= t->len &&
@@ -105,41 +105,42 @@ size_t pp__bigmsg_arg(pp__worker *w, const pp__task *t, uint8_t *ref) {
       g = s;
   }
   if (g == NULL) {
-    need = pp__round_grain(t->len);
+    size_t need = pp__round_grain(t->len);
     for (i = 0; i < PP__SHM_SLOTS && g == NULL; i++)
-      if (b->arg[i].shm == NULL)
-        g = &b->arg[i];
-    for (i = 0; i < PP__SHM_SLOTS && g == NULL; i++)
-      if (b->arg[i].task == NULL)
+      if (b->arg[i].shm == NULL && pool->shm_bytes + need <= pool->shm_max)
         g = &b->arg[i];
     for (i = 0; i < PP__SHM_SLOTS; i++)
-      if (g != NULL && b->arg[i].shm != NULL && b->arg[i].task == NULL &&
-          b->arg[i].size < g->size)
+      if (b->arg[i].shm != NULL && b->arg[i].task == NULL &&
+          (g == NULL || (g->shm != NULL && b->arg[i].size < g->size)))
         g = &b->arg[i];
-    if (g == NULL || pool->shm_arg_bytes - g->size + need > pool->shm_max / 2)
+    if (g == NULL || !pp__bigmsg_make(pool, g, need))
       return 0;
-    if (g->shm != NULL) {
-      pp_shm_close(g->shm);
-      pool->shm_arg_bytes -= g->size;
-      g->shm = NULL;
-      g->size = 0;
-    }
-    err = pp_shm_create(&g->shm, need);
-    if (err != 0) {
-      pp__bigmsg_give_up(pool, need, err);
-      return 0;
-    }
-    g->size = need;
-    pool->shm_arg_bytes += need;
   }
   memcpy(pp_shm_data(g->shm), t->arg, t->len);
   g->task = t;
-  pp_shm_ref_get(g->shm, &r);
-  st.slot = (uint32_t) (g - b->arg);
-  st.size = g->size;
-  st.len = t->len;
-  memcpy(st.name, r.name, strlen(r.name) + 1);
-  return pp__shm_task_encode(ref, &st);
+  return pp__bigmsg_ref(ref, (uint32_t) (g - b->arg), g, t->len);
+}
+
+void pp__bigmsg_offer(pp__worker *w, size_t len) {
+  pp_pool *pool = w->pool;
+  struct pp__pbig *b = w->big;
+  uint8_t frame[PP__HDR_SIZE + PP__SHM_TASK_FIXED + PP__SHM_NAME_MAX];
+  size_t need, n, i;
+
+  if (b == NULL || pool->shm_off || len < pool->shm_threshold || w->state != PP__W_READY)
+    return;
+  /* Slots are only ever added, never made anew: a worker may be writing in any one it
+   * has, at any time. */
+  for (i = 0; i < PP__SHM_SLOTS && b->res[i].shm != NULL; i++)
+    ;
+  /* An eighth more, so that results that vary a little all fit. */
+  need = PP__SHM_RESULT_HDR + len + len / 8;
+  if (i == PP__SHM_SLOTS || need < len || !pp__bigmsg_make(pool, &b->res[i],
+                                                           pp__round_grain(need)))
+    return;
+  n = pp__bigmsg_ref(frame + PP__HDR_SIZE, (uint32_t) i, &b->res[i], 0);
+  pp__hdr_encode(frame, PP__F_SHM_OFFER, 0, 0, (uint32_t) n);
+  pp__wbatch_send(w, frame, PP__HDR_SIZE + n);
 }
 
 void pp__bigmsg_task_done(pp__worker *w, const pp__task *t) {
@@ -152,50 +153,11 @@ void pp__bigmsg_task_done(pp__worker *w, const pp__task *t) {
       w->big->arg[i].task = NULL;
 }
 
-/* Maps the worker's result segment of the frame, unless mapped already; its name goes
- * at once, the mapping keeps it. */
-static int pp__bigmsg_map_result(pp__worker *w, const pp__shm_result *sr, pp__rseg **out,
-                                 const char **why) {
-  pp__rseg *r = &w->big->res[sr->where - 1];
-  pp_shm_ref ref;
-  int err;
-
-  *out = r;
-  if (r->shm != NULL && r->gen == sr->gen && r->size == sr->size)
-    return 0;
-  /* A generation the worker cannot have made: it makes the next only once the pool has
-   * given back the last. */
-  if (sr->gen < r->next_gen || (r->shm != NULL && sr->gen == r->gen)) {
-    *why = "a result in a shared-memory segment of a stale generation";
-    return PP_EPROTO;
-  }
-  if ((uint64_t) (size_t) sr->size != sr->size || sr->size < PP__SHM_RESULT_HDR) {
-    *why = "a result in a shared-memory segment of an impossible size";
-    return PP_EPROTO;
-  }
-  if (r->shm != NULL)
-    pp_shm_close(r->shm);
-  r->shm = NULL;
-  memset(&ref, 0, sizeof(ref));
-  ref.size = sr->size;
-  pp__bigmsg_result_name(ref.name, w->big->base, sr->where - 1, sr->gen);
-  r->next_gen = sr->gen + 1;
-  err = pp_shm_open(&ref, &r->shm);
-  pp__shm_unlink(ref.name);
-  if (err != 0) {
-    *why = "the worker's shared-memory segment could not be mapped";
-    return err;
-  }
-  r->gen = sr->gen;
-  r->size = (size_t) sr->size;
-  return 0;
-}
-
 int pp__bigmsg_result(pp__worker *w, const pp__task *t, const uint8_t *p, size_t n,
                       void **data, size_t *len, const char **why) {
   pp_pool *pool = w->pool;
   pp__shm_result sr;
-  pp__rseg *r = NULL;
+  uint8_t *busy = NULL;
   const uint8_t *src = NULL;
   size_t i;
   int err;
@@ -223,14 +185,17 @@ int pp__bigmsg_result(pp__worker *w, const pp__task *t, const uint8_t *p, size_t
       return PP_EPROTO;
     }
   } else {
-    err = pp__bigmsg_map_result(w, &sr, &r, why);
-    if (err != 0)
-      return err;
-    if (pp__load_acquire((const uint8_t *) pp_shm_data(r->shm)) != 1) {
+    pp__pseg *g = &w->big->res[sr.where - 1];
+    if (g->shm == NULL || g->size != sr.size) {
+      *why = "a result in a shared-memory segment the pool did not offer";
+      return PP_EPROTO;
+    }
+    busy = (uint8_t *) pp_shm_data(g->shm);
+    if (pp__load_acquire(busy) != 1) {
       *why = "a result in a shared-memory segment that the worker did not mark as written";
       return PP_EPROTO;
     }
-    src = (const uint8_t *) pp_shm_data(r->shm) + sr.off;
+    src = busy + sr.off;
   }
   if (data != NULL) {
     *len = (size_t) sr.len;
@@ -243,14 +208,13 @@ int pp__bigmsg_result(pp__worker *w, const pp__task *t, const uint8_t *p, size_t
     }
   }
   /* The worker may write the segment again from now on. */
-  if (r != NULL)
-    pp__store_release((uint8_t *) pp_shm_data(r->shm), 0);
+  if (busy != NULL)
+    pp__store_release(busy, 0);
   return err;
 }
 
 void pp__bigmsg_worker_free(pp__worker *w) {
   struct pp__pbig *b = w->big;
-  char name[PP__SHM_NAME_MAX + 1];
   uint32_t i;
 
   if (b == NULL)
@@ -258,15 +222,12 @@ void pp__bigmsg_worker_free(pp__worker *w) {
   for (i = 0; i < PP__SHM_SLOTS; i++) {
     if (b->arg[i].shm != NULL) {
       pp_shm_close(b->arg[i].shm);
-      w->pool->shm_arg_bytes -= b->arg[i].size;
+      w->pool->shm_bytes -= b->arg[i].size;
     }
-    if (b->res[i].shm != NULL)
+    if (b->res[i].shm != NULL) {
       pp_shm_close(b->res[i].shm);
-    /* The one result segment of this slot whose name may still be there: the worker
-     * makes a new generation only after the pool has mapped, unnamed and given back
-     * the last. */
-    pp__bigmsg_result_name(name, b->base, i, b->res[i].next_gen);
-    pp__shm_unlink(name);
+      w->pool->shm_bytes -= b->res[i].size;
+    }
   }
   free(b);
   w->big = NULL;

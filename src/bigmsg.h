@@ -1,30 +1,25 @@
 /* The shared-memory transport for large messages (doc/protocol.md, "Large messages"). An
  * argument of the pool's shm_threshold bytes or more goes into one of the pool's segments
- * for its worker, and a result that large into one of the worker's own (or, when the
- * task replies with bytes of its argument, stays where it is); the frame on the channel
- * only says where. Segments are kept per worker, PP__SHM_SLOTS each side, and reused, so
- * that their pages are faulted once; they are bounded by the pool's shm_max_bytes, and a
- * message that finds no room goes over the channel as before.
+ * for its worker, and a result that large into one of the result segments the pool
+ * offered the worker (or, when the task replies with bytes of its argument, stays where
+ * it is); the frame on the channel only says where. Segments are kept per worker,
+ * PP__SHM_SLOTS each way, and reused, so that their pages are faulted once; they are
+ * bounded by the pool's shm_max_bytes, and a message that finds no room goes over the
+ * channel as before. A worker gets a result segment once a large result of its came over
+ * the channel, sized for it with some room to grow.
  *
- * Names never outlive their use: the worker removes the name of each argument segment
- * once it has mapped it, the pool the name of each result segment once it has mapped
- * it, and when a worker is gone the pool removes every name it may have left (the
- * worker names its result segments from a base the pool gave it, slot and generation,
- * so the pool knows them all). The pool reads a result segment only for a RESULT frame it
- * reads, which a dead worker's are not. */
+ * Every segment is the pool's: it makes them, so it knows every name to remove, and it
+ * holds each one open, so a result written by a worker that died since is still there
+ * (on Windows a segment ends with its last handle). The worker removes the name of each
+ * segment once it has mapped it; the pool removes them all again when it is done with
+ * the worker. The pool reads a result segment only for a RESULT frame it reads, which
+ * a dead worker's are not. */
 #ifndef PP_BIGMSG_H
 #define PP_BIGMSG_H
 
 #include "pool.h"
 #include "protocol.h"
 #include "shm.h"
-
-/* The room a result segment's name needs after the base: "-", the slot's digit, "-" and
- * the generation in at most 8 hex digits. */
-#define PP__SHM_SUFFIX_MAX 11
-
-/* The name of the worker's result segment `slot` of generation gen. */
-void pp__bigmsg_result_name(char *out, const char *base, uint32_t slot, uint32_t gen);
 
 /* ---- The pool's side (bigmsg.c) --------------------------------------------------------- */
 
@@ -36,6 +31,10 @@ void pp__bigmsg_worker_init(pp__worker *w, pp__init *in);
  * to ref (PP__SHM_TASK_FIXED + PP__SHM_NAME_MAX bytes of room). Returns the payload's
  * length, or 0 when the argument goes over the channel (too small, no room, a failure). */
 size_t pp__bigmsg_arg(pp__worker *w, const pp__task *t, uint8_t *ref);
+
+/* A large result (len bytes) of w's came over the channel: when there is room, offers w
+ * a result segment for the next ones (an SHM_OFFER frame, sent with its next frames). */
+void pp__bigmsg_offer(pp__worker *w, size_t len);
 
 /* A RESULT with PP__FL_SHM, payload p of n bytes, for t, w's running task. With data not
  * NULL, copies the result out into a block of its own (*data, *len; pp_result_free's to
@@ -49,7 +48,7 @@ int pp__bigmsg_result(pp__worker *w, const pp__task *t, const uint8_t *p, size_t
 /* t is no longer w's: the segment that held its argument is free again. */
 void pp__bigmsg_task_done(pp__worker *w, const pp__task *t);
 
-/* w's process is gone: unmaps its segments and removes every name it may have left. */
+/* w's process is gone: unmaps and removes its segments. */
 void pp__bigmsg_worker_free(pp__worker *w);
 
 /* ---- The worker's side (wbigmsg.c) ------------------------------------------------------- */
@@ -67,18 +66,23 @@ size_t pp__wbig_threshold(const pp__wbig *b);
 int pp__wbig_arg(pp__wbig *b, const pp__shm_task *ref, const uint8_t **data, char *why,
                  size_t why_size);
 
+/* Maps the result segment an SHM_OFFER frame names. Returns 0, or an error with why
+ * filled in (PP_EPROTO: a malformed offer; anything else: the worker goes on without
+ * it). */
+int pp__wbig_offer(pp__wbig *b, const pp__shm_task *ref, char *why, size_t why_size);
+
 /* Places a result of len bytes for the pool: where it lies already when it is within the
  * running task's argument [arg, arg + arg_len) (arg: what pp__wbig_arg gave for it, NULL
  * when its argument came over the channel), else copied into a free result segment.
- * Fills *res and returns 0, or returns non-zero when there is no room (the result then
- * goes over the channel). */
+ * Fills *res and returns 0, or returns non-zero when there is none that holds it (the
+ * result then goes over the channel). */
 int pp__wbig_reply(pp__wbig *b, const uint8_t *arg, size_t arg_len, const void *data,
                    size_t len, pp__shm_result *res);
 
 /* A result placed by pp__wbig_reply that will not be sent: its segment is free again. */
 void pp__wbig_unreply(pp__wbig *b, const pp__shm_result *res);
 
-/* Unmaps everything and removes the names of the worker's own segments. NULL is fine. */
+/* Unmaps everything. NULL is fine. */
 void pp__wbig_free(pp__wbig *b);
 
 #endif

@@ -87,6 +87,21 @@ int pp__wbatch_put(pp__worker *w, const void *frame, size_t len) {
   return 0;
 }
 
+static void pp__mark_dirty(pp__worker *w) {
+  if (pp__q_empty(&w->dirty_node)) {
+    pp__q_insert_tail(&w->pool->dirty, &w->dirty_node);
+    uv_prepare_start(&w->pool->flush, pp__on_flush);
+  }
+}
+
+int pp__wbatch_send(pp__worker *w, const void *frame, size_t len) {
+  int err = pp__wbatch_put(w, frame, len);
+
+  if (err == 0)
+    pp__mark_dirty(w);
+  return err;
+}
+
 /* Appends t's frame to the worker's batch: its argument, or with ref its argument's
  * place in shared memory (reflen bytes, bigmsg.h). */
 static int pp__wbatch_add(pp__wbatch *b, pp__task *t, const uint8_t *ref, size_t reflen) {
@@ -347,7 +362,6 @@ static int pp__worker_can_take(const pp__worker *w) {
 
 /* Sends t to w. Returns 0, or an error that leaves t queued. */
 static int pp__assign(pp__worker *w, pp__task *t) {
-  pp_pool *pool = w->pool;
   uint8_t ref[PP__SHM_TASK_FIXED + PP__SHM_NAME_MAX];
   size_t reflen;
   int err;
@@ -373,10 +387,7 @@ static int pp__assign(pp__worker *w, pp__task *t) {
     w->head_since = uv_hrtime();
     pp__worker_arm_task_timer(w);
   }
-  if (pp__q_empty(&w->dirty_node)) {
-    pp__q_insert_tail(&pool->dirty, &w->dirty_node);
-    uv_prepare_start(&pool->flush, pp__on_flush);
-  }
+  pp__mark_dirty(w);
   return 0;
 }
 

@@ -234,10 +234,10 @@ struct pp_pool {
   uint64_t start_timeout_ms;
   size_t max_message;
   /* The shared-memory transport (bigmsg.c): messages of shm_threshold bytes and up, 0:
-   * none. The pool's argument segments, all workers', take at most shm_max / 2. */
+   * none. Its segments, all workers', take at most shm_max bytes. */
   size_t shm_threshold;
   size_t shm_max;
-  size_t shm_arg_bytes;
+  size_t shm_bytes;
   int shm_off;             /* a segment could not be made or mapped: the channel only */
   /* The task table: the program's own (pp_main), or learned from the first worker. */
   const char **names;

@@ -219,9 +219,6 @@ int pp__init_decode(const uint8_t *p, size_t len, pp__init *out, const char **wh
   out->max_message = pp__get_u64(p + 4);
   out->max_memory = 0;
   out->shm_threshold = 0;
-  out->shm_budget = 0;
-  out->shm_base = NULL;
-  out->shm_base_len = 0;
   /* The optional fields sit between max_message and the initializer's name: each one
    * read moves p and len on, so that the fixed part's offsets hold for what follows. */
   if (flags & PP__INIT_MEMCAP) {
@@ -232,20 +229,15 @@ int pp__init_decode(const uint8_t *p, size_t len, pp__init *out, const char **wh
     len -= 8;
   }
   if (flags & PP__INIT_SHM) {
-    if (len < PP__INIT_FIXED + 17)
+    if (len < PP__INIT_FIXED + 8)
       return PP_EPROTO;
     out->shm_threshold = pp__get_u64(p + 12);
-    out->shm_budget = pp__get_u64(p + 20);
-    nlen = p[28];
-    if (nlen > PP__SHM_BASE_MAX || out->shm_threshold == 0 ||
-        nlen > len - PP__INIT_FIXED - 17 || !pp__shm_name_ok(p + 29, nlen)) {
+    if (out->shm_threshold == 0) {
       *why = "the pool's init frame has a malformed shared-memory transport";
       return PP_EPROTO;
     }
-    out->shm_base = (const char *) p + 29;
-    out->shm_base_len = nlen;
-    p += 17 + nlen;
-    len -= 17 + nlen;
+    p += 8;
+    len -= 8;
   }
   nlen = p[12];
   if (nlen > len - PP__INIT_FIXED)
@@ -267,7 +259,7 @@ size_t pp__init_encode(uint8_t *out, const pp__init *in) {
   }
   if (in->shm_threshold != 0) {
     flags |= PP__INIT_SHM;
-    size += 17 + in->shm_base_len;
+    size += 8;
   }
   if (out == NULL)
     return size;
@@ -281,10 +273,7 @@ size_t pp__init_encode(uint8_t *out, const pp__init *in) {
   }
   if (flags & PP__INIT_SHM) {
     pp__put_u64(out, in->shm_threshold);
-    pp__put_u64(out + 8, in->shm_budget);
-    out[16] = (uint8_t) in->shm_base_len;
-    memcpy(out + 17, in->shm_base, in->shm_base_len);
-    out += 17 + in->shm_base_len;
+    out += 8;
   }
   out[0] = (uint8_t) in->initializer_len;
   if (in->initializer_len > 0)
@@ -330,11 +319,11 @@ int pp__shm_result_decode(const uint8_t *p, size_t len, pp__shm_result *out,
     return PP_EPROTO;
   }
   out->where = pp__get_u32(p);
-  out->gen = pp__get_u32(p + 4);
   out->size = pp__get_u64(p + 8);
   out->off = pp__get_u64(p + 16);
   out->len = pp__get_u64(p + 24);
-  if (out->where > PP__SHM_SLOTS || out->off > out->size || out->len > out->size - out->off ||
+  if (out->where > PP__SHM_SLOTS || pp__get_u32(p + 4) != 0 || out->off > out->size ||
+      out->len > out->size - out->off ||
       (out->where > 0 && out->off < PP__SHM_RESULT_HDR)) {
     *why = "a result in shared memory out of its segment's bounds";
     return PP_EPROTO;
@@ -344,7 +333,7 @@ int pp__shm_result_decode(const uint8_t *p, size_t len, pp__shm_result *out,
 
 void pp__shm_result_encode(uint8_t out[PP__SHM_RESULT_SIZE], const pp__shm_result *in) {
   pp__put_u32(out, in->where);
-  pp__put_u32(out + 4, in->gen);
+  pp__put_u32(out + 4, 0);
   pp__put_u64(out + 8, in->size);
   pp__put_u64(out + 16, in->off);
   pp__put_u64(out + 24, in->len);

@@ -35,30 +35,30 @@ enum pp__frame_type {
   PP__F_RETIRE = 10,        /* worker -> pool, after a result: it is over the pool's
                              * max_worker_memory and starts nothing more; payload u64 its
                              * resident bytes */
-  PP__F_SHM_FAILED = 11     /* worker -> pool: it could not map the shared memory of the
+  PP__F_SHM_FAILED = 11,    /* worker -> pool: it could not map the shared memory of the
                              * TASK `id`, did not run it, and starts nothing more; payload
                              * why */
+  PP__F_SHM_OFFER = 12      /* pool -> worker: a segment for its large results; payload a
+                             * pp__shm_task (len 0) */
 };
 
 /* The header's flags. PP__FL_SHM: the frame's bytes are in shared memory, and its payload
  * says where (a TASK's argument: pp__shm_task; a RESULT of kind OK: pp__shm_result). */
 #define PP__FL_SHM 1
 
-/* How many segments each side keeps per worker for the transport: the pool's, for
- * arguments, and the worker's, for results. */
+/* How many segments the pool keeps per worker for the transport, for arguments and for
+ * results each. All are the pool's: it makes them, and they outlive the worker that
+ * wrote in them (on Windows a segment ends with the last handle to it). */
 #define PP__SHM_SLOTS 4
 /* A result segment starts with this header: u32 `busy` (1 from the worker's write of a
  * result to the pool's release of it, in the machine's byte order), then zero. */
 #define PP__SHM_RESULT_HDR 64
-/* The longest segment name on the wire (pp_shm_ref.name's room), and the longest base a
- * pool gives its workers for their result segments' names: each is the base, "-", the
- * slot's digit, "-" and the generation in at most 8 hex digits. */
+/* The longest segment name on the wire (pp_shm_ref.name's room). */
 #define PP__SHM_WIRE_NAME_MAX 55
-#define PP__SHM_BASE_MAX 44
 
-/* A TASK's argument in the pool's segment: u32 slot, u32 zero, u64 the segment's size,
- * u64 the argument's length (at the segment's start), then the segment's name to the end
- * of the payload. */
+/* A TASK's argument in the pool's segment, or (SHM_OFFER, len 0) a result segment for the
+ * worker: u32 slot, u32 zero, u64 the segment's size, u64 the argument's length (at the
+ * segment's start), then the segment's name to the end of the payload. */
 #define PP__SHM_TASK_FIXED 24
 typedef struct pp__shm_task {
   uint32_t slot;
@@ -70,13 +70,11 @@ int pp__shm_task_decode(const uint8_t *p, size_t len, pp__shm_task *out, const c
 size_t pp__shm_task_encode(uint8_t *out, const pp__shm_task *in);
 
 /* A RESULT's bytes in shared memory: u32 where (0: the task's own argument segment; k + 1:
- * the worker's result segment k), u32 its generation (result segments; a new one each
- * time the worker makes the slot anew), u64 the segment's size, u64 the offset of the
- * result in it, u64 the result's length. */
+ * the result segment the pool offered in slot k), u32 zero, u64 the segment's size, u64
+ * the offset of the result in it, u64 the result's length. */
 #define PP__SHM_RESULT_SIZE 32
 typedef struct pp__shm_result {
   uint32_t where;
-  uint32_t gen;
   uint64_t size;
   uint64_t off;
   uint64_t len;
@@ -199,10 +197,9 @@ void pp__rx_space(pp__rx *rx, uint8_t **base, size_t *len);
 int pp__rx_feed(pp__rx *rx, size_t n, pp__frame_cb cb, void *ctx, const char **why);
 
 /* INIT payload: version u16, flags u16, max_message u64; with flag PP__INIT_MEMCAP a u64
- * max_worker_memory; with flag PP__INIT_SHM the transport's u64 threshold, u64 the bytes
- * of result segments the worker may keep, and the base of their names as a u8 length and
- * bytes; then the initializer's name as a u8 length (0: none) and bytes, then the
- * initializer's argument to the end. */
+ * max_worker_memory; with flag PP__INIT_SHM the transport's u64 threshold; then the
+ * initializer's name as a u8 length (0: none) and bytes, then the initializer's argument
+ * to the end. */
 #define PP__INIT_FIXED 13
 #define PP__INIT_MEMCAP 1
 #define PP__INIT_SHM 2
@@ -211,9 +208,6 @@ typedef struct pp__init {
   uint64_t max_message;
   uint64_t max_memory;      /* 0: none */
   uint64_t shm_threshold;   /* 0: no transport; else results this large may use it */
-  uint64_t shm_budget;
-  const char *shm_base;     /* not NUL-terminated */
-  size_t shm_base_len;
   const char *initializer;  /* not NUL-terminated; NULL when none */
   size_t initializer_len;
   const uint8_t *initarg;

@@ -241,6 +241,8 @@ static void pp__on_result(pp__worker *w, const pp__hdr *h, uint8_t *data, int ow
                     (unsigned long long) t->id, (unsigned long) copy_len, shm_why,
                     pp_strerror(shm_err), pp_errname(shm_err));
   } else if (status == 0) {
+    /* Large, and it came over the channel: the next may come through shared memory. */
+    pp__bigmsg_offer(w, h->len);
     if (h->len > 0) {
       if (owned) {
         copy = data;

@@ -673,6 +673,14 @@ void pp__serve(pp__serve_ctx *ctx) {
                               &journal);
       if (err == 0 && pp__jw_finish(&journal, seq) != 0)
         break;
+    } else if (h.type == PP__F_SHM_OFFER && inited) {
+      pp__shm_task st;
+      char why_shm[256];
+      if (pp__shm_task_decode(payload, h.len, &st, &why) != 0)
+        pp__worker_die(ctx, PP__EXIT_PROTO, why, 0);
+      /* One it cannot map is only not used: its results go over the channel. */
+      if (pp__wbig_offer(big, &st, why_shm, sizeof(why_shm)) == PP_EPROTO)
+        pp__worker_die(ctx, PP__EXIT_PROTO, why_shm, 0);
     } else if (h.type == PP__F_JOURNAL && inited) {
       pp_shm_ref ref;
       if (pp__journal_decode(payload, h.len, &ref, &why) != 0)

@@ -306,11 +306,13 @@ void test_bm_cap(void) {
   bm_pattern(arg, 8 * MIB, 9);
   test_options(&opts);
   opts.workers = 1;
-  /* 3 MiB for arguments, 3 MiB for the one worker's results. */
-  opts.shm_max_bytes = 6 * MIB;
+  /* Room for one 4 MiB segment, or a 2 MiB one and a little. */
+  opts.shm_max_bytes = 5 * MIB;
   pool = NEW_POOL(NULL, &opts);
   assert_where(pool, 2 * MIB, 1);
-  assert_where(pool, 4 * MIB, 0);
+  /* No room for a second segment: the first is made anew, larger. */
+  assert_where(pool, 4 * MIB, 1);
+  assert_where(pool, 8 * MIB, 0);
   check_apply(pool, "echo", arg, 8 * MIB, arg, 8 * MIB);
   check_apply(pool, "bm_copy", arg, 2 * MIB, arg, 2 * MIB);
   check_make(pool, 5 * MIB, 1);
