@@ -68,12 +68,15 @@ static int on_frame(void *ctx, const pp__hdr *h, uint8_t *payload, int owned) {
   pp__init init;
   pp__batch batch;
   pp_shm_ref ref;
+  pp__shm_result sr;
   size_t *frames = (size_t *) ctx;
   size_t max = 0;
 
   ++*frames;
-  /* The reader checked the header already, as pp__hdr_check_from_worker does. */
-  if (h->flags != 0)
+  /* The reader checked the header already, as pp__hdr_check_from_worker does: the one
+   * flag there is marks a RESULT of kind 0 whose bytes are in shared memory. */
+  if (h->flags != 0 && !(h->flags == PP__FL_SHM && h->type == PP__F_RESULT &&
+                         h->aux == PP__R_OK && h->len == PP__SHM_RESULT_SIZE))
     abort();
   touch(payload, h->len);
   if (pp__hello_decode(payload, h->len, &hello, &why) == 0) {
@@ -93,7 +96,8 @@ static int on_frame(void *ctx, const pp__hdr *h, uint8_t *payload, int owned) {
   if (pp__init_decode(payload, h->len, &init, &why) == 0) {
     /* With the memory-cap flag, the cap's 8 bytes lie between the fixed part and the
      * name. */
-    size_t cap = (pp__get_u16(payload + 2) & PP__INIT_MEMCAP) ? 8 : 0;
+    size_t cap = ((pp__get_u16(payload + 2) & PP__INIT_MEMCAP) ? 8 : 0) +
+                 ((pp__get_u16(payload + 2) & PP__INIT_SHM) ? 8 : 0);
     if (init.initializer_len > PP__MAX_NAME ||
         init.initializer_len + init.initarg_len + PP__INIT_FIXED + cap != h->len)
       abort();
@@ -109,6 +113,11 @@ static int on_frame(void *ctx, const pp__hdr *h, uint8_t *payload, int owned) {
   if (pp__journal_decode(payload, h->len, &ref, &why) == 0) {
     size_t n = strlen(ref.name);
     if (n == 0 || n != h->len - 4)
+      abort();
+  }
+  if (pp__shm_result_decode(payload, h->len, &sr, &why) == 0) {
+    if (sr.where > PP__SHM_SLOTS || sr.off > sr.size || sr.len > sr.size - sr.off ||
+        (sr.where > 0 && sr.off < PP__SHM_RESULT_HDR))
       abort();
   }
   (void) max;

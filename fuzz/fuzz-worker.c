@@ -2,7 +2,7 @@
  * reader (src/wreader.c), reading the input in pieces of varying sizes, and, on what it
  * yields, the decoding the worker's serving loop (pp__serve) does: INIT first, then TASK,
  * BATCH (its items walked, each argument copied to an aligned place when it is not in
- * one) and JOURNAL frames; anything else ends the worker, as it would. A batch's results
+ * one), JOURNAL frames, and the shared-memory references of TASK and SHM_OFFER frames; anything else ends the worker, as it would. A batch's results
  * (each item's argument echoed, or a message) are written to a results journal by the
  * worker's journal writer as pp__serve_batch writes them, and each run is read back by the
  * pool's journal reader: what comes back must be what went in. Anything but a clean
@@ -199,7 +199,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         abort();
       break;
     }
-    if (h.flags != 0 || h.len > limit || (h.len > 0 && payload == NULL))
+    if ((h.flags != 0 && !(h.flags == PP__FL_SHM && h.type == PP__F_TASK)) ||
+        h.len > limit || (h.len > 0 && payload == NULL))
       abort();
     if (h.len > 0 && (uintptr_t) payload % PP__ALIGN != 0)
       abort();
@@ -208,7 +209,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       pp__init init;
       if (pp__init_decode(payload, h.len, &init, &why) != 0)
         break;
-      size_t cap = (pp__get_u16(payload + 2) & PP__INIT_MEMCAP) ? 8 : 0;
+      size_t cap = ((pp__get_u16(payload + 2) & PP__INIT_MEMCAP) ? 8 : 0) +
+                   ((pp__get_u16(payload + 2) & PP__INIT_SHM) ? 8 : 0);
       if (init.initializer_len > PP__MAX_NAME ||
           PP__INIT_FIXED + cap + init.initializer_len + init.initarg_len != h.len)
         abort();
@@ -217,6 +219,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       touch(init.initarg, init.initarg_len);
       max_message = (size_t) init.max_message;
       inited = 1;
+    } else if ((h.type == PP__F_TASK && h.flags == PP__FL_SHM) || h.type == PP__F_SHM_OFFER) {
+      /* Where a large argument is, or a result segment: decoded, not mapped. */
+      pp__shm_task st;
+      if (!inited || pp__shm_task_decode(payload, h.len, &st, &why) != 0)
+        break;
+      if (st.slot >= PP__SHM_SLOTS || st.len > st.size || strlen(st.name) < 10 ||
+          strlen(st.name) > PP__SHM_WIRE_NAME_MAX || memcmp(st.name, "procpool-", 9) != 0)
+        abort();
     } else if (h.type == PP__F_TASK && inited) {
       continue;
     } else if (h.type == PP__F_BATCH && inited) {

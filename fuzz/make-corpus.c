@@ -34,13 +34,19 @@ static void put(const void *p, size_t n) {
 
 static void put_u8(uint8_t v) { put(&v, 1); }
 
-static void frame(uint8_t type, uint16_t aux, uint64_t id, const void *payload,
-                  size_t len) {
+static void frame_f(uint8_t type, uint8_t flags, uint16_t aux, uint64_t id,
+                    const void *payload, size_t len) {
   uint8_t h[PP__HDR_SIZE];
 
   pp__hdr_encode(h, type, aux, id, (uint32_t) len);
+  pp__hdr_set_flags(h, flags);
   put(h, sizeof(h));
   put(payload, len);
+}
+
+static void frame(uint8_t type, uint16_t aux, uint64_t id, const void *payload,
+                  size_t len) {
+  frame_f(type, 0, aux, id, payload, len);
 }
 
 static const char *dir;
@@ -129,6 +135,26 @@ static void frames(void) {
   frame(PP__F_RESULT, PP__R_OK, 1, big, sizeof(big));
   frame(PP__F_RESULT, PP__R_OK, 2, sq, sizeof(sq));
   save("frames", "big-result");
+  /* Results in shared memory: in the task's argument, and in a result segment. */
+  {
+    uint8_t ref[PP__SHM_RESULT_SIZE];
+    pp__shm_result sr;
+    put_u8(0);
+    put_u8(1);
+    hello();
+    frame(PP__F_READY, 0, 0, NULL, 0);
+    memset(&sr, 0, sizeof(sr));
+    sr.size = 1 << 20;
+    sr.len = 4096;
+    pp__shm_result_encode(ref, &sr);
+    frame_f(PP__F_RESULT, PP__FL_SHM, PP__R_OK, 1, ref, sizeof(ref));
+    sr.where = 2;
+    sr.off = PP__SHM_RESULT_HDR;
+    pp__shm_result_encode(ref, &sr);
+    frame_f(PP__F_RESULT, PP__FL_SHM, PP__R_OK, 2, ref, sizeof(ref));
+    frame(PP__F_SHM_FAILED, 0, 3, "could not map", 13);
+    save("frames", "shm-results");
+  }
   /* The frames the pool sends, read as a worker's: every decoder sees its own kind. */
   {
     uint8_t init[PP__INIT_FIXED + 5 + 3];
@@ -253,6 +279,34 @@ static void worker(void) {
   frame(PP__F_TASK, 0, 1, big, sizeof(big));
   frame(PP__F_TASK, 0, 2, arg, 5);
   save("worker", "big-task");
+
+  /* The shared-memory transport: INIT with its threshold, a result segment offered, and
+   * an argument in a segment (decoded, not mapped). */
+  {
+    uint8_t p[PP__INIT_FIXED + 8];
+    uint8_t ref[PP__SHM_TASK_FIXED + PP__SHM_WIRE_NAME_MAX];
+    pp__shm_task st;
+    size_t n;
+    put_u8(3);
+    pp__put_u16(p, PP__PROTO_VERSION);
+    pp__put_u16(p + 2, PP__INIT_SHM);
+    pp__put_u64(p + 4, 1 << 20);
+    pp__put_u64(p + 12, 4096);
+    p[20] = 0;
+    frame(PP__F_INIT, 0, 0, p, sizeof(p));
+    memset(&st, 0, sizeof(st));
+    st.slot = 1;
+    st.size = 1 << 20;
+    memcpy(st.name, "procpool-4242-7-abcdefgh", 25);
+    n = pp__shm_task_encode(ref, &st);
+    frame(PP__F_SHM_OFFER, 0, 0, ref, n);
+    st.slot = 0;
+    st.len = 8192;
+    n = pp__shm_task_encode(ref, &st);
+    frame_f(PP__F_TASK, PP__FL_SHM, 0, 1, ref, n);
+    frame(PP__F_TASK, 0, 2, arg, 5);
+    save("worker", "shm");
+  }
 
   /* A small journal and a small limit: a batch's results go out in several runs, and
    * one too large for the journal goes on its own. */
