@@ -124,7 +124,7 @@ static void serve_batch(uint64_t id, const pp__batch *b, size_t max_message) {
   if (jn.jw.base != NULL)
     pp__jw_begin(&jn.jw, id, 0);
   for (i = 0; i < b->count; i++) {
-    uint32_t alen = pp__get_u32(b->table + (size_t) i * 4);
+    uint32_t alen = b->table != NULL ? pp__get_u32(b->table + (size_t) i * 4) : b->size;
     const uint8_t *p = next;
     uint32_t kind = PP__R_OK;
     size_t n = alen;

@@ -308,6 +308,7 @@ void pp__jw_begin(pp__jw *j, uint64_t id, uint32_t first) {
   pp__put_u64(j->base + PP__JOURNAL_ID, id);
   j->count = 0;
   j->used = 0;
+  j->uniform = 1;
 }
 
 int pp__jw_fits(const pp__jw *j, size_t n, size_t limit) {
@@ -321,6 +322,10 @@ void pp__jw_add(pp__jw *j, uint32_t kind, const void *data, size_t n) {
     memcpy(j->data + j->used, data, n);
   pp__put_u32(e, kind);
   pp__put_u32(e + 4, (uint32_t) n);
+  if (j->count == 0)
+    j->usize = (uint32_t) n;
+  if (kind != PP__R_OK || n != j->usize)
+    j->uniform = 0;
   j->used += n;
   j->count++;
   pp__store_release(j->base + PP__JOURNAL_COUNT, j->count);

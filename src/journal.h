@@ -112,6 +112,9 @@ typedef struct pp__jw {
   size_t dcap;
   uint32_t count;          /* results in the run (what the header's count says) */
   size_t used;             /* their bytes */
+  int uniform;             /* every result in the run is a success of usize bytes: the run
+                              can go out in the fixed form, without its table */
+  uint32_t usize;
 } pp__jw;
 
 /* Maps the journal ref names and marks it mapped. Returns 0, or an error that leaves j

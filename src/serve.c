@@ -384,21 +384,35 @@ static int pp__send_batch_item(pp__chan *chan, uint64_t id, uint32_t i, const pp
  * the journal only the items it has not filed. */
 static int pp__send_run(pp__chan *chan, pp__jw *j, uint64_t id, uint32_t first,
                         uint32_t next) {
-  uint8_t head[PP__HDR_SIZE + 8];
+  uint8_t head[PP__HDR_SIZE + PP__BATCH_FIXED_HDR];
   pp__iov iov[3];
   int err;
 
-  pp__hdr_encode(head, PP__F_BATCH_RESULT, 0, id,
-                 (uint32_t) (8 + (size_t) j->count * 8 + j->used));
   pp__put_u32(head + PP__HDR_SIZE, first);
-  pp__put_u32(head + PP__HDR_SIZE + 4, j->count);
-  iov[0].base = head;
-  iov[0].len = sizeof(head);
-  iov[1].base = j->table;
-  iov[1].len = (size_t) j->count * 8;
-  iov[2].base = j->data;
-  iov[2].len = j->used;
-  err = pp__chan_write(chan, iov, 3);
+  if (j->uniform) {
+    /* Every result a success of one size: the fixed form, without the table. */
+    pp__hdr_encode(head, PP__F_BATCH_RESULT, 0, id,
+                   (uint32_t) (PP__BATCH_FIXED_HDR + j->used));
+    pp__put_u32(head + PP__HDR_SIZE + 4, j->count | PP__BATCH_FIXED);
+    pp__put_u32(head + PP__HDR_SIZE + 8, j->usize);
+    pp__put_u32(head + PP__HDR_SIZE + 12, 0);
+    iov[0].base = head;
+    iov[0].len = sizeof(head);
+    iov[1].base = j->data;
+    iov[1].len = j->used;
+    err = pp__chan_write(chan, iov, 2);
+  } else {
+    pp__hdr_encode(head, PP__F_BATCH_RESULT, 0, id,
+                   (uint32_t) (8 + (size_t) j->count * 8 + j->used));
+    pp__put_u32(head + PP__HDR_SIZE + 4, j->count);
+    iov[0].base = head;
+    iov[0].len = PP__HDR_SIZE + 8;
+    iov[1].base = j->table;
+    iov[1].len = (size_t) j->count * 8;
+    iov[2].base = j->data;
+    iov[2].len = j->used;
+    err = pp__chan_write(chan, iov, 3);
+  }
   pp__jw_begin(j, id, next);
   return err;
 }
@@ -422,7 +436,7 @@ static int pp__serve_batch(pp__chan *chan, pp_call *call, size_t index, uint64_t
   if (j->base != NULL)
     pp__jw_begin(j, id, 0);
   for (i = 0; i < b->count && err == 0; i++) {
-    uint32_t alen = pp__get_u32(b->table + (size_t) i * 4);
+    uint32_t alen = b->table != NULL ? pp__get_u32(b->table + (size_t) i * 4) : b->size;
     const void *p = next;
     const void *out;
     size_t n;

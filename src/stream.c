@@ -155,7 +155,7 @@ static void pp__stream_on_items(pp__task *t, const pp__batch *b, long pid) {
   const uint8_t *data = b->data;
   uint32_t j, failed = 0;
 
-  for (j = 0; j < b->count; j++)
+  for (j = 0; j < b->count && b->table != NULL; j++)
     if (pp__get_u32(b->table + (size_t) j * 8) != PP__R_OK)
       failed++;
   pool->st_done += b->count;
@@ -163,8 +163,8 @@ static void pp__stream_on_items(pp__task *t, const pp__batch *b, long pid) {
   mb->received += b->count;
   for (j = 0; j < b->count; j++) {
     size_t i = mb->start + b->first + j;
-    uint32_t kind = pp__get_u32(b->table + (size_t) j * 8);
-    uint32_t n = pp__get_u32(b->table + (size_t) j * 8 + 4);
+    uint32_t kind = b->table != NULL ? pp__get_u32(b->table + (size_t) j * 8) : PP__R_OK;
+    uint32_t n = b->table != NULL ? pp__get_u32(b->table + (size_t) j * 8 + 4) : b->size;
     pp_result o;
 
     memset(&o, 0, sizeof(o));
