@@ -417,6 +417,19 @@ static int pp__send_run(pp__chan *chan, pp__jw *j, uint64_t id, uint32_t first,
   return err;
 }
 
+/* Runs one item of a batch: pp__run without the busy mark, which the batch sets once,
+ * and with the task's function and name found once for the batch. */
+static void pp__run_item(pp_call *call, pp_task_fn fn, const void *arg, size_t len) {
+  int r = fn(call, len ? arg : NULL, len);
+
+  if (r != 0 && call->kind == PP__R_OK) {
+    call->kind = PP__R_FAIL;
+    call->msg_len = (size_t) snprintf(call->msg, sizeof(call->msg),
+                                      "task '%s' returned %d (%s) without a message",
+                                      call->name, r, pp_errname(r));
+  }
+}
+
 /* Runs each item of a batch as a task of its own. Before an item starts, every earlier
  * item's result is on the wire or in the journal, so a worker that dies in item k leaves
  * the results of the items before k to the pool, which fails item k alone and runs again
@@ -425,16 +438,21 @@ static int pp__send_run(pp__chan *chan, pp__jw *j, uint64_t id, uint32_t first,
  * result alone may be an error message over it); a result too large for the journal goes
  * out on its own at once, after the run before it. Without a journal, every result goes
  * out on its own before the next item starts. The arguments lie end to end in the batch;
- * one that is not aligned as the header promises is copied to `arg` first. */
+ * one that is not aligned as the header promises is copied to `arg` first. The worker is
+ * marked busy once for the whole batch (pp__chan_busy is an atomic store that would cost
+ * more than a small item twice over). */
 static int pp__serve_batch(pp__chan *chan, pp_call *call, size_t index, uint64_t id,
                            const pp__batch *b, size_t max_message, pp__buf *arg,
                            pp__jw *j) {
   const uint8_t *next = b->data;
+  pp_task_fn fn = index < pp__ntasks ? pp__table[index].fn : NULL;
   uint32_t i, first = 0;
   int err = 0;
 
   if (j->base != NULL)
     pp__jw_begin(j, id, 0);
+  pp__chan_busy(chan, 1);
+  pp__call_reset(call, max_message);
   for (i = 0; i < b->count && err == 0; i++) {
     uint32_t alen = b->table != NULL ? pp__get_u32(b->table + (size_t) i * 4) : b->size;
     const void *p = next;
@@ -445,13 +463,19 @@ static int pp__serve_batch(pp__chan *chan, pp_call *call, size_t index, uint64_t
       err = pp__buf_reserve(arg, alen);
       if (err != 0)
         break;
-      memcpy(arg->p, next, alen);
+      pp__copy_small(arg->p, next, alen);
       p = arg->p;
     }
     next += alen;
-    pp__call_reset(call, max_message);
-    if (index < pp__ntasks) {
-      pp__run(call, index, p, alen);
+    /* After a success of a small result the call is as a reset leaves it but for its
+     * length (only a failure writes the message, only a large result grows the buffer). */
+    if (call->kind != PP__R_OK || call->cap > PP__KEEP_REPLY)
+      pp__call_reset(call, max_message);
+    else
+      call->len = 0;
+    if (fn != NULL) {
+      call->name = pp__table[index].name;
+      pp__run_item(call, fn, p, alen);
     } else {
       call->kind = PP__R_NOTASK;
       call->msg_len = (size_t) snprintf(call->msg, sizeof(call->msg),
@@ -464,6 +488,8 @@ static int pp__serve_batch(pp__chan *chan, pp_call *call, size_t index, uint64_t
     }
     out = call->kind == PP__R_OK ? (const void *) call->data : (const void *) call->msg;
     n = call->kind == PP__R_OK ? call->len : call->msg_len;
+    if (call->kind == PP__R_OK && pp__jw_add_same(j, out, n, max_message))
+      continue;
     if (j->count > 0 && !pp__jw_fits(j, n, max_message)) {
       err = pp__send_run(chan, j, id, first, i);
       first = i;
@@ -478,6 +504,7 @@ static int pp__serve_batch(pp__chan *chan, pp_call *call, size_t index, uint64_t
       pp__jw_begin(j, id, first);
     }
   }
+  pp__chan_busy(chan, 0);
   if (err == 0 && j->base != NULL && j->count > 0)
     err = pp__send_run(chan, j, id, first, b->count);
   pp__buf_trim(arg);
