@@ -93,6 +93,20 @@ static void batch_result(uint64_t id, uint32_t first, uint32_t count) {
   frame(PP__F_BATCH_RESULT, 0, id, p, n);
 }
 
+/* The fixed form of a BATCH_RESULT: count successes of size bytes each, from first. */
+static void batch_result_fixed(uint64_t id, uint32_t first, uint32_t count,
+                               uint32_t size) {
+  uint8_t p[PP__BATCH_FIXED_HDR + 64 * 16];
+  size_t n = PP__BATCH_FIXED_HDR + (size_t) count * size;
+
+  pp__put_u32(p, first);
+  pp__put_u32(p + 4, count | PP__BATCH_FIXED);
+  pp__put_u32(p + 8, size);
+  pp__put_u32(p + 12, 0);
+  memset(p + PP__BATCH_FIXED_HDR, 'r', n - PP__BATCH_FIXED_HDR);
+  frame(PP__F_BATCH_RESULT, 0, id, p, n);
+}
+
 static void frames(void) {
   static uint8_t big[40000];
   uint8_t sq[8] = { 1, 0, 0, 0, 0, 0, 0, 0 };
@@ -113,6 +127,8 @@ static void frames(void) {
     frame(PP__F_RESULT, PP__R_TOOBIG, 4, "too big", 7);
     batch_result(5, 0, 4);
     batch_result(5, 4, 3);
+    batch_result_fixed(13, 0, 5, 8);
+    batch_result_fixed(13, 5, 2, 0);
     snprintf(name, sizeof(name), "life-%u", chunk);
     save("frames", name);
   }
@@ -181,6 +197,14 @@ static void frames(void) {
       pp__put_u32(bt + 12, 3);
       memcpy(bt + 16, "abbccc", 6);
       frame(PP__F_BATCH, 0, 7, bt, sizeof(bt));
+    }
+    {
+      uint8_t bt[PP__BATCH_FIXED_HDR + 3 * 8];
+      memset(bt, 0, sizeof(bt));
+      pp__put_u32(bt, 3 | PP__BATCH_FIXED);
+      pp__put_u32(bt + 4, 8);
+      memcpy(bt + PP__BATCH_FIXED_HDR, "aaaaaaaabbbbbbbbcccccccc", 24);
+      frame(PP__F_BATCH, 0, 11, bt, sizeof(bt));
     }
     save("frames", "pool-frames");
   }
@@ -254,6 +278,20 @@ static void batch(uint64_t id, uint16_t task, uint32_t count, uint32_t step) {
   frame(PP__F_BATCH, task, id, p, n);
 }
 
+/* A batch of the fixed form: count items of size bytes (pp_map_array's), every third's
+ * first byte odd. */
+static void batch_fixed(uint64_t id, uint16_t task, uint32_t count, uint32_t size) {
+  static uint8_t p[PP__BATCH_FIXED_HDR + 256 * 64];
+  uint32_t i;
+
+  memset(p, 0, PP__BATCH_FIXED_HDR);
+  pp__put_u32(p, count | PP__BATCH_FIXED);
+  pp__put_u32(p + 4, size);
+  for (i = 0; i < count; i++)
+    memset(p + PP__BATCH_FIXED_HDR + (size_t) i * size, i % 3 == 1 ? 'a' : 'b', size);
+  frame(PP__F_BATCH, task, id, p, PP__BATCH_FIXED_HDR + (size_t) count * size);
+}
+
 static void worker(void) {
   static uint8_t big[40000];
   uint8_t arg[8] = { 7, 0, 0, 0, 0, 0, 0, 0 };
@@ -265,6 +303,9 @@ static void worker(void) {
   journal(4096, "procpool-4242-1-j7");
   batch(3, 0, 5, 3);
   batch(4, 2, 9, 1);
+  batch_fixed(14, 0, 7, 8);
+  batch_fixed(22, 1, 3, 0);
+  batch_fixed(26, 0, 5, 12);
   save("worker", "life");
 
   put_u8(5);

@@ -16,8 +16,8 @@
  * Threads: every parent-side function may be called from any thread, on any pool,
  * concurrently. A pool's core runs on one thread, the one that runs its loop; a call made
  * on another thread is handed to it, and a call that waits (pp_apply, pp_map,
- * pp_map_stream, pp_pool_wait, pp_cancel, pp_pool_stats_get, a private pool's
- * pp_pool_close) sleeps until that thread has answered. It never runs a loop that
+ * pp_map_array, pp_map_stream, pp_pool_wait, pp_cancel, pp_pool_stats_get, a private
+ * pool's pp_pool_close) sleeps until that thread has answered. It never runs a loop that
  * another thread runs. Which thread runs the loop:
  *   - A caller's loop: the thread that called pp_pool_new, which must be the thread that
  *     runs that loop (uv_run). Calls from other threads are answered when it runs it.
@@ -29,7 +29,8 @@
  * Result and close callbacks run on the thread that runs the loop, one at a time;
  * pp_map_stream's next() and each() on the thread that called pp_map_stream.
  * Blocking calls made off the loop's thread copy their arguments; pp_map and pp_map_stream
- * made there send items one by one rather than in batches (fewer items per second).
+ * made there send items one by one rather than in batches (fewer items per second);
+ * pp_map_array sends its batches from there as from the loop's thread.
  * A pool ends when pp_pool_close's work is done (its cb runs): from then on no thread may
  * use the pool pointer; a call racing with that end must have started before it. On a
  * private loop, pp_pool_close from any thread returns once the pool is gone. Futures stay
@@ -394,9 +395,9 @@ typedef struct pp_result {
  * borrowed for the call: the pool frees data and message afterwards. To keep either, take
  * the pointer and set the field to NULL. The callback may submit and cancel, and on a
  * caller's loop close or terminate the pool. It must not call the blocking functions
- * (pp_apply, pp_map, pp_pool_wait), nor on a private loop pp_pool_close or
- * pp_pool_terminate (except pp_pool_terminate to hurry a running pp_pool_close): those
- * return PP_EINVAL. */
+ * (pp_apply, pp_map, pp_map_array, pp_pool_wait), nor on a private loop pp_pool_close
+ * or pp_pool_terminate (except pp_pool_terminate to hurry a running pp_pool_close):
+ * those return PP_EINVAL. */
 typedef void (*pp_result_cb)(pp_pool *pool, pp_result *result, void *user);
 
 /* Queues the task `task` with a copy of the len bytes at arg (arg may be NULL when len is
@@ -468,6 +469,50 @@ PP_EXTERN int pp_apply(pp_pool *pool, const char *task, const void *arg, size_t 
 PP_EXTERN int pp_map(pp_pool *pool, const char *task, size_t n, const pp_input *args,
                      pp_result *out);
 
+/* Runs task once per item of an array and waits for all, as pp_map does, for items of
+ * fixed sizes: args holds n items of arg_size bytes each, end to end (item i at
+ * args + i * arg_size), and each item's result must be exactly result_size bytes; it is
+ * written at results + i * result_size. statuses (may be NULL) receives each item's
+ * status at statuses[i]: 0, or the error that item failed with. The task is an ordinary
+ * pp_task_fn: it receives its item as arg (aligned as always; NULL when arg_size is 0)
+ * and replies with pp_reply. Blocks like pp_map, with the same rules (not from a result
+ * callback or a worker; on a caller's loop not from any of that loop's callbacks); made
+ * from a thread that does not run the loop, it runs as fast as on it.
+ *
+ * Memory: args, results and statuses stay the caller's. args is read, never written, and
+ * must stay unchanged until pp_map_array returns; results and statuses must not be read
+ * or written by anyone else until then. Items go to workers in batches, as pp_map's do,
+ * each batch a copy of its items (at most 4 MiB of copies per worker at a time), and
+ * each result is copied into its place as it comes: nothing is allocated per item. Under
+ * task_timeout_ms, max_tasks_per_worker or max_worker_memory the items go one by one,
+ * each a task of its own, as pp_map's do (fewer items per second).
+ *
+ * Items fail alone and the others run. An item fails when the task failed (PP_ETASK),
+ * replied other than exactly result_size bytes (PP_EPROTO) or over max_message_bytes
+ * (PP_E2BIG), its worker died while it ran it (PP_EWORKER: only the item it was running
+ * fails; the items after it in its batch run elsewhere, each exactly once) or it ran
+ * past task_timeout_ms (PP_ETIMEDOUT). When the pool will not take an item (the task is
+ * not in its table: PP_ENOTASK; it was closed: PP_ECLOSED; it gave up starting workers:
+ * PP_ESPAWN, PP_EINIT; memory ran out: PP_ENOMEM), that item and every later one fail
+ * with that error, while those already taken run to their end. pp_pool_terminate ends
+ * the items in flight with PP_ECANCELED, and so does a loop that stops (someone closed
+ * the pool's handles). A failed item's result_size bytes in results are set to zero.
+ * Failure messages are not kept: statuses is all there is (pp_map gives each item's
+ * message).
+ *
+ * Returns 0 when every item succeeded, else the status of the first (lowest index) that
+ * failed; every entry of results and statuses is then filled. n == 0 returns 0 and
+ * touches nothing. arg_size 0: every item gets an empty argument, and args may be NULL.
+ * result_size 0: results may be NULL, and every item must reply nothing.
+ * With results and statuses untouched and nothing run: PP_EINVAL (pool or task NULL;
+ * args NULL with n > 0 and arg_size > 0; results NULL with n > 0 and result_size > 0;
+ * n * arg_size or n * result_size overflows a size_t; called from a result callback or
+ * a worker), PP_E2BIG (arg_size or result_size over max_message_bytes: no item could
+ * succeed). */
+PP_EXTERN int pp_map_array(pp_pool *pool, const char *task, size_t n, const void *args,
+                           size_t arg_size, void *results, size_t result_size,
+                           int *statuses);
+
 /* ---- Streams of work ---------------------------------------------------------------- */
 
 /* Gives pp_map_stream its next input. Returns 1 with *next set (next->data may be NULL
@@ -486,7 +531,7 @@ typedef int (*pp_next_fn)(void *user, pp_input *next);
  * set the field to NULL. result->id is an id of the item's own. Called from the pool's
  * loop inside pp_map_stream, with the same rules as a pp_result_cb: it may call
  * pp_pool_stats_get, pp_submit and pp_cancel, and must not call the blocking functions
- * (pp_apply, pp_map, pp_map_stream, pp_pool_wait), nor close the pool. */
+ * (pp_apply, pp_map, pp_map_array, pp_map_stream, pp_pool_wait), nor close the pool. */
 typedef void (*pp_each_fn)(void *user, size_t index, pp_result *result);
 
 /* pp_map_stream's flags. */

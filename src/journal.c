@@ -254,10 +254,39 @@ void pp__jw_begin(pp__jw *j, uint64_t id, uint32_t first) {
   pp__put_u64(j->base + PP__JOURNAL_ID, id);
   j->count = 0;
   j->used = 0;
+  j->uniform = 1;
+  j->same_left = 0;
 }
 
-int pp__jw_fits(const pp__jw *j, size_t n, size_t limit) {
-  return j->count < j->tcap && n <= j->dcap - j->used && (j->count == 0 || j->used + n <= limit);
+uint32_t pp__jw_room_same(const pp__jw *j, size_t limit) {
+  size_t room = j->tcap - j->count;
+
+  /* As pp__jw_fits: room in the journal, and the run's results within limit. */
+  if (j->usize > 0) {
+    size_t by_data = (j->dcap - j->used) / j->usize;
+    size_t by_limit = j->used < limit ? (limit - j->used) / j->usize : 0;
+    if (by_data < room)
+      room = by_data;
+    if (by_limit < room)
+      room = by_limit;
+  }
+  return (uint32_t) room;
+}
+
+/* pp__put_u32, here where it runs for every item of a batch: a call each would cost more
+ * than the store. On a little-endian machine (the test folds away) the value is stored as
+ * it lies, in one move; compilers do not always merge the bytes' stores into one. */
+static void pp__jw_u32(uint8_t *p, uint32_t v) {
+  const uint16_t probe = 1;
+
+  if (*(const uint8_t *) &probe == 1) {
+    memcpy(p, &v, sizeof(v));
+    return;
+  }
+  p[0] = (uint8_t) v;
+  p[1] = (uint8_t) (v >> 8);
+  p[2] = (uint8_t) (v >> 16);
+  p[3] = (uint8_t) (v >> 24);
 }
 
 void pp__jw_add(pp__jw *j, uint32_t kind, const void *data, size_t n) {
@@ -265,8 +294,14 @@ void pp__jw_add(pp__jw *j, uint32_t kind, const void *data, size_t n) {
 
   if (n > 0)
     memcpy(j->data + j->used, data, n);
-  pp__put_u32(e, kind);
-  pp__put_u32(e + 4, (uint32_t) n);
+  pp__jw_u32(e, kind);
+  pp__jw_u32(e + 4, (uint32_t) n);
+  if (j->count == 0) {
+    j->usize = (uint32_t) n;
+    memcpy(j->entry, e, 8);
+  }
+  if (kind != PP__R_OK || n != j->usize)
+    j->uniform = 0;
   j->used += n;
   j->count++;
   pp__store_release(j->base + PP__JOURNAL_COUNT, j->count);

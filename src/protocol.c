@@ -423,15 +423,47 @@ int pp__rx_feed(pp__rx *rx, size_t n, pp__frame_cb cb, void *ctx, const char **w
   return 0;
 }
 
+/* The fixed form (PP__BATCH_FIXED): a 16-byte head whose size word is at size_off and
+ * whose other words after the count are zero, then the items, all of one size. */
+static int pp__batch_fixed(const uint8_t *p, size_t len, size_t size_off, pp__batch *b,
+                           const char **why) {
+  size_t i;
+
+  b->count &= ~PP__BATCH_FIXED;
+  if (b->count == 0 || b->count > PP__BATCH_MAX || len < PP__BATCH_FIXED_HDR) {
+    *why = "a fixed batch with a bad count";
+    return PP_EPROTO;
+  }
+  for (i = size_off + 4; i < PP__BATCH_FIXED_HDR; i++)
+    if (p[i] != 0) {
+      *why = "a fixed batch whose padding is not zero";
+      return PP_EPROTO;
+    }
+  b->size = pp__get_u32(p + size_off);
+  b->table = NULL;
+  b->data = p + PP__BATCH_FIXED_HDR;
+  b->data_len = len - PP__BATCH_FIXED_HDR;
+  if (b->data_len % b->count != 0 || b->data_len / b->count != b->size) {
+    *why = "a fixed batch whose size does not add up";
+    return PP_EPROTO;
+  }
+  return 0;
+}
+
 int pp__batch_decode(const uint8_t *p, size_t len, pp__batch *b, const char **why) {
   size_t i, total = 0;
 
+  b->first = 0;
+  b->size = 0;
+  if (len >= 4 && (pp__get_u32(p) & PP__BATCH_FIXED) != 0) {
+    b->count = pp__get_u32(p);
+    return pp__batch_fixed(p, len, 4, b, why);
+  }
   if (len < 4 || (b->count = pp__get_u32(p)) == 0 || b->count > PP__BATCH_MAX ||
       len - 4 < (size_t) b->count * 4) {
     *why = "a batch with a bad count";
     return PP_EPROTO;
   }
-  b->first = 0;
   b->table = p + 4;
   b->data = b->table + (size_t) b->count * 4;
   b->data_len = len - 4 - (size_t) b->count * 4;
@@ -453,6 +485,9 @@ int pp__batch_result_decode(const uint8_t *p, size_t len, pp__batch *b, const ch
   }
   b->first = pp__get_u32(p);
   b->count = pp__get_u32(p + 4);
+  b->size = 0;
+  if ((b->count & PP__BATCH_FIXED) != 0)
+    return pp__batch_fixed(p, len, 8, b, why);
   if (b->count == 0 || b->count > PP__BATCH_MAX || len - 8 < (size_t) b->count * 8) {
     *why = "a batch result with a bad count";
     return PP_EPROTO;

@@ -98,6 +98,11 @@ enum pp__hello_kind {
  * a journal, one per item, before it starts the next. */
 #define PP__BATCH_MAX 4096
 #define PP__BATCH_SLACK (8 + 8 * PP__BATCH_MAX)
+/* The fixed form of both (pp_map_array's items, and a run of results that all succeeded
+ * with one size): the count word has this bit set, a u32 size and a u32 (BATCH: u64) zero
+ * follow, then count items of that size end to end, 16-byte aligned, with no table. */
+#define PP__BATCH_FIXED 0x80000000u
+#define PP__BATCH_FIXED_HDR 16
 
 enum pp__result_kind {
   PP__R_OK = 0,      /* payload: the result bytes */
@@ -118,7 +123,8 @@ int pp__journal_decode(const uint8_t *p, size_t len, struct pp_shm_ref *ref,
 typedef struct pp__batch {
   uint32_t first;          /* results only */
   uint32_t count;
-  const uint8_t *table;    /* count lengths, or count (kind, length) pairs */
+  const uint8_t *table;    /* count lengths, or count (kind, length) pairs; NULL: fixed */
+  uint32_t size;           /* fixed: every item's length (in a result, every one a success) */
   const uint8_t *data;
   size_t data_len;
 } pp__batch;

@@ -423,23 +423,50 @@ static int pp__send_batch_item(pp__chan *chan, uint64_t id, uint32_t i, const pp
  * the journal only the items it has not filed. */
 static int pp__send_run(pp__chan *chan, pp__jw *j, uint64_t id, uint32_t first,
                         uint32_t next) {
-  uint8_t head[PP__HDR_SIZE + 8];
+  uint8_t head[PP__HDR_SIZE + PP__BATCH_FIXED_HDR];
   pp__iov iov[3];
   int err;
 
-  pp__hdr_encode(head, PP__F_BATCH_RESULT, 0, id,
-                 (uint32_t) (8 + (size_t) j->count * 8 + j->used));
   pp__put_u32(head + PP__HDR_SIZE, first);
-  pp__put_u32(head + PP__HDR_SIZE + 4, j->count);
-  iov[0].base = head;
-  iov[0].len = sizeof(head);
-  iov[1].base = j->table;
-  iov[1].len = (size_t) j->count * 8;
-  iov[2].base = j->data;
-  iov[2].len = j->used;
-  err = pp__chan_write(chan, iov, 3);
+  if (j->uniform) {
+    /* Every result a success of one size: the fixed form, without the table. */
+    pp__hdr_encode(head, PP__F_BATCH_RESULT, 0, id,
+                   (uint32_t) (PP__BATCH_FIXED_HDR + j->used));
+    pp__put_u32(head + PP__HDR_SIZE + 4, j->count | PP__BATCH_FIXED);
+    pp__put_u32(head + PP__HDR_SIZE + 8, j->usize);
+    pp__put_u32(head + PP__HDR_SIZE + 12, 0);
+    iov[0].base = head;
+    iov[0].len = sizeof(head);
+    iov[1].base = j->data;
+    iov[1].len = j->used;
+    err = pp__chan_write(chan, iov, 2);
+  } else {
+    pp__hdr_encode(head, PP__F_BATCH_RESULT, 0, id,
+                   (uint32_t) (8 + (size_t) j->count * 8 + j->used));
+    pp__put_u32(head + PP__HDR_SIZE + 4, j->count);
+    iov[0].base = head;
+    iov[0].len = PP__HDR_SIZE + 8;
+    iov[1].base = j->table;
+    iov[1].len = (size_t) j->count * 8;
+    iov[2].base = j->data;
+    iov[2].len = j->used;
+    err = pp__chan_write(chan, iov, 3);
+  }
   pp__jw_begin(j, id, next);
   return err;
+}
+
+/* Runs one item of a batch: pp__run without the busy mark, which the batch sets once,
+ * and with the task's function and name found once for the batch. */
+static void pp__run_item(pp_call *call, pp_task_fn fn, const void *arg, size_t len) {
+  int r = fn(call, len ? arg : NULL, len);
+
+  if (r != 0 && call->kind == PP__R_OK) {
+    call->kind = PP__R_FAIL;
+    call->msg_len = (size_t) snprintf(call->msg, sizeof(call->msg),
+                                      "task '%s' returned %d (%s) without a message",
+                                      call->name, r, pp_errname(r));
+  }
 }
 
 /* Runs each item of a batch as a task of its own. Before an item starts, every earlier
@@ -450,18 +477,23 @@ static int pp__send_run(pp__chan *chan, pp__jw *j, uint64_t id, uint32_t first,
  * result alone may be an error message over it); a result too large for the journal goes
  * out on its own at once, after the run before it. Without a journal, every result goes
  * out on its own before the next item starts. The arguments lie end to end in the batch;
- * one that is not aligned as the header promises is copied to `arg` first. */
+ * one that is not aligned as the header promises is copied to `arg` first. The worker is
+ * marked busy once for the whole batch (pp__chan_busy is an atomic store that would cost
+ * more than a small item twice over). */
 static int pp__serve_batch(pp__chan *chan, pp_call *call, size_t index, uint64_t id,
                            const pp__batch *b, size_t max_message, pp__buf *arg,
                            pp__jw *j) {
   const uint8_t *next = b->data;
+  pp_task_fn fn = index < pp__ntasks ? pp__table[index].fn : NULL;
   uint32_t i, first = 0;
   int err = 0;
 
   if (j->base != NULL)
     pp__jw_begin(j, id, 0);
+  pp__chan_busy(chan, 1);
+  pp__call_reset(call, max_message);
   for (i = 0; i < b->count && err == 0; i++) {
-    uint32_t alen = pp__get_u32(b->table + (size_t) i * 4);
+    uint32_t alen = b->table != NULL ? pp__get_u32(b->table + (size_t) i * 4) : b->size;
     const void *p = next;
     const void *out;
     size_t n;
@@ -470,13 +502,19 @@ static int pp__serve_batch(pp__chan *chan, pp_call *call, size_t index, uint64_t
       err = pp__buf_reserve(arg, alen);
       if (err != 0)
         break;
-      memcpy(arg->p, next, alen);
+      pp__copy_small(arg->p, next, alen);
       p = arg->p;
     }
     next += alen;
-    pp__call_reset(call, max_message);
-    if (index < pp__ntasks) {
-      pp__run(call, index, p, alen);
+    /* After a success of a small result the call is as a reset leaves it but for its
+     * length (only a failure writes the message, only a large result grows the buffer). */
+    if (call->kind != PP__R_OK || call->cap > PP__KEEP_REPLY)
+      pp__call_reset(call, max_message);
+    else
+      call->len = 0;
+    if (fn != NULL) {
+      call->name = pp__table[index].name;
+      pp__run_item(call, fn, p, alen);
     } else {
       call->kind = PP__R_NOTASK;
       call->msg_len = (size_t) snprintf(call->msg, sizeof(call->msg),
@@ -489,6 +527,8 @@ static int pp__serve_batch(pp__chan *chan, pp_call *call, size_t index, uint64_t
     }
     out = call->kind == PP__R_OK ? (const void *) call->data : (const void *) call->msg;
     n = call->kind == PP__R_OK ? call->len : call->msg_len;
+    if (call->kind == PP__R_OK && pp__jw_add_same(j, out, n, max_message))
+      continue;
     if (j->count > 0 && !pp__jw_fits(j, n, max_message)) {
       err = pp__send_run(chan, j, id, first, i);
       first = i;
@@ -503,6 +543,7 @@ static int pp__serve_batch(pp__chan *chan, pp_call *call, size_t index, uint64_t
       pp__jw_begin(j, id, first);
     }
   }
+  pp__chan_busy(chan, 0);
   if (err == 0 && j->base != NULL && j->count > 0)
     err = pp__send_run(chan, j, id, first, b->count);
   pp__buf_trim(arg);

@@ -10,9 +10,15 @@
  * was running: it takes the batch's failure, and the items after it, which never started,
  * run again one by one, from the batch's own copy of their inputs.
  *
+ * An array run (pp_map_array) is the same engine with its inputs taken from an array,
+ * a batch at a time in the protocol's fixed form, and its outcomes handed over as bytes
+ * (raw(), raw_run()) rather than as pp_results; it takes its next batch from the end of
+ * each task, in the pool's callbacks, rather than from a loop of the caller's.
+ *
  * The pool's counters count a batch's items one each: this file counts their outcomes
  * (pp__task_finish counts only single tasks), always before the callback that delivers
- * them, so that a callback reading the counters sees them exact. */
+ * them, so that a callback reading the counters sees them exact (an array run, which
+ * runs no callback of the application's, counts them as it delivers them). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,9 +54,26 @@ struct pp__sbatch {
   const uint8_t *payload;  /* owned by its task: valid until the task's callback returns */
 };
 
+/* An item's outcome to an array run's raw(); returns the status it was delivered with. */
+static int pp__stream_raw(pp__stream *s, size_t index, int status, const void *bytes,
+                          size_t len) {
+  s->events++;
+  status = s->raw(s->user, index, status, bytes, len);
+  if (status != 0 && (s->fail == 0 || index < s->fail_index)) {
+    s->fail = status;
+    s->fail_index = index;
+  }
+  s->delivered++;
+  return status;
+}
+
 static void pp__stream_deliver(pp__stream *s, size_t index, pp_result *r) {
   size_t mask = PP__STREAM_MAX_ITEMS - 1;
 
+  if (s->raw != NULL) {
+    pp__stream_raw(s, index, r->status, r->data, r->len);
+    return;
+  }
   s->events++;
   if (r->status != 0 && (s->fail == 0 || index < s->fail_index)) {
     s->fail = r->status;
@@ -84,6 +107,10 @@ static void pp__stream_fail(pp__stream *s, size_t index, uint64_t id, int status
                             const char *why) {
   pp_result r;
 
+  if (s->raw != NULL) {
+    pp__stream_raw(s, index, status, NULL, 0);
+    return;
+  }
   memset(&r, 0, sizeof(r));
   r.id = id;
   r.status = status;
@@ -92,17 +119,25 @@ static void pp__stream_fail(pp__stream *s, size_t index, uint64_t id, int status
   pp__stream_deliver(s, index, &r);
 }
 
+static void pp__stream_kick(pp__stream *s);
+
 static void pp__stream_single_cb(pp_pool *pool, pp_result *r, void *user) {
   pp__ssingle *it = (pp__ssingle *) user;
   pp__stream *s = it->s;
   size_t index = it->index;
 
-  (void) pool;
   if ((*it->pprev = it->next) != NULL)
     it->next->pprev = it->pprev;
   free(it);
   s->tasks--;
-  pp__stream_deliver(s, index, r);
+  if (s->raw == NULL) {
+    pp__stream_deliver(s, index, r);
+    return;
+  }
+  /* pp__task_finish counted it a success; raw() may refuse it (a wrong size). */
+  if (pp__stream_raw(s, index, r->status, r->data, r->len) != 0 && r->status == 0)
+    pool->st_failed++;
+  pp__stream_kick(s);
 }
 
 /* Sends one item as a task of its own. borrow: data stays valid and unchanged until the
@@ -144,6 +179,10 @@ static void pp__stream_single(pp__stream *s, size_t index, const void *data, siz
   s->stop = 1;
   if (s->stop_err == 0)
     s->stop_err = err;
+  if (s->raw != NULL) {
+    pp__stream_raw(s, index, err, NULL, 0);
+    return;
+  }
   pp__submit_error(pool, s->task, err, &r);
   pp__stream_deliver(s, index, &r);
 }
@@ -155,7 +194,42 @@ static void pp__stream_on_items(pp__task *t, const pp__batch *b, long pid) {
   const uint8_t *data = b->data;
   uint32_t j, failed = 0;
 
-  for (j = 0; j < b->count; j++)
+  if (s->raw != NULL && b->table == NULL) {
+    /* A run of successes of one size: delivered in one piece. */
+    int status = s->raw_run(s->user, mb->start + b->first, b->count, data, b->size);
+    size_t i = mb->start + b->first;
+    pool->st_done += b->count;
+    s->events += b->count;
+    s->delivered += b->count;
+    mb->received += b->count;
+    if (status != 0) {
+      pool->st_failed += b->count;
+      if (s->fail == 0 || i < s->fail_index) {
+        s->fail = status;
+        s->fail_index = i;
+      }
+    }
+    return;
+  }
+  if (s->raw != NULL) {
+    /* No pp_result, no copy but raw()'s own: each item's bytes go as they lie in the
+     * frame. Counted as they are delivered: raw() may refuse a success, and no callback
+     * of the application's runs meanwhile to read the counters. */
+    for (j = 0; j < b->count; j++) {
+      uint32_t kind = b->table != NULL ? pp__get_u32(b->table + (size_t) j * 8) : PP__R_OK;
+      uint32_t n = b->table != NULL ? pp__get_u32(b->table + (size_t) j * 8 + 4) : b->size;
+      int status = kind == PP__R_OK ? 0 : kind == PP__R_FAIL ? PP_ETASK
+                   : kind == PP__R_NOTASK ? PP_ENOTASK : PP_E2BIG;
+      pool->st_done++;
+      if (pp__stream_raw(s, mb->start + b->first + j, status, status == 0 ? data : NULL,
+                         status == 0 ? n : 0) != 0)
+        pool->st_failed++;
+      data += n;
+    }
+    mb->received += b->count;
+    return;
+  }
+  for (j = 0; j < b->count && b->table != NULL; j++)
     if (pp__get_u32(b->table + (size_t) j * 8) != PP__R_OK)
       failed++;
   pool->st_done += b->count;
@@ -163,8 +237,8 @@ static void pp__stream_on_items(pp__task *t, const pp__batch *b, long pid) {
   mb->received += b->count;
   for (j = 0; j < b->count; j++) {
     size_t i = mb->start + b->first + j;
-    uint32_t kind = pp__get_u32(b->table + (size_t) j * 8);
-    uint32_t n = pp__get_u32(b->table + (size_t) j * 8 + 4);
+    uint32_t kind = b->table != NULL ? pp__get_u32(b->table + (size_t) j * 8) : PP__R_OK;
+    uint32_t n = b->table != NULL ? pp__get_u32(b->table + (size_t) j * 8 + 4) : b->size;
     pp_result o;
 
     memset(&o, 0, sizeof(o));
@@ -194,11 +268,33 @@ static void pp__stream_on_items(pp__task *t, const pp__batch *b, long pid) {
   }
 }
 
+/* Sends items from..count-1 of a batch again, one by one, from its payload (either form),
+ * which the tasks copy. */
+static void pp__stream_redo(pp__stream *s, size_t start, const uint8_t *p, uint32_t from,
+                            uint32_t count, int counted) {
+  size_t off, len, k;
+
+  if ((pp__get_u32(p) & PP__BATCH_FIXED) != 0) {
+    len = pp__get_u32(p + 4);
+    for (k = from; k < count; k++)
+      pp__stream_single(s, start + k, p + PP__BATCH_FIXED_HDR + k * len, len, 0, NULL,
+                        counted);
+    return;
+  }
+  off = 4 + (size_t) count * 4;
+  for (k = 0; k < from; k++)
+    off += pp__get_u32(p + 4 + k * 4);
+  for (k = from; k < count; k++) {
+    len = pp__get_u32(p + 4 + k * 4);
+    pp__stream_single(s, start + k, p + off, len, 0, NULL, counted);
+    off += len;
+  }
+}
+
 static void pp__stream_batch_cb(pp_pool *pool, pp_result *r, void *user) {
   pp__sbatch *mb = (pp__sbatch *) user;
   pp__stream *s = mb->s;
-  size_t running = mb->start + mb->received, end = mb->start + mb->count, i, off, nfail;
-  const uint8_t *p = mb->payload;
+  size_t running = mb->start + mb->received, end = mb->start + mb->count, i, nfail;
   int died = r->status == PP_EWORKER || r->status == PP_EPROTO;
   const char *why = r->message ? r->message : pp_strerror(r->status);
 
@@ -212,18 +308,14 @@ static void pp__stream_batch_cb(pp_pool *pool, pp_result *r, void *user) {
     pool->st_failed += nfail;
     /* The items after the one that was running never started: they go back first, so
      * that the counters see them queued when the failures are delivered. */
-    off = 4 + (size_t) mb->count * 4;
-    for (i = 0; i <= mb->received; i++)
-      off += pp__get_u32(p + 4 + i * 4);
-    for (i = running + 1; died && i < end; i++) {
-      size_t len = pp__get_u32(p + 4 + (i - mb->start) * 4);
-      pp__stream_single(s, i, p + off, len, 0, NULL, 1);
-      off += len;
-    }
+    if (died)
+      pp__stream_redo(s, mb->start, mb->payload, mb->received + 1, mb->count, 1);
     for (i = running; i < (died ? running + 1 : end); i++)
       pp__stream_fail(s, i, r->id + 1 + (i - mb->start), r->status, why);
   }
   free(mb);
+  if (s->raw != NULL)
+    pp__stream_kick(s);
 }
 
 /* Items per batch: 1 while a per-task limit needs them one by one. */
@@ -244,9 +336,25 @@ static size_t pp__stream_chunk(const pp__stream *s) {
 }
 
 /* Tasks in flight at most: a few batches per worker, or enough single items to keep
- * every worker's pipeline full. */
+ * every worker's pipeline full. An array run's batches fill every worker's pipeline too:
+ * the pool hands a task to the first worker in its list with room in its pipeline, so
+ * with a few batches per worker in flight the others would get theirs one at a time, and
+ * wait between them for the pool to answer. Its inputs in flight stay under
+ * PP__ARRAY_WINDOW_BYTES per worker. */
+#define PP__ARRAY_WINDOW_BYTES (4u << 20)
+/* The pipeline's depth while items take microseconds (dispatch.c's adaptive depth). */
+#define PP__ARRAY_DEPTH 32u
+
 static size_t pp__stream_window(const pp__stream *s, size_t chunk) {
-  return (size_t) s->pool->nworkers * (chunk > 1 ? 4 : s->lent ? 64 : 8);
+  size_t per, fit;
+
+  if (s->raw == NULL || chunk < 2)
+    return (size_t) s->pool->nworkers * (chunk > 1 ? 4 : s->lent ? 64 : 8);
+  per = (s->pool->depth != 0 ? s->pool->depth : PP__ARRAY_DEPTH) + 1;
+  fit = PP__ARRAY_WINDOW_BYTES / (PP__BATCH_FIXED_HDR + chunk * s->arg_size);
+  if (per > fit)
+    per = fit < 4 ? 4 : fit;
+  return (size_t) s->pool->nworkers * per;
 }
 
 /* The next input from next(): 1 with *in and *index, else 0 (the run stops taking). */
@@ -303,22 +411,21 @@ static void pp__stream_keep(pp__stream *s, const pp_input *in, size_t index) {
   }
 }
 
+/* Sends a batch of count items whose payload, of len bytes, is laid out (count word
+ * included) in either form. */
 static void pp__stream_send_batch(pp__stream *s, size_t start, uint8_t *payload,
-                                   uint32_t count, size_t bytes) {
+                                   uint32_t count, size_t len) {
   pp__sbatch *mb = calloc(1, sizeof(*mb));
-  size_t k, off;
   int err = PP_ENOMEM;
 
-  pp__put_u32(payload, count);
   if (mb != NULL) {
     mb->s = s;
     mb->start = start;
     mb->count = count;
     mb->payload = payload;
     /* The task owns the payload from here: it lives until no write points at it. */
-    err = pp__submit(s->pool, s->task, payload, 4 + (size_t) count * 4 + bytes,
-                     pp__stream_batch_cb, mb, &mb->id, NULL, payload, count,
-                     pp__stream_on_items);
+    err = pp__submit(s->pool, s->task, payload, len, pp__stream_batch_cb, mb, &mb->id,
+                     NULL, payload, count, pp__stream_on_items);
   }
   if (err == 0) {
     if ((mb->next = s->batches) != NULL)
@@ -329,13 +436,7 @@ static void pp__stream_send_batch(pp__stream *s, size_t start, uint8_t *payload,
     return;
   }
   free(mb);
-  /* One by one, each from the payload, which the tasks copy. */
-  off = 4 + (size_t) count * 4;
-  for (k = 0; k < count; k++) {
-    size_t len = pp__get_u32(payload + 4 + k * 4);
-    pp__stream_single(s, start + k, payload + off, len, 0, NULL, 0);
-    off += len;
-  }
+  pp__stream_redo(s, start, payload, 0, count, 0);
   free(payload);
 }
 
@@ -423,7 +524,84 @@ static void pp__stream_take(pp__stream *s) {
     free(payload);
     return;
   }
-  pp__stream_send_batch(s, first, payload, count, bytes);
+  pp__put_u32(payload, count);
+  pp__stream_send_batch(s, first, payload, count, 4 + (size_t) count * 4 + bytes);
+}
+
+/* Takes the next inputs of an array run: a batch of them, copied in one piece, or one
+ * item as a task of its own (which copies it). */
+static void pp__stream_take_array(pp__stream *s) {
+  size_t chunk = pp__stream_chunk(s), index = s->taken, left = s->n_items - s->taken;
+  size_t count = chunk < left ? chunk : left, bytes = 0;
+  const uint8_t *src = s->arg_size > 0 ? s->array + index * s->arg_size : NULL;
+  uint8_t *payload = NULL;
+
+  /* A batch's frame within max_message, which is over 20 KiB whenever items go in
+   * batches at all (pp__stream_chunk), and its inputs within PP__STREAM_BATCH_BYTES. */
+  if (count >= 2 && s->arg_size > 0) {
+    size_t cap = s->pool->max_message - PP__BATCH_FIXED_HDR;
+    if (cap > PP__STREAM_BATCH_BYTES)
+      cap = PP__STREAM_BATCH_BYTES;
+    if (count > cap / s->arg_size)
+      count = cap / s->arg_size;
+  }
+  if (count >= 2) {
+    bytes = count * s->arg_size;
+    payload = malloc(PP__BATCH_FIXED_HDR + bytes);
+  }
+  if (payload == NULL) {
+    s->taken++;
+    s->stop = s->taken == s->n_items;
+    pp__stream_single(s, index, src, s->arg_size, 0, NULL, 0);
+    return;
+  }
+  /* The fixed form: no table, and the items start 16-byte aligned, as the worker wants
+   * them. */
+  pp__put_u32(payload, (uint32_t) count | PP__BATCH_FIXED);
+  pp__put_u32(payload + 4, (uint32_t) s->arg_size);
+  memset(payload + 8, 0, 8);
+  if (bytes > 0)
+    memcpy(payload + PP__BATCH_FIXED_HDR, src, bytes);
+  s->taken += count;
+  s->stop = s->taken == s->n_items;
+  pp__stream_send_batch(s, index, payload, (uint32_t) count, PP__BATCH_FIXED_HDR + bytes);
+}
+
+/* Takes what an array run's window allows, and ends the run once all is delivered. A
+ * take runs pp__submit, whose callbacks could come back here: only the outermost call
+ * takes and ends, so that on_end is the last thing done with s. */
+static void pp__stream_kick(pp__stream *s) {
+  if (s->kicking)
+    return;
+  s->kicking = 1;
+  while (!s->stop && s->tasks < pp__stream_window(s, pp__stream_chunk(s)))
+    pp__stream_take_array(s);
+  s->kicking = 0;
+  if (s->stop && s->tasks == 0 && !s->ended) {
+    s->ended = 1;
+    s->on_end(s);
+  }
+}
+
+void pp__stream_array(pp__stream *s) {
+  s->stop = s->n_items == 0;
+  pp__stream_kick(s);
+}
+
+void pp__stream_array_dry(pp__stream *s) {
+  pp_pool *pool = s->pool;
+
+  s->dry = 1;
+  s->stop = 1;
+  s->kicking = 1;
+  while (s->singles != NULL)
+    if (pp__cancel_core(pool, s->singles->id) != 0)
+      break;
+  while (s->batches != NULL)
+    if (pp__cancel_core(pool, s->batches->id) != 0)
+      break;
+  s->kicking = 0;
+  pp__stream_kick(s);
 }
 
 int pp__stream_run(pp__stream *s) {

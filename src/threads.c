@@ -24,7 +24,8 @@ enum {
   PP__C_WAIT,
   PP__C_STATS,
   PP__C_CLOSE,
-  PP__C_TERMINATE
+  PP__C_TERMINATE,
+  PP__C_JOB
 };
 
 typedef struct pp__cmd {
@@ -35,6 +36,7 @@ typedef struct pp__cmd {
   pp_close_cb cb;          /* CLOSE, TERMINATE */
   void *user;
   pp_pool_stats *stats;    /* STATS: where the answer goes */
+  pp__xjob_fn job;         /* JOB: started with user, answered by pp__x_job_done */
   int replied;             /* under x.mu: the answer is in (the caller may then return) */
   int result;
 } pp__cmd;
@@ -205,6 +207,7 @@ static int pp__x_late_answer(pp_pool *pool, pp__cmd *c) {
   switch (c->kind) {
     case PP__C_CANCEL: return PP_ENOENT;
     case PP__C_STATS: *c->stats = pool->x.last; return 0;
+    case PP__C_JOB: return c->result;
     default: return 0;
   }
 }
@@ -300,6 +303,21 @@ int pp__x_stats(pp_pool *pool, pp_pool_stats *stats) {
   return pp__x_ask(pool, &c);
 }
 
+int pp__x_job(pp_pool *pool, pp__xjob_fn start, void *arg, int late) {
+  pp__cmd c;
+
+  memset(&c, 0, sizeof(c));
+  c.kind = PP__C_JOB;
+  c.job = start;
+  c.user = arg;
+  c.result = late;
+  return pp__x_ask(pool, &c);
+}
+
+void pp__x_job_done(pp_pool *pool, pp__cmd *job, int result) {
+  pp__x_reply(pool, job, result);
+}
+
 int pp__x_close(pp_pool *pool, int terminate, pp_close_cb cb, void *user) {
   pp__xstate *x = &pool->x;
   pp__cmd *c;
@@ -371,6 +389,10 @@ static void pp__x_run(pp_pool *pool, pp__cmd *c) {
     case PP__C_TERMINATE:
       pp__terminate_core(pool, c->cb, c->user);
       free(c);
+      break;
+    case PP__C_JOB:
+      /* Answered by the work it starts, once done: c is the caller's until then. */
+      c->job(pool, c, c->user);
       break;
     default:
       assert(!"unknown command");

@@ -45,6 +45,15 @@ int pp__x_stats(pp_pool *pool, pp_pool_stats *stats);
 /* From another thread: pp_pool_close (terminate 0) or pp_pool_terminate (1). */
 int pp__x_close(pp_pool *pool, int terminate, pp_close_cb cb, void *user);
 
+/* From another thread: runs start(pool, job, arg) on the loop's thread and waits until
+ * the work it began calls pp__x_job_done(pool, job, result), on the loop's thread; returns
+ * that result. When the pool is ending, start never runs and the answer is late. The
+ * caller's memory that arg points at is the loop's thread's until pp__x_job_done. */
+struct pp__cmd;
+typedef void (*pp__xjob_fn)(pp_pool *pool, struct pp__cmd *job, void *arg);
+int pp__x_job(pp_pool *pool, pp__xjob_fn start, void *arg, int late);
+void pp__x_job_done(pp_pool *pool, struct pp__cmd *job, int result);
+
 /* On the loop's thread: runs what the inbox holds. */
 void pp__x_drain(pp_pool *pool);
 /* On the loop's thread: answers the waits once nothing is pending. */

@@ -384,6 +384,11 @@ const pp_task test_tasks[] = {
   { "ln_where", test_task_ln_where },
   { "ln_stdin", test_task_ln_stdin },
   { "ln_park", test_task_ln_park },
+  { "ma_init", test_task_ma_init },
+  { "ma_op", test_task_ma_op },
+  { "ma_noarg", test_task_ma_noarg },
+  { "ma_quiet", test_task_ma_quiet },
+  { "ma_in_worker", test_task_ma_in_worker },
   /* The same initializer under names of many lengths (test-worker.c). */
   { "i", test_task_init_aligned },
   { "ia", test_task_init_aligned },

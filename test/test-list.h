@@ -239,3 +239,19 @@ TEST_EACH(bm_cap)
 TEST_EACH(bm_many)
 TEST_EACH(bm_faults)
 TEST_EACH(bm_cannot_map)
+
+/* pp_map_array (test-maparray.c): results in place for batches of every shape, item
+ * sizes, failures and wrong sizes, a killed worker's item alone and every item once,
+ * misuse, empty arguments and results, items one by one, calls from other threads, a pool
+ * terminated under a call, a caller's loop */
+TEST_EACH(ma_results)
+TEST_EACH(ma_item_sizes)
+TEST_EACH(ma_failures)
+TEST_EACH(ma_worker_killed)
+TEST_EACH(ma_api)
+TEST_EACH(ma_misuse_places)
+TEST_EACH(ma_empty)
+TEST_EACH(ma_one_by_one)
+TEST_EACH(ma_threads)
+TEST_EACH(ma_terminated)
+TEST_EACH(ma_caller_loop)

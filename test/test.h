@@ -79,6 +79,11 @@ int test_task_ln_print(pp_call *call, const void *arg, size_t len);
 int test_task_ln_where(pp_call *call, const void *arg, size_t len);
 int test_task_ln_stdin(pp_call *call, const void *arg, size_t len);
 int test_task_ln_park(pp_call *call, const void *arg, size_t len);
+int test_task_ma_init(pp_call *call, const void *arg, size_t len);
+int test_task_ma_op(pp_call *call, const void *arg, size_t len);
+int test_task_ma_noarg(pp_call *call, const void *arg, size_t len);
+int test_task_ma_quiet(pp_call *call, const void *arg, size_t len);
+int test_task_ma_in_worker(pp_call *call, const void *arg, size_t len);
 
 /* The table main() gives pp_main: test_tasks, unless the environment asks for a big or
  * a malformed one (test-worker.c). */
