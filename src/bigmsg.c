@@ -213,6 +213,18 @@ int pp__bigmsg_result(pp__worker *w, const pp__task *t, const uint8_t *p, size_t
   return err;
 }
 
+void pp__bigmsg_unname(pp__worker *w) {
+  pp_shm_ref r;
+  uint32_t i;
+
+  for (i = 0; w->big != NULL && i < PP__SHM_SLOTS; i++) {
+    if (w->big->arg[i].shm == NULL)
+      continue;
+    pp_shm_ref_get(w->big->arg[i].shm, &r);
+    pp__shm_unlink(r.name);
+  }
+}
+
 void pp__bigmsg_worker_free(pp__worker *w) {
   struct pp__pbig *b = w->big;
   uint32_t i;

@@ -48,6 +48,10 @@ int pp__bigmsg_result(pp__worker *w, const pp__task *t, const uint8_t *p, size_t
 /* t is no longer w's: the segment that held its argument is free again. */
 void pp__bigmsg_task_done(pp__worker *w, const pp__task *t);
 
+/* w will map nothing more (it said it could not): the names of its argument segments go
+ * now, while the segments stay until it is gone. */
+void pp__bigmsg_unname(pp__worker *w);
+
 /* w's process is gone: unmaps and removes its segments. */
 void pp__bigmsg_worker_free(pp__worker *w);
 

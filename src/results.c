@@ -284,6 +284,7 @@ static void pp__on_shm_failed(pp__worker *w, const pp__hdr *h, const uint8_t *p)
     return;
   }
   w->pool->shm_off = 1;
+  pp__bigmsg_unname(w);
   pp__warn_once(&warned, "worker pid %ld could not map a large argument's shared memory "
                 "(%.*s); the pool sends its large messages over the workers' channels "
                 "from now on", w->pid, (int) h->len, (const char *) p);
