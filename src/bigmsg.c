@@ -1,7 +1,6 @@
 /* The shared-memory transport, the pool's side (bigmsg.h). */
 #include "bigmsg.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -221,7 +220,7 @@ void pp__bigmsg_unname(pp__worker *w) {
     if (w->big->arg[i].shm == NULL)
       continue;
     pp_shm_ref_get(w->big->arg[i].shm, &r);
-    pp__shm_unlink(r.name);
+    pp__shm_os_unlink(r.name);
   }
 }
 

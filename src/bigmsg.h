@@ -62,8 +62,6 @@ typedef struct pp__wbig pp__wbig;
 /* From the INIT frame: NULL when the pool offered no transport or memory ran out (the
  * worker then sends everything over the channel). */
 pp__wbig *pp__wbig_new(const pp__init *init);
-/* The threshold the pool gave, or 0 without a transport. */
-size_t pp__wbig_threshold(const pp__wbig *b);
 
 /* Maps the argument a TASK with PP__FL_SHM names (kept mapped for the next one in the
  * same slot). Returns 0 and *data, or an error with why filled in. */

@@ -28,13 +28,13 @@ static unsigned pp__shm_counter;
 /* "procpool-<pid>-<counter>-<random>". The pid and the counter keep the names of live
  * processes apart; the random part keeps another program from guessing a name ahead,
  * to squat it (creation fails on an existing name) or to read the segment. */
-static int pp__shm_make_name(char *name, size_t reserve) {
+static int pp__shm_make_name(char *name) {
   static const char digits[] = "0123456789abcdefghijklmnopqrstuv";
   unsigned char rnd[PP__SHM_RANDOM_MAX];
   size_t len, nrnd, i;
   int n, err;
 
-  size_t max = pp__shm_os_name_max() - reserve;
+  size_t max = pp__shm_os_name_max();
 
   n = snprintf(name, max + 1, PP__SHM_PREFIX "%lu-%x-", (unsigned long) uv_os_getpid(),
                ++pp__shm_counter);
@@ -80,7 +80,7 @@ int pp_shm_create(pp_shm **shm, size_t size) {
   s = (pp_shm *) calloc(1, sizeof(*s));
   if (s == NULL)
     return PP_ENOMEM;
-  err = pp__shm_make_name(s->name, 0);
+  err = pp__shm_make_name(s->name);
   if (err == 0)
     err = pp__shm_os_create(s->name, size, &s->map);
   if (err != 0) {
@@ -150,26 +150,3 @@ int pp_shm_close(pp_shm *shm) {
   free(shm);
   return err;
 }
-
-int pp__shm_new_name(char *name, size_t reserve) { return pp__shm_make_name(name, reserve); }
-
-int pp__shm_create_named(const char *name, size_t size, pp_shm **shm) {
-  pp_shm *s = (pp_shm *) calloc(1, sizeof(*s));
-  int err;
-
-  *shm = NULL;
-  if (s == NULL)
-    return PP_ENOMEM;
-  memcpy(s->name, name, strlen(name) + 1);
-  err = pp__shm_os_create(s->name, size, &s->map);
-  if (err != 0) {
-    free(s);
-    return err;
-  }
-  s->size = size;
-  s->creator = uv_os_getpid();
-  *shm = s;
-  return 0;
-}
-
-int pp__shm_unlink(const char *name) { return pp__shm_os_unlink(name); }

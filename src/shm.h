@@ -38,22 +38,10 @@ int pp__shm_os_open(const char *name, size_t size, pp__shm_map *map);
 int pp__shm_os_unmap(pp__shm_map *map, size_t size);
 
 /* Removes the name, so that pp__shm_os_open no longer finds it; the memory lives on
- * while mapped. Called by the creator, after pp__shm_os_unmap. */
+ * while mapped. Called by the creator, after pp__shm_os_unmap, and by the transport
+ * (bigmsg.c, wbigmsg.c) as soon as the one process that opens a segment has it mapped.
+ * UV_ENOENT when there is no such name; nothing on Windows, where a segment lives as
+ * long as a handle to it. */
 int pp__shm_os_unlink(const char *name);
-
-/* For the transport (bigmsg.c, wbigmsg.c), which names segments itself so that the pool
- * can remove what a dead worker made. */
-
-/* Makes a fresh name (pp_shm_create's kind) that leaves reserve bytes of room before
- * PP__SHM_NAME_MAX and the OS's limit, for a suffix. 0 or a UV_E* code. */
-int pp__shm_new_name(char *name, size_t reserve);
-
-/* Creates the segment `name` (pp__shm_os_create's rules) as pp_shm_create does: this
- * process is its creator, and pp_shm_close removes the name. */
-int pp__shm_create_named(const char *name, size_t size, pp_shm **shm);
-
-/* Removes a name (UV_ENOENT when there is none). On Windows, where a segment lives as
- * long as a handle to it, this does nothing. */
-int pp__shm_unlink(const char *name);
 
 #endif

@@ -34,8 +34,6 @@ pp__wbig *pp__wbig_new(const pp__init *init) {
   return b;
 }
 
-size_t pp__wbig_threshold(const pp__wbig *b) { return b ? b->threshold : 0; }
-
 /* Maps the segment ref names into a, unless a holds it already. */
 static int pp__wbig_map(pp__warg *a, const pp__shm_task *ref, char *why, size_t why_size) {
   pp_shm_ref r;
@@ -61,7 +59,7 @@ static int pp__wbig_map(pp__warg *a, const pp__shm_task *ref, char *why, size_t 
   }
   /* Only this worker maps it, and it stays mapped here while the pool reuses it: the name
    * is not needed any more, and gone it cannot outlive both processes. */
-  pp__shm_unlink(ref->name);
+  pp__shm_os_unlink(ref->name);
   a->size = (size_t) ref->size;
   memcpy(a->name, ref->name, strlen(ref->name) + 1);
   return 0;
