@@ -588,18 +588,22 @@ void pp__stream_array(pp__stream *s) {
   pp__stream_kick(s);
 }
 
-void pp__stream_array_dry(pp__stream *s) {
-  pp_pool *pool = s->pool;
-
+/* The pool's loop ran dry (someone closed its handles): what is in flight ends, canceled,
+ * and nothing more is taken. */
+static void pp__stream_cancel_all(pp__stream *s) {
   s->dry = 1;
   s->stop = 1;
-  s->kicking = 1;
   while (s->singles != NULL)
-    if (pp__cancel_core(pool, s->singles->id) != 0)
+    if (pp__cancel_core(s->pool, s->singles->id) != 0)
       break;
   while (s->batches != NULL)
-    if (pp__cancel_core(pool, s->batches->id) != 0)
+    if (pp__cancel_core(s->pool, s->batches->id) != 0)
       break;
+}
+
+void pp__stream_array_dry(pp__stream *s) {
+  s->kicking = 1;
+  pp__stream_cancel_all(s);
   s->kicking = 0;
   pp__stream_kick(s);
 }
@@ -628,15 +632,7 @@ int pp__stream_run(pp__stream *s) {
       continue;
     }
     if (pp__run_until(pool, &s->events, s->events + 1) != 0) {
-      /* The loop ran dry (someone closed the pool's handles): end what is in flight. */
-      s->dry = 1;
-      s->stop = 1;
-      while (s->singles != NULL)
-        if (pp__cancel_core(pool, s->singles->id) != 0)
-          break;
-      while (s->batches != NULL)
-        if (pp__cancel_core(pool, s->batches->id) != 0)
-          break;
+      pp__stream_cancel_all(s);
       if (s->has_pend) {
         s->has_pend = 0;
         free(s->pend_copy);
