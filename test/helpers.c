@@ -6,14 +6,27 @@
 
 #include "test.h"
 
-#ifndef _WIN32
+#ifdef _WIN32
+#  include <windows.h>
+#else
 #  include <fcntl.h>
+#  include <signal.h>
 #  include <unistd.h>
 #endif
 
 #define TEST_WAIT_LIMIT_MS 30000
 
 int test_in_submit;
+
+void test_kill_self(void) {
+#ifdef _WIN32
+  TerminateProcess(GetCurrentProcess(), 9);
+#else
+  kill(getpid(), SIGKILL);
+#endif
+  for (;;)
+    ;
+}
 
 /* ---- Assertions -------------------------------------------------------------------- */
 

@@ -91,13 +91,7 @@ int test_task_journal_run(pp_call *call, const void *arg, size_t len) {
 #endif
       abort();
     case JR_KILL:
-#ifdef _WIN32
-      TerminateProcess(GetCurrentProcess(), 9);
-#else
-      kill(getpid(), SIGKILL);
-#endif
-      for (;;)
-        ;
+      test_kill_self();
     default:
       return pp_reply(call, &a.index, sizeof(a.index));
   }

@@ -78,13 +78,7 @@ int test_task_ma_op(pp_call *call, const void *arg, size_t len) {
     case MA_LONG:
       return pp_reply(call, v, 16);
     case MA_KILL:
-#ifdef _WIN32
-      TerminateProcess(GetCurrentProcess(), 9);
-#else
-      kill(getpid(), SIGKILL);
-#endif
-      for (;;)
-        ;
+      test_kill_self();
     case MA_SLOW:
       uv_sleep(20);
       break;

@@ -177,12 +177,7 @@ int test_task_model(pp_call *call, const void *arg, size_t len) {
     case K_EXIT:
       exit(3);
     case K_SELFKILL:
-#ifdef _WIN32
-      TerminateProcess(GetCurrentProcess(), 9);
-#else
-      kill(getpid(), SIGKILL);
-#endif
-      return pp_fail(call, "model: still alive after killing itself");
+      test_kill_self();
     case K_HANG:
       for (;;)
         uv_sleep(1000);

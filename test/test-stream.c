@@ -46,13 +46,7 @@ int test_task_stream_op(pp_call *call, const void *arg, size_t len) {
     case SO_EXIT:
       exit(3);
     case SO_KILL:
-#ifdef _WIN32
-      TerminateProcess(GetCurrentProcess(), 9);
-#else
-      kill(getpid(), SIGKILL);
-#endif
-      for (;;)
-        ;
+      test_kill_self();
     case SO_SLEEP:
       uv_sleep(a.ms);
       break;

@@ -160,6 +160,14 @@ void test_check_status(const char *file, int line, const char *expr, const pp_re
 void test_check_distinct(const char *file, int line, const char *what, uint64_t *v,
                          size_t n);
 
+/* In a worker: ends this process at once, as an outside SIGKILL (TerminateProcess on
+ * Windows) would. */
+#if defined(_MSC_VER)
+__declspec(noreturn) void test_kill_self(void);
+#else
+void test_kill_self(void) __attribute__((noreturn));
+#endif
+
 /* Ends the test as skipped, saying why. */
 void test_skip(const char *why);
 
