@@ -532,3 +532,55 @@ void test_bm_cannot_map(void) {
   free(arg);
   assert_no_shm_left();
 }
+
+/* Large messages from several threads at once, on a private pool no thread runs a loop
+ * for: each thread's results are its own, intact. */
+typedef struct bm_thread {
+  pp_pool *pool;
+  unsigned seed;
+  int bad;
+} bm_thread;
+
+static void bm_thread_run(void *arg) {
+  bm_thread *t = (bm_thread *) arg;
+  unsigned char *buf = (unsigned char *) malloc(2 * MIB);
+  int i;
+
+  if (buf == NULL) {
+    t->bad++;
+    return;
+  }
+  for (i = 0; i < 8; i++) {
+    pp_result r;
+    bm_pattern(buf, 2 * MIB, t->seed + (unsigned) i);
+    if (pp_apply(t->pool, i % 2 ? "bm_copy" : "echo", buf, 2 * MIB, &r) != 0 ||
+        r.len != 2 * MIB || memcmp(r.data, buf, 2 * MIB) != 0)
+      t->bad++;
+    pp_result_free(&r);
+  }
+  free(buf);
+}
+
+void test_bm_threads(void) {
+  bm_thread t[4];
+  uv_thread_t tid[4];
+  pp_pool_options opts;
+  pp_pool *pool;
+  int i;
+
+  test_options(&opts);
+  opts.workers = 2;
+  pool = NEW_POOL(NULL, &opts);
+  for (i = 0; i < 4; i++) {
+    t[i].pool = pool;
+    t[i].seed = (unsigned) i * 100;
+    t[i].bad = 0;
+    ASSERT_EQ_INT(uv_thread_create(&tid[i], bm_thread_run, &t[i]), 0);
+  }
+  for (i = 0; i < 4; i++) {
+    ASSERT_EQ_INT(uv_thread_join(&tid[i]), 0);
+    ASSERT_EQ_INT(t[i].bad, 0);
+  }
+  ASSERT_EQ_INT(pp_pool_close(pool, NULL, NULL), 0);
+  assert_no_shm_left();
+}

@@ -239,6 +239,7 @@ TEST_EACH(bm_cap)
 TEST_EACH(bm_many)
 TEST_EACH(bm_faults)
 TEST_EACH(bm_cannot_map)
+TEST_EACH(bm_threads)
 
 /* pp_map_array (test-maparray.c): results in place for batches of every shape, item
  * sizes, failures and wrong sizes, a killed worker's item alone and every item once,
