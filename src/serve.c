@@ -7,6 +7,7 @@
 
 #include <uv.h>
 
+#include "atomics.h"
 #include "bigmsg.h"
 #include "channel.h"
 #include "journal.h"
@@ -52,6 +53,11 @@ struct pp_call {
   size_t shm_arg_len;
   int in_shm;
   pp__shm_result res;
+  /* A fixed-form batch's item (pp__serve_fixed): a result of direct_len bytes is written
+   * straight into the journal at direct, and in_direct says the last pp_reply did so. */
+  uint8_t *direct;
+  size_t direct_len;
+  int in_direct;
 };
 
 /* What every message about a bad table starts with (but a NULL table's). */
@@ -141,11 +147,15 @@ static int pp__table_find(const char *name, size_t len) {
   return pp__names_find(&pp__table_index, name, len, &index) == 0 ? (int) index : -1;
 }
 
-int pp_reply(pp_call *call, const void *data, size_t len) {
+/* pp_reply but for a batch item's result of the run's size (pp__serve_fixed). Not inlined:
+ * its registers and calls would otherwise cost that path, every item, what only this one
+ * needs. */
+static PP__NOINLINE int pp__reply_any(pp_call *call, const void *data, size_t len) {
   void *copy = NULL;
 
   if (call == NULL || (data == NULL && len > 0))
     return PP_EINVAL;
+  call->in_direct = 0;
   if (len > call->max_message) {
     call->kind = PP__R_TOOBIG;
     call->msg_len = (size_t) snprintf(
@@ -186,6 +196,18 @@ int pp_reply(pp_call *call, const void *data, size_t len) {
   }
   call->len = len;
   return 0;
+}
+
+int pp_reply(pp_call *call, const void *data, size_t len) {
+  if (call != NULL && call->direct != NULL && len == call->direct_len &&
+      (data != NULL || len == 0)) {
+    if (len > 0)
+      pp__copy_small(call->direct, data, len);
+    call->len = len;
+    call->in_direct = 1;
+    return 0;
+  }
+  return pp__reply_any(call, data, len);
 }
 
 int pp_fail(pp_call *call, const char *fmt, ...) {
@@ -347,6 +369,8 @@ static void pp__call_reset(pp_call *call, size_t max_message) {
     pp__wbig_unreply(call->big, &call->res);
   call->in_shm = 0;
   call->allow_shm = 0;
+  call->direct = NULL;
+  call->in_direct = 0;
   call->shm_arg = NULL;
   call->shm_arg_len = 0;
   if (max_message == 0 || call->cap > PP__KEEP_REPLY) {
@@ -463,17 +487,115 @@ static int pp__send_run(pp__chan *chan, pp__jw *j, uint64_t id, uint32_t first,
   return err;
 }
 
+/* A task that returned r, not 0, without pp_fail: its failure says so. */
+static void pp__run_fail(pp_call *call, int r) {
+  call->kind = PP__R_FAIL;
+  call->msg_len = (size_t) snprintf(call->msg, sizeof(call->msg),
+                                    "task '%s' returned %d (%s) without a message",
+                                    call->name, r, pp_errname(r));
+}
+
 /* Runs one item of a batch: pp__run without the busy mark, which the batch sets once,
  * and with the task's function and name found once for the batch. */
 static void pp__run_item(pp_call *call, pp_task_fn fn, const void *arg, size_t len) {
   int r = fn(call, len ? arg : NULL, len);
 
-  if (r != 0 && call->kind == PP__R_OK) {
-    call->kind = PP__R_FAIL;
-    call->msg_len = (size_t) snprintf(call->msg, sizeof(call->msg),
-                                      "task '%s' returned %d (%s) without a message",
-                                      call->name, r, pp_errname(r));
+  if (r != 0 && call->kind == PP__R_OK)
+    pp__run_fail(call, r);
+}
+
+/* Files item i's result (in call) in the journal's run, or sends it, as the comment of
+ * pp__serve_batch says; *first is the run's first item. */
+static int pp__file_item(pp__chan *chan, pp_call *call, uint64_t id, uint32_t i,
+                         uint32_t *first, size_t max_message, pp__jw *j) {
+  const void *out;
+  size_t n;
+  int err = 0;
+
+  if (j->base == NULL)
+    return pp__send_batch_item(chan, id, i, call);
+  out = call->kind == PP__R_OK ? (const void *) call->data : (const void *) call->msg;
+  n = call->kind == PP__R_OK ? call->len : call->msg_len;
+  if (call->kind == PP__R_OK && pp__jw_add_same(j, out, n, max_message))
+    return 0;
+  if (j->count > 0 && !pp__jw_fits(j, n, max_message)) {
+    err = pp__send_run(chan, j, id, *first, i);
+    *first = i;
   }
+  if (err != 0)
+    return err;
+  if (pp__jw_fits(j, n, max_message)) {
+    pp__jw_add(j, (uint32_t) call->kind, out, n);
+  } else {
+    err = pp__send_batch_item(chan, id, i, call);
+    *first = i + 1;
+    pp__jw_begin(j, id, *first);
+  }
+  return err;
+}
+
+/* Runs items of a fixed-form batch from *pi while the journal's run is uniform and has
+ * room, each task's pp_reply writing its result straight into the journal (call->direct):
+ * pp_map_array's path, where an item costs little more than the task's own call. It
+ * keeps in registers what the general loop keeps in j and call, which the task's call
+ * makes the compiler read again for every item. The first item whose outcome is anything
+ * but a success of the run's size is filed as the general loop files it, and ends the
+ * stretch; so does the run's room. *pi is then the next item to run. */
+static int pp__serve_fixed(pp__chan *chan, pp_call *call, pp_task_fn fn, uint64_t id,
+                           const pp__batch *b, pp__buf *arg, uint32_t *pi, uint32_t *first,
+                           size_t max_message, pp__jw *j) {
+  const size_t size = b->size, usize = j->usize;
+  const uint8_t *items = b->data;
+  uint32_t i = *pi, end = b->count, room = pp__jw_room_same(j, max_message);
+  uint32_t count = j->count;
+  uint8_t *slot = j->data + j->used;
+  uint8_t *entry = j->table + (size_t) count * 8;
+  uint8_t *published = j->base + PP__JOURNAL_COUNT;
+  uint64_t e;
+  int copy, r, err = 0;
+
+  /* Every item is aligned, or every one is copied to arg (an 8-byte item's copy is one
+   * move): one test for the stretch, not one for each item. */
+  copy = size > 0 && (((uintptr_t) items | size) % PP__ALIGN) != 0;
+  if (copy && size > arg->cap && (err = pp__buf_reserve(arg, size)) != 0)
+    return err;
+  if (end - i > room)
+    end = i + room;
+  memcpy(&e, j->entry, 8);
+  call->direct_len = usize;
+  for (; i < end; i++) {
+    const void *p = size > 0 ? items + (size_t) i * size : NULL;
+
+    if (copy) {
+      pp__copy_small(arg->p, p, size);
+      p = arg->p;
+    }
+    call->direct = slot;
+    call->in_direct = 0;
+    call->len = 0;
+    r = fn(call, p, size);
+    if (r != 0 || !call->in_direct || call->kind != PP__R_OK)
+      break;
+    memcpy(entry, &e, 8);
+    entry += 8;
+    slot += usize;
+    count++;
+    /* Published after what it counts, as pp__jw_add does. */
+    pp__store_release(published, count);
+  }
+  call->direct = NULL;
+  j->used += (size_t) (count - j->count) * usize;
+  j->count = count;
+  j->same_left = 0;
+  if (i < end) {
+    /* Item i ran and its outcome is not a success of the run's size. */
+    if (r != 0 && call->kind == PP__R_OK)
+      pp__run_fail(call, r);
+    err = pp__file_item(chan, call, id, i, first, max_message, j);
+    i++;
+  }
+  *pi = i;
+  return err;
 }
 
 /* Runs each item of a batch as a task of its own. Before an item starts, every earlier
@@ -492,19 +614,30 @@ static int pp__serve_batch(pp__chan *chan, pp_call *call, size_t index, uint64_t
                            pp__jw *j) {
   const uint8_t *next = b->data;
   pp_task_fn fn = index < pp__ntasks ? pp__table[index].fn : NULL;
-  uint32_t i, first = 0;
+  const char *name = fn != NULL ? pp__table[index].name : NULL;
+  uint32_t i = 0, first = 0;
   int err = 0;
 
   if (j->base != NULL)
     pp__jw_begin(j, id, 0);
   pp__chan_busy(chan, 1);
   pp__call_reset(call, max_message);
-  for (i = 0; i < b->count && err == 0; i++) {
+  while (i < b->count && err == 0) {
     uint32_t alen = b->table != NULL ? pp__get_u32(b->table + (size_t) i * 4) : b->size;
-    const void *p = next;
-    const void *out;
-    size_t n;
+    const void *p;
 
+    /* After a success of a small result the call is as a reset leaves it but for its
+     * length (only a failure writes the message, only a large result grows the buffer). */
+    if (call->kind != PP__R_OK || call->cap > PP__KEEP_REPLY)
+      pp__call_reset(call, max_message);
+    call->name = name;
+    if (fn != NULL && b->table == NULL && j->base != NULL && j->uniform && j->count > 0) {
+      err = pp__serve_fixed(chan, call, fn, id, b, arg, &i, &first, max_message, j);
+      continue;
+    }
+    if (b->table == NULL)
+      next = b->data + (size_t) i * b->size;
+    p = next;
     if (alen > 0 && (uintptr_t) next % PP__ALIGN != 0) {
       err = alen <= arg->cap ? 0 : pp__buf_reserve(arg, alen);
       if (err != 0)
@@ -513,14 +646,8 @@ static int pp__serve_batch(pp__chan *chan, pp_call *call, size_t index, uint64_t
       p = arg->p;
     }
     next += alen;
-    /* After a success of a small result the call is as a reset leaves it but for its
-     * length (only a failure writes the message, only a large result grows the buffer). */
-    if (call->kind != PP__R_OK || call->cap > PP__KEEP_REPLY)
-      pp__call_reset(call, max_message);
-    else
-      call->len = 0;
+    call->len = 0;
     if (fn != NULL) {
-      call->name = pp__table[index].name;
       pp__run_item(call, fn, p, alen);
     } else {
       call->kind = PP__R_NOTASK;
@@ -528,27 +655,8 @@ static int pp__serve_batch(pp__chan *chan, pp_call *call, size_t index, uint64_t
                                         "task number %u is not in the worker's table",
                                         (unsigned) index);
     }
-    if (j->base == NULL) {
-      err = pp__send_batch_item(chan, id, i, call);
-      continue;
-    }
-    out = call->kind == PP__R_OK ? (const void *) call->data : (const void *) call->msg;
-    n = call->kind == PP__R_OK ? call->len : call->msg_len;
-    if (call->kind == PP__R_OK && pp__jw_add_same(j, out, n, max_message))
-      continue;
-    if (j->count > 0 && !pp__jw_fits(j, n, max_message)) {
-      err = pp__send_run(chan, j, id, first, i);
-      first = i;
-    }
-    if (err != 0)
-      break;
-    if (pp__jw_fits(j, n, max_message)) {
-      pp__jw_add(j, (uint32_t) call->kind, out, n);
-    } else {
-      err = pp__send_batch_item(chan, id, i, call);
-      first = i + 1;
-      pp__jw_begin(j, id, first);
-    }
+    err = pp__file_item(chan, call, id, i, &first, max_message, j);
+    i++;
   }
   pp__chan_busy(chan, 0);
   if (err == 0 && j->base != NULL && j->count > 0)

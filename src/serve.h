@@ -10,10 +10,13 @@
 
 #if defined(_MSC_VER)
 #  define PP__NORETURN __declspec(noreturn)
+#  define PP__NOINLINE __declspec(noinline)
 #elif defined(__GNUC__) || defined(__clang__)
 #  define PP__NORETURN __attribute__((noreturn))
+#  define PP__NOINLINE __attribute__((noinline))
 #else
 #  define PP__NORETURN
+#  define PP__NOINLINE
 #endif
 
 /* The mark on a spawned worker's command line, followed by the channel's spec; and the

@@ -27,7 +27,12 @@ enum {
   MA_LONG,     /* replies 16 bytes */
   MA_KILL,     /* kills its own worker at once: SIGKILL, or TerminateProcess */
   MA_SLOW,     /* sleeps 20 ms, then replies as MA_OK */
-  MA_HANG      /* never ends (until its worker is killed) */
+  MA_HANG,     /* never ends (until its worker is killed) */
+  MA_LONG_OK,  /* replies 16 bytes, then the right 8: succeeds */
+  MA_OK_SHORT, /* replies the right 8 bytes, then 4: fails with PP_EPROTO */
+  MA_OK_FAIL,  /* replies the right 8 bytes, then fails */
+  MA_OK_RET,   /* replies the right 8 bytes, then returns 5 without a message */
+  MA_OK_TWICE  /* replies garbage of 8 bytes, then the right 8: succeeds */
 };
 
 typedef struct ma_arg {
@@ -85,6 +90,21 @@ int test_task_ma_op(pp_call *call, const void *arg, size_t len) {
     case MA_HANG:
       for (;;)
         uv_sleep(1000);
+    case MA_LONG_OK:
+      pp_reply(call, v, 16);
+      break;
+    case MA_OK_SHORT:
+      pp_reply(call, v, 8);
+      return pp_reply(call, v, 4);
+    case MA_OK_FAIL:
+      pp_reply(call, v, 8);
+      return pp_fail(call, "item %u fails after its reply", (unsigned) a.index);
+    case MA_OK_RET:
+      pp_reply(call, v, 8);
+      return 5;
+    case MA_OK_TWICE:
+      pp_reply(call, &v[1], 8);
+      break;
     default:
       break;
   }
@@ -162,9 +182,12 @@ static ma_arg *ma_args(size_t n, const uint32_t *modes) {
 /* What item i's status and result must be for its mode; results of 8 bytes. */
 static int ma_want_status(uint32_t mode) {
   switch (mode) {
-    case MA_FAIL: return PP_ETASK;
+    case MA_FAIL:
+    case MA_OK_FAIL:
+    case MA_OK_RET: return PP_ETASK;
     case MA_SHORT:
-    case MA_LONG: return PP_EPROTO;
+    case MA_LONG:
+    case MA_OK_SHORT: return PP_EPROTO;
     case MA_KILL: return PP_EWORKER;
     default: return 0;
   }
@@ -346,6 +369,48 @@ void test_ma_failures(void) {
   submitted += n;
   failed += n;
   ma_settled(pool, submitted, failed);
+  ASSERT_EQ_INT(pp_pool_close(pool, NULL, NULL), 0);
+  free(a);
+  free(modes);
+  free(results);
+  free(statuses);
+}
+
+/* A task may reply more than once (the last reply counts) and fail after replying: in a
+ * batch whose results go straight into the journal, every such sequence leaves what it
+ * leaves for a task of its own, in long stretches of successes and between them. */
+void test_ma_reply_sequences(void) {
+  static const uint32_t seq[] = { MA_LONG_OK, MA_OK_SHORT, MA_OK_FAIL, MA_OK_RET,
+                                  MA_OK_TWICE };
+  const size_t n = 30000;
+  const size_t nseq = sizeof(seq) / sizeof(seq[0]);
+  pp_pool *pool = ma_pool(2, NULL, 0);
+  uint32_t *modes = calloc(n, sizeof(uint32_t));
+  uint64_t *results, failed = 0;
+  int *statuses, first = 0;
+  ma_arg *a;
+  size_t i;
+
+  ASSERT_NOT_NULL(modes);
+  /* Alone among successes, then several in a row, then one at a batch's first item. */
+  for (i = 300; i < n / 2; i += 1231)
+    modes[i] = seq[(i / 1231) % nseq];
+  for (i = n / 2; i < n / 2 + 40; i++)
+    modes[i] = seq[i % nseq];
+  modes[8192] = MA_OK_TWICE;
+  modes[n - 1] = MA_OK_FAIL;
+  for (i = 0; i < n; i++) {
+    int want = ma_want_status(modes[i]);
+    failed += want != 0;
+    if (first == 0)
+      first = want;
+  }
+  a = ma_args(n, modes);
+  ma_out(n, &results, &statuses);
+  ASSERT_EQ_INT(pp_map_array(pool, "ma_op", n, a, sizeof(*a), results, sizeof(*results),
+                             statuses), first);
+  ma_check(a, n, results, statuses);
+  ma_settled(pool, n, failed);
   ASSERT_EQ_INT(pp_pool_close(pool, NULL, NULL), 0);
   free(a);
   free(modes);
