@@ -392,12 +392,13 @@ void test_ma_reply_sequences(void) {
   size_t i;
 
   ASSERT_NOT_NULL(modes);
-  /* Alone among successes, then several in a row, then one at a batch's first item. */
+  /* Alone among successes, then several in a row, then one at a batch's first item (2
+   * workers: batches of n / 16 items), where the run has no size yet. */
   for (i = 300; i < n / 2; i += 1231)
     modes[i] = seq[(i / 1231) % nseq];
   for (i = n / 2; i < n / 2 + 40; i++)
     modes[i] = seq[i % nseq];
-  modes[8192] = MA_OK_TWICE;
+  modes[4 * (n / 16)] = MA_OK_TWICE;
   modes[n - 1] = MA_OK_FAIL;
   for (i = 0; i < n; i++) {
     int want = ma_want_status(modes[i]);
