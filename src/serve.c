@@ -535,18 +535,18 @@ static int pp__file_item(pp__chan *chan, pp_call *call, uint64_t id, uint32_t i,
 }
 
 /* Runs items of a fixed-form batch from *pi while the journal's run is uniform and has
- * room, each task's pp_reply writing its result straight into the journal (call->direct):
+ * room (for room more, at least one), each task's pp_reply writing its result straight into the journal (call->direct):
  * pp_map_array's path, where an item costs little more than the task's own call. It
  * keeps in registers what the general loop keeps in j and call, which the task's call
  * makes the compiler read again for every item. The first item whose outcome is anything
  * but a success of the run's size is filed as the general loop files it, and ends the
  * stretch; so does the run's room. *pi is then the next item to run. */
 static int pp__serve_fixed(pp__chan *chan, pp_call *call, pp_task_fn fn, uint64_t id,
-                           const pp__batch *b, pp__buf *arg, uint32_t *pi, uint32_t *first,
-                           size_t max_message, pp__jw *j) {
+                           const pp__batch *b, pp__buf *arg, uint32_t *pi, uint32_t room,
+                           uint32_t *first, size_t max_message, pp__jw *j) {
   const size_t size = b->size, usize = j->usize;
   const uint8_t *items = b->data;
-  uint32_t i = *pi, end = b->count, room = pp__jw_room_same(j, max_message);
+  uint32_t i = *pi, end = b->count;
   uint32_t count = j->count;
   uint8_t *slot = j->data + j->used;
   uint8_t *entry = j->table + (size_t) count * 8;
@@ -615,7 +615,7 @@ static int pp__serve_batch(pp__chan *chan, pp_call *call, size_t index, uint64_t
   const uint8_t *next = b->data;
   pp_task_fn fn = index < pp__ntasks ? pp__table[index].fn : NULL;
   const char *name = fn != NULL ? pp__table[index].name : NULL;
-  uint32_t i = 0, first = 0;
+  uint32_t i = 0, first = 0, room;
   int err = 0;
 
   if (j->base != NULL)
@@ -631,8 +631,10 @@ static int pp__serve_batch(pp__chan *chan, pp_call *call, size_t index, uint64_t
     if (call->kind != PP__R_OK || call->cap > PP__KEEP_REPLY)
       pp__call_reset(call, max_message);
     call->name = name;
-    if (fn != NULL && b->table == NULL && j->base != NULL && j->uniform && j->count > 0) {
-      err = pp__serve_fixed(chan, call, fn, id, b, arg, &i, &first, max_message, j);
+    /* A full run goes out through the general path, which starts the next. */
+    if (fn != NULL && b->table == NULL && j->base != NULL && j->uniform && j->count > 0 &&
+        (room = pp__jw_room_same(j, max_message)) > 0) {
+      err = pp__serve_fixed(chan, call, fn, id, b, arg, &i, room, &first, max_message, j);
       continue;
     }
     if (b->table == NULL)

@@ -387,6 +387,7 @@ const pp_task test_tasks[] = {
   { "ma_init", test_task_ma_init },
   { "ma_op", test_task_ma_op },
   { "ma_noarg", test_task_ma_noarg },
+  { "ma_wide", test_task_ma_wide },
   { "ma_quiet", test_task_ma_quiet },
   { "ma_in_worker", test_task_ma_in_worker },
   /* The same initializer under names of many lengths (test-worker.c). */

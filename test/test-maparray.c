@@ -111,6 +111,18 @@ int test_task_ma_op(pp_call *call, const void *arg, size_t len) {
   return pp_reply(call, v, 8);
 }
 
+/* For a result wider than the argument: replies its 8-byte argument 8 times over. */
+int test_task_ma_wide(pp_call *call, const void *arg, size_t len) {
+  unsigned char out[64];
+  size_t i;
+
+  if (len != 8)
+    return pp_fail(call, "ma_wide: expected 8 bytes, got %lu", (unsigned long) len);
+  for (i = 0; i < sizeof(out); i += 8)
+    memcpy(out + i, arg, 8);
+  return pp_reply(call, out, sizeof(out));
+}
+
 /* For arg_size 0: checks it got nothing, replies 8 fixed bytes. */
 int test_task_ma_noarg(pp_call *call, const void *arg, size_t len) {
   static const uint64_t v = 0x0123456789abcdefull;
@@ -308,6 +320,30 @@ void test_ma_item_sizes(void) {
     memset(results, 0, n * size);
     ASSERT_EQ_INT(pp_map_array(pool, "echo", n, args, size, results, size, NULL), 0);
     ASSERT_EQ_MEM(results, n * size, args, n * size);
+    ASSERT_EQ_INT(pp_pool_close(pool, NULL, NULL), 0);
+    free(args);
+    free(results);
+  }
+  /* Results 8 times as wide as the arguments: a batch's results fill a run (within
+   * max_message_bytes) several times over, and each full run goes out in the middle of a
+   * batch, between two items whose results go straight into the journal. */
+  {
+    const size_t n = 20000;
+    pp_pool_options opts;
+    uint64_t *args = malloc(n * 8);
+    unsigned char *results = malloc(n * 64);
+    ASSERT_NOT_NULL(args);
+    ASSERT_NOT_NULL(results);
+    test_options(&opts);
+    opts.workers = 2;
+    opts.max_message_bytes = 30000;
+    pool = NEW_POOL(NULL, &opts);
+    for (i = 0; i < n; i++)
+      args[i] = (uint64_t) i * 0x9e3779b97f4a7c15ull;
+    memset(results, 0, n * 64);
+    ASSERT_EQ_INT(pp_map_array(pool, "ma_wide", n, args, 8, results, 64, NULL), 0);
+    for (i = 0; i < n * 8; i++)
+      ASSERT_EQ_MEM(results + i * 8, 8, &args[i / 8], 8);
     ASSERT_EQ_INT(pp_pool_close(pool, NULL, NULL), 0);
     free(args);
     free(results);

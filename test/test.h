@@ -82,6 +82,7 @@ int test_task_ln_park(pp_call *call, const void *arg, size_t len);
 int test_task_ma_init(pp_call *call, const void *arg, size_t len);
 int test_task_ma_op(pp_call *call, const void *arg, size_t len);
 int test_task_ma_noarg(pp_call *call, const void *arg, size_t len);
+int test_task_ma_wide(pp_call *call, const void *arg, size_t len);
 int test_task_ma_quiet(pp_call *call, const void *arg, size_t len);
 int test_task_ma_in_worker(pp_call *call, const void *arg, size_t len);
 
