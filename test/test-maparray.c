@@ -306,21 +306,22 @@ void test_ma_item_sizes(void) {
   ASSERT_EQ_INT(pp_pool_close(pool, NULL, NULL), 0);
   /* A small max_message_bytes: batches stay within it, results come in several runs. */
   {
-    const size_t n = 500, size = 1000;
     pp_pool_options opts;
-    unsigned char *args = malloc(n * size), *results = malloc(n * size);
-    ASSERT_NOT_NULL(args);
-    ASSERT_NOT_NULL(results);
     test_options(&opts);
     opts.workers = 2;
     opts.max_message_bytes = 30000;
     pool = NEW_POOL(NULL, &opts);
+  }
+  {
+    const size_t n = 500, size = 1000;
+    unsigned char *args = malloc(n * size), *results = malloc(n * size);
+    ASSERT_NOT_NULL(args);
+    ASSERT_NOT_NULL(results);
     for (i = 0; i < n * size; i++)
       args[i] = (unsigned char) (i * 7);
     memset(results, 0, n * size);
     ASSERT_EQ_INT(pp_map_array(pool, "echo", n, args, size, results, size, NULL), 0);
     ASSERT_EQ_MEM(results, n * size, args, n * size);
-    ASSERT_EQ_INT(pp_pool_close(pool, NULL, NULL), 0);
     free(args);
     free(results);
   }
@@ -329,25 +330,20 @@ void test_ma_item_sizes(void) {
    * batch, between two items whose results go straight into the journal. */
   {
     const size_t n = 20000;
-    pp_pool_options opts;
     uint64_t *args = malloc(n * 8);
     unsigned char *results = malloc(n * 64);
     ASSERT_NOT_NULL(args);
     ASSERT_NOT_NULL(results);
-    test_options(&opts);
-    opts.workers = 2;
-    opts.max_message_bytes = 30000;
-    pool = NEW_POOL(NULL, &opts);
     for (i = 0; i < n; i++)
       args[i] = (uint64_t) i * 0x9e3779b97f4a7c15ull;
     memset(results, 0, n * 64);
     ASSERT_EQ_INT(pp_map_array(pool, "ma_wide", n, args, 8, results, 64, NULL), 0);
     for (i = 0; i < n * 8; i++)
       ASSERT_EQ_MEM(results + i * 8, 8, &args[i / 8], 8);
-    ASSERT_EQ_INT(pp_pool_close(pool, NULL, NULL), 0);
     free(args);
     free(results);
   }
+  ASSERT_EQ_INT(pp_pool_close(pool, NULL, NULL), 0);
 }
 
 /* A task that fails some items, and replies the wrong size for others (shorter, longer,
