@@ -16,6 +16,7 @@ typedef struct ks_state {
   int status[KS_TASKS];
   uint64_t pids[64];        /* recent worker pids, from the results */
   size_t npids;
+  uint64_t killed[KS_KILLS]; /* the pids killed so far */
   int done;
   int kills;
   unsigned rng;
@@ -57,6 +58,20 @@ static void ks_cb(pp_pool *pool, pp_result *r, void *user) {
   ks.pids[ks.npids++ % 64] = pid;
 }
 
+/* A pid is killed once at most. Results its worker sent before it died still bring it
+ * back into the list, and once the pool has reaped that worker the OS may give its pid
+ * to any new process: wine does within milliseconds, and a second kill took down the
+ * test that ran beside this one. Nothing else ends a worker here, so every pid never
+ * killed is a live worker's, and the pool has not reaped it. */
+static int ks_was_killed(uint64_t pid) {
+  int i;
+
+  for (i = 0; i < ks.kills; i++)
+    if (ks.killed[i] == pid)
+      return 1;
+  return 0;
+}
+
 static void ks_kill(uv_timer_t *t) {
   uint64_t pid;
 
@@ -68,9 +83,10 @@ static void ks_kill(uv_timer_t *t) {
     return;
   ks.rng = ks.rng * 1103515245u + 12345u;
   pid = ks.pids[(ks.rng >> 8) % (ks.npids < 64 ? ks.npids : 64)];
-  /* The pid may have gone already: that is a kill that found no one. */
-  if (uv_kill((int) pid, SIGKILL) == 0)
-    ks.kills++;
+  if (ks_was_killed(pid))
+    return;
+  ASSERT_EQ_INT(uv_kill((int) pid, SIGKILL), 0);
+  ks.killed[ks.kills++] = pid;
 }
 
 void test_kill_stress(void) {
