@@ -96,7 +96,8 @@ fi
 if [ -x scripts/test-windows.sh ] && { [ "${CI:-}" = true ] || command -v wine >/dev/null; }; then
   echo "=== windows (mingw-w64, under wine)"
   bash scripts/test-windows.sh || status=1
-  [ -f build-win/meson-logs/testlog.json ] && logs+=("build-win/meson-logs/testlog.json")
+  [ -f build-win/meson-logs/testlog-wine-run.sh.json ] &&
+    logs+=("build-win/meson-logs/testlog-wine-run.sh.json")
 else
   echo "=== windows: skipped (no wine here; CI installs it)"
 fi

@@ -48,4 +48,7 @@ fi
 meson compile -C "$build"
 # Every test and every worker it starts is a wine process, slower to start than a native
 # one: give the tests' timeouts some slack (a later --timeout-multiplier in "$@" wins).
-meson test -C "$build" --print-errorlogs --timeout-multiplier 2 "$@"
+# scripts/wine-run.sh runs a test once more when wine failed to start it at all; meson
+# names the log after it: testlog-wine-run.sh.json.
+meson test -C "$build" --print-errorlogs --timeout-multiplier 2 \
+  --wrapper "$root/scripts/wine-run.sh" "$@"
