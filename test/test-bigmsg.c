@@ -205,6 +205,15 @@ static void release_free_memory(void) {
 #endif
 }
 
+/* This process's resident set, once the allocator's free pages are given back. */
+static size_t resident(void) {
+  size_t rss;
+
+  release_free_memory();
+  ASSERT_EQ_INT(uv_resident_set_memory(&rss), 0);
+  return rss;
+}
+
 /* This process's resident memory less what its pools' segments count there, or 0 where
  * the OS does not tell them apart (Linux's RssAnon does). The pages of the live workers'
  * segments that the last round happened to touch, up to 2 workers x 8 segments of 2 MiB
@@ -547,8 +556,7 @@ void test_bm_faults(void) {
   pool = NEW_POOL(NULL, &opts);
   bm_fault_round(pool);
   ASSERT_EQ_INT(pp_pool_close(pool, NULL, NULL), 0);
-  release_free_memory();
-  ASSERT_EQ_INT(uv_resident_set_memory(&rss1), 0);
+  rss1 = resident();
 
   pool = NEW_POOL(NULL, &opts);
   bm_fault_round(pool);
@@ -562,8 +570,7 @@ void test_bm_faults(void) {
   if (maps >= 0)
     ASSERT_LE_INT(maps, 2 * 2 * 4);
   ASSERT_EQ_INT(pp_pool_close(pool, NULL, NULL), 0);
-  release_free_memory();
-  ASSERT_EQ_INT(uv_resident_set_memory(&rss5), 0);
+  rss5 = resident();
 
   /* Four more rounds, each through some 40 MiB of messages and 8 dead workers' segments:
    * a leak of a fraction of one round's would show. ASan keeps freed blocks in its
