@@ -84,7 +84,7 @@ static int on_frame(void *ctx, const pp__hdr *h, uint8_t *payload, int owned) {
   pp__hello hello;
   pp__init init;
   pp__batch batch;
-  pp_shm_ref ref;
+  uint64_t jsize, token;
   pp__shm_result sr;
   size_t *frames = (size_t *) ctx;
   size_t max = 0;
@@ -127,11 +127,9 @@ static int on_frame(void *ctx, const pp__hdr *h, uint8_t *payload, int owned) {
     check_batch(&batch);
   if (pp__batch_result_decode(payload, h->len, &batch, &why) == 0)
     check_batch_result(&batch);
-  if (pp__journal_decode(payload, h->len, &ref, &why) == 0) {
-    size_t n = strlen(ref.name);
-    if (n == 0 || n != h->len - 4)
-      abort();
-  }
+  if (pp__journal_decode(payload, h->len, &jsize, &token, &why) == 0 &&
+      h->len != PP__JOURNAL_FRAME)
+    abort();
   if (pp__shm_result_decode(payload, h->len, &sr, &why) == 0) {
     if (sr.where > PP__SHM_SLOTS || sr.off > sr.size || sr.len > sr.size - sr.off ||
         (sr.where > 0 && sr.off < PP__SHM_RESULT_HDR))

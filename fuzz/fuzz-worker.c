@@ -70,18 +70,18 @@ typedef struct journal {
 
 static journal jn;
 
-static void journal_open(const pp_shm_ref *ref) {
+static void journal_open(uint64_t size) {
   size_t data_off;
   uint32_t tcap;
 
   free(jn.jw.base);
   memset(&jn.jw, 0, sizeof(jn.jw));
-  if (ref->size > FUZZ_LIMIT || pp__journal_layout((size_t) ref->size, &tcap, &data_off) != 0)
+  if (size > FUZZ_LIMIT || pp__journal_layout((size_t) size, &tcap, &data_off) != 0)
     return;
-  jn.jw.base = calloc(1, (size_t) ref->size);
+  jn.jw.base = calloc(1, (size_t) size);
   if (jn.jw.base == NULL)
     return;
-  jn.size = (size_t) ref->size;
+  jn.size = (size_t) size;
   jn.jw.table = jn.jw.base + PP__JOURNAL_HDR;
   jn.jw.data = jn.jw.base + data_off;
   jn.jw.tcap = tcap;
@@ -238,8 +238,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       pp__shm_task st;
       if (!inited || pp__shm_task_decode(payload, h.len, &st, &why) != 0)
         break;
-      if (st.slot >= PP__SHM_SLOTS || st.len > st.size || strlen(st.name) < 10 ||
-          strlen(st.name) > PP__SHM_WIRE_NAME_MAX || memcmp(st.name, "procpool-", 9) != 0)
+      if (st.slot >= PP__SHM_SLOTS || st.len > st.size || st.size == 0 ||
+          h.len != PP__SHM_TASK_SIZE)
         abort();
     } else if (h.type == PP__F_TASK && inited) {
       continue;
@@ -248,13 +248,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       if (pp__batch_decode(payload, h.len, &b, &why) != 0)
         break;
       serve_batch(h.id, &b, max_message);
-    } else if (h.type == PP__F_JOURNAL && inited) {
-      pp_shm_ref ref;
-      if (pp__journal_decode(payload, h.len, &ref, &why) != 0)
+    } else if (h.type == PP__F_JOURNAL) {
+      uint64_t jsize, token;
+      if (pp__journal_decode(payload, h.len, &jsize, &token, &why) != 0)
         break;
-      if (memchr(ref.name, '\0', sizeof(ref.name)) == NULL || ref.name[0] == '\0')
+      if (h.len != PP__JOURNAL_FRAME)
         abort();
-      journal_open(&ref);
+      journal_open(jsize);
     } else {
       break;
     }

@@ -252,13 +252,12 @@ static void init(const char *initializer, uint64_t max_message) {
   frame(PP__F_INIT, 0, 0, p, PP__INIT_FIXED + nlen + (initializer ? 7 : 0));
 }
 
-static void journal(uint32_t size, const char *name) {
-  uint8_t p[64];
-  size_t n = strlen(name);
+static void journal(uint32_t size) {
+  uint8_t p[PP__JOURNAL_FRAME];
 
-  pp__put_u32(p, size);
-  memcpy(p + 4, name, n);
-  frame(PP__F_JOURNAL, 0, 0, p, 4 + n);
+  pp__put_u64(p, size);
+  pp__put_u64(p + PP__JOURNAL_TOKEN, 0);
+  frame(PP__F_JOURNAL, 0, 0, p, sizeof(p));
 }
 
 /* A batch of count items; item i's argument is i * step bytes, its first byte odd for
@@ -300,7 +299,7 @@ static void worker(void) {
   init(NULL, 1 << 20);
   frame(PP__F_TASK, 0, 1, arg, sizeof(arg));
   frame(PP__F_TASK, 1, 2, NULL, 0);
-  journal(4096, "procpool-4242-1-j7");
+  journal(4096);
   batch(3, 0, 5, 3);
   batch(4, 2, 9, 1);
   batch_fixed(14, 0, 7, 8);
@@ -325,9 +324,8 @@ static void worker(void) {
    * an argument in a segment (decoded, not mapped). */
   {
     uint8_t p[PP__INIT_FIXED + 8];
-    uint8_t ref[PP__SHM_TASK_FIXED + PP__SHM_WIRE_NAME_MAX];
+    uint8_t ref[PP__SHM_TASK_SIZE];
     pp__shm_task st;
-    size_t n;
     put_u8(3);
     pp__put_u16(p, PP__PROTO_VERSION);
     pp__put_u16(p + 2, PP__INIT_SHM);
@@ -338,13 +336,12 @@ static void worker(void) {
     memset(&st, 0, sizeof(st));
     st.slot = 1;
     st.size = 1 << 20;
-    memcpy(st.name, "procpool-4242-7-abcdefgh", 25);
-    n = pp__shm_task_encode(ref, &st);
-    frame(PP__F_SHM_OFFER, 0, 0, ref, n);
+    pp__shm_task_encode(ref, &st);
+    frame(PP__F_SHM_OFFER, PP__SEG_RESULT, 0, ref, sizeof(ref));
     st.slot = 0;
     st.len = 8192;
-    n = pp__shm_task_encode(ref, &st);
-    frame_f(PP__F_TASK, PP__FL_SHM, 0, 1, ref, n);
+    pp__shm_task_encode(ref, &st);
+    frame_f(PP__F_TASK, PP__FL_SHM, 0, 1, ref, sizeof(ref));
     frame(PP__F_TASK, 0, 2, arg, 5);
     save("worker", "shm");
   }
@@ -353,7 +350,7 @@ static void worker(void) {
    * one too large for the journal goes on its own. */
   put_u8(1);
   init(NULL, 100);
-  journal(160, "procpool-1-2-j3");
+  journal(160);
   batch(5, 0, 8, 12);
   batch(6, 0, 3, 60);
   save("worker", "runs");

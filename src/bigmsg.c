@@ -7,7 +7,7 @@
 #include "atomics.h"
 #include "bufcache.h"
 #include "dispatch.h"
-#include "shm.h"
+#include "seg.h"
 
 /* Segments are made in whole mebibytes, so that a slightly larger message next time
  * still fits the one made for the last. */
@@ -15,8 +15,7 @@
 
 /* One of the pool's segments for a worker: an argument's, or a result's. */
 typedef struct pp__pseg {
-  pp_shm *shm;
-  size_t size;
+  pp__seg seg;             /* seg.data NULL: none in this slot */
   const pp__task *task;    /* arguments: whose it holds, or NULL: free */
 } pp__pseg;
 
@@ -31,10 +30,10 @@ static void pp__bigmsg_give_up(pp_pool *pool, size_t size, int err) {
   static int warned;
 
   pool->shm_off = 1;
-  pp__warn_once(&warned, "could not make a shared-memory segment of %lu bytes for a large "
+  pp__warn_once(&warned, "could not make a shared-memory segment of %zu bytes for a large "
                 "message: %s (%s); the pool sends its large messages over the workers' "
                 "channels from now on (is /dev/shm full or small? see shm_max_bytes)",
-                (unsigned long) size, pp_strerror(err), pp_errname(err));
+                size, pp_strerror(err), pp_errname(err));
 }
 
 void pp__bigmsg_worker_init(pp__worker *w, pp__init *in) {
@@ -53,38 +52,51 @@ static size_t pp__round_grain(size_t len) {
   return r >= len ? r : len;
 }
 
-/* Makes segment g of need bytes, within the pool's room; 0 when there is none. */
-static int pp__bigmsg_make(pp_pool *pool, pp__pseg *g, size_t need) {
+/* Makes segment g, slot `slot` of w's of that kind, anew with need bytes, within the
+ * pool's room, and hands it to w (an SHM_OFFER frame, ahead of everything not yet
+ * written). 0 when there is no room, or it could not be made or handed over now (then
+ * the message goes over the channel). */
+static int pp__bigmsg_make(pp__worker *w, pp__pseg *g, uint32_t slot, int kind,
+                           size_t need) {
+  pp_pool *pool = w->pool;
+  uint8_t frame[PP__HDR_SIZE + PP__SHM_TASK_SIZE];
+  pp__shm_task st;
   int err;
 
-  if (pool->shm_bytes - g->size + need > pool->shm_max)
+  if (pool->shm_bytes - g->seg.size + need > pool->shm_max)
     return 0;
-  if (g->shm != NULL) {
-    pp_shm_close(g->shm);
-    pool->shm_bytes -= g->size;
-    g->shm = NULL;
-    g->size = 0;
+  if (g->seg.data != NULL) {
+    pool->shm_bytes -= g->seg.size;
+    pp__seg_free(&g->seg);
   }
-  err = pp_shm_create(&g->shm, need);
+  err = pp__seg_create(&g->seg, need);
   if (err != 0) {
     pp__bigmsg_give_up(pool, need, err);
     return 0;
   }
-  g->size = need;
+  st.slot = slot;
+  st.size = need;
+  st.len = 0;
+  st.token = 0;
+  pp__hdr_encode(frame, PP__F_SHM_OFFER, (uint16_t) kind, 0, PP__SHM_TASK_SIZE);
+  pp__shm_task_encode(frame + PP__HDR_SIZE, &st);
+  if (pp__seg_give(w, &g->seg, frame, sizeof(frame), PP__HDR_SIZE + PP__SHM_TASK_TOKEN) != 0) {
+    /* The worker got nothing: the slot stays empty, and is tried again next time. */
+    pp__seg_free(&g->seg);
+    return 0;
+  }
   pool->shm_bytes += need;
   return 1;
 }
 
-static size_t pp__bigmsg_ref(uint8_t *ref, uint32_t slot, const pp__pseg *g, size_t len) {
+static void pp__bigmsg_ref(uint8_t *ref, uint32_t slot, const pp__pseg *g, size_t len) {
   pp__shm_task st;
-  pp_shm_ref r;
 
-  pp_shm_ref_get(g->shm, &r);
   st.slot = slot;
-  st.size = g->size;
+  st.size = g->seg.size;
   st.len = len;
-  memcpy(st.name, r.name, strlen(r.name) + 1);
-  return pp__shm_task_encode(ref, &st);
+  st.token = 0;
+  pp__shm_task_encode(ref, &st);
 }
 
 size_t pp__bigmsg_arg(pp__worker *w, const pp__task *t, uint8_t *ref) {
@@ -99,47 +111,44 @@ size_t pp__bigmsg_arg(pp__worker *w, const pp__task *t, uint8_t *ref) {
    * pool has room for it; else the smallest free one, made anew larger. */
   for (i = 0; i < PP__SHM_SLOTS; i++) {
     pp__pseg *s = &b->arg[i];
-    if (s->shm != NULL && s->task == NULL && s->size >= t->len &&
-        (g == NULL || s->size < g->size))
+    if (s->seg.data != NULL && s->task == NULL && s->seg.size >= t->len &&
+        (g == NULL || s->seg.size < g->seg.size))
       g = s;
   }
   if (g == NULL) {
     size_t need = pp__round_grain(t->len);
     for (i = 0; i < PP__SHM_SLOTS && g == NULL; i++)
-      if (b->arg[i].shm == NULL && pool->shm_bytes + need <= pool->shm_max)
+      if (b->arg[i].seg.data == NULL && pool->shm_bytes + need <= pool->shm_max)
         g = &b->arg[i];
     for (i = 0; i < PP__SHM_SLOTS; i++)
-      if (b->arg[i].shm != NULL && b->arg[i].task == NULL &&
-          (g == NULL || (g->shm != NULL && b->arg[i].size < g->size)))
+      if (b->arg[i].seg.data != NULL && b->arg[i].task == NULL &&
+          (g == NULL || (g->seg.data != NULL && b->arg[i].seg.size < g->seg.size)))
         g = &b->arg[i];
-    if (g == NULL || !pp__bigmsg_make(pool, g, need))
+    if (g == NULL || !pp__bigmsg_make(w, g, (uint32_t) (g - b->arg), PP__SEG_ARG, need))
       return 0;
   }
-  memcpy(pp_shm_data(g->shm), t->arg, t->len);
+  memcpy(g->seg.data, t->arg, t->len);
   g->task = t;
-  return pp__bigmsg_ref(ref, (uint32_t) (g - b->arg), g, t->len);
+  pp__bigmsg_ref(ref, (uint32_t) (g - b->arg), g, t->len);
+  return PP__SHM_TASK_SIZE;
 }
 
 void pp__bigmsg_offer(pp__worker *w, size_t len) {
   pp_pool *pool = w->pool;
   struct pp__pbig *b = w->big;
-  uint8_t frame[PP__HDR_SIZE + PP__SHM_TASK_FIXED + PP__SHM_NAME_MAX];
-  size_t need, n, i;
+  size_t need, i;
 
   if (b == NULL || pool->shm_off || len < pool->shm_threshold || w->state != PP__W_READY)
     return;
   /* Slots are only ever added, never made anew: a worker may be writing in any one it
    * has, at any time. */
-  for (i = 0; i < PP__SHM_SLOTS && b->res[i].shm != NULL; i++)
+  for (i = 0; i < PP__SHM_SLOTS && b->res[i].seg.data != NULL; i++)
     ;
   /* An eighth more, so that results that vary a little all fit. */
   need = PP__SHM_RESULT_HDR + len + len / 8;
-  if (i == PP__SHM_SLOTS || need < len || !pp__bigmsg_make(pool, &b->res[i],
-                                                           pp__round_grain(need)))
+  if (i == PP__SHM_SLOTS || need < len)
     return;
-  n = pp__bigmsg_ref(frame + PP__HDR_SIZE, (uint32_t) i, &b->res[i], 0);
-  pp__hdr_encode(frame, PP__F_SHM_OFFER, 0, 0, (uint32_t) n);
-  pp__wbatch_send(w, frame, PP__HDR_SIZE + n);
+  pp__bigmsg_make(w, &b->res[i], (uint32_t) i, PP__SEG_RESULT, pp__round_grain(need));
 }
 
 void pp__bigmsg_task_done(pp__worker *w, const pp__task *t) {
@@ -176,20 +185,20 @@ int pp__bigmsg_result(pp__worker *w, const pp__task *t, const uint8_t *p, size_t
     /* The task replied with bytes of its own argument, which are still where the pool
      * put them. */
     for (i = 0; i < PP__SHM_SLOTS && src == NULL; i++)
-      if (w->big->arg[i].task == t && sr.size == w->big->arg[i].size &&
+      if (w->big->arg[i].task == t && sr.size == w->big->arg[i].seg.size &&
           sr.off + sr.len <= t->len)
-        src = (const uint8_t *) pp_shm_data(w->big->arg[i].shm) + sr.off;
+        src = w->big->arg[i].seg.data + sr.off;
     if (src == NULL) {
       *why = "a result in its argument's shared memory, out of the argument's bounds";
       return PP_EPROTO;
     }
   } else {
     pp__pseg *g = &w->big->res[sr.where - 1];
-    if (g->shm == NULL || g->size != sr.size) {
+    if (g->seg.data == NULL || g->seg.size != sr.size) {
       *why = "a result in a shared-memory segment the pool did not offer";
       return PP_EPROTO;
     }
-    busy = (uint8_t *) pp_shm_data(g->shm);
+    busy = g->seg.data;
     if (pp__load_acquire(busy) != 1) {
       *why = "a result in a shared-memory segment that the worker did not mark as written";
       return PP_EPROTO;
@@ -212,18 +221,6 @@ int pp__bigmsg_result(pp__worker *w, const pp__task *t, const uint8_t *p, size_t
   return err;
 }
 
-void pp__bigmsg_unname(pp__worker *w) {
-  pp_shm_ref r;
-  uint32_t i;
-
-  for (i = 0; w->big != NULL && i < PP__SHM_SLOTS; i++) {
-    if (w->big->arg[i].shm == NULL)
-      continue;
-    pp_shm_ref_get(w->big->arg[i].shm, &r);
-    pp__shm_os_unlink(r.name);
-  }
-}
-
 void pp__bigmsg_worker_free(pp__worker *w) {
   struct pp__pbig *b = w->big;
   uint32_t i;
@@ -231,14 +228,9 @@ void pp__bigmsg_worker_free(pp__worker *w) {
   if (b == NULL)
     return;
   for (i = 0; i < PP__SHM_SLOTS; i++) {
-    if (b->arg[i].shm != NULL) {
-      pp_shm_close(b->arg[i].shm);
-      w->pool->shm_bytes -= b->arg[i].size;
-    }
-    if (b->res[i].shm != NULL) {
-      pp_shm_close(b->res[i].shm);
-      w->pool->shm_bytes -= b->res[i].size;
-    }
+    w->pool->shm_bytes -= b->arg[i].seg.size + b->res[i].seg.size;
+    pp__seg_free(&b->arg[i].seg);
+    pp__seg_free(&b->res[i].seg);
   }
   free(b);
   w->big = NULL;

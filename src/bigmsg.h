@@ -8,18 +8,17 @@
  * channel as before. A worker gets a result segment once a large result of its came over
  * the channel, sized for it with some room to grow.
  *
- * Every segment is the pool's: it makes them, so it knows every name to remove, and it
- * holds each one open, so a result written by a worker that died since is still there
- * (on Windows a segment ends with its last handle). The worker removes the name of each
- * segment once it has mapped it; the pool removes them all again when it is done with
- * the worker. The pool reads a result segment only for a RESULT frame it reads, which
- * a dead worker's are not. */
+ * Every segment is the pool's: it makes them (anonymous, of a size no one can change:
+ * seg.h), hands each to its worker with the SHM_OFFER frame that introduces it, and
+ * holds its own mapping, so a result written by a worker that died since is still there.
+ * The pool reads a result segment only for a RESULT frame it reads, which a dead
+ * worker's are not, and treats every byte of it as the worker's input. */
 #ifndef PP_BIGMSG_H
 #define PP_BIGMSG_H
 
 #include "pool.h"
 #include "protocol.h"
-#include "shm.h"
+#include "seg.h"
 
 /* ---- The pool's side (bigmsg.c) --------------------------------------------------------- */
 
@@ -27,9 +26,10 @@
  * zero when the pool uses none, or it could not be set up: the channel then does). */
 void pp__bigmsg_worker_init(pp__worker *w, pp__init *in);
 
-/* Puts t's argument in one of w's segments, and writes the TASK payload that says where
- * to ref (PP__SHM_TASK_FIXED + PP__SHM_NAME_MAX bytes of room). Returns the payload's
- * length, or 0 when the argument goes over the channel (too small, no room, a failure). */
+/* Puts t's argument in one of w's segments (a new one is handed to w first), and writes
+ * the TASK payload that says where to ref (PP__SHM_TASK_SIZE bytes). Returns the
+ * payload's length, or 0 when the argument goes over the channel (too small, no room, a
+ * failure). */
 size_t pp__bigmsg_arg(pp__worker *w, const pp__task *t, uint8_t *ref);
 
 /* A large result (len bytes) of w's came over the channel: when there is room, offers w
@@ -48,10 +48,6 @@ int pp__bigmsg_result(pp__worker *w, const pp__task *t, const uint8_t *p, size_t
 /* t is no longer w's: the segment that held its argument is free again. */
 void pp__bigmsg_task_done(pp__worker *w, const pp__task *t);
 
-/* w will map nothing more (it said it could not): the names of its argument segments go
- * now, while the segments stay until it is gone. */
-void pp__bigmsg_unname(pp__worker *w);
-
 /* w's process is gone: unmaps and removes its segments. */
 void pp__bigmsg_worker_free(pp__worker *w);
 
@@ -63,15 +59,19 @@ typedef struct pp__wbig pp__wbig;
  * worker then sends everything over the channel). */
 pp__wbig *pp__wbig_new(const pp__init *init);
 
-/* Maps the argument a TASK with PP__FL_SHM names (kept mapped for the next one in the
- * same slot). Returns 0 and *data, or an error with why filled in. */
+/* The argument a TASK with PP__FL_SHM points at, in the slot's segment the pool handed
+ * over before. Returns 0 and *data, or an error with why filled in (PP_EPROTO: no such
+ * segment, or not of that size; another: the segment could not be mapped, and the task
+ * is not run). */
 int pp__wbig_arg(pp__wbig *b, const pp__shm_task *ref, const uint8_t **data, char *why,
                  size_t why_size);
 
-/* Maps the result segment an SHM_OFFER frame names. Returns 0, or an error with why
- * filled in (PP_EPROTO: a malformed offer; anything else: the worker goes on without
- * it). */
-int pp__wbig_offer(pp__wbig *b, const pp__shm_task *ref, char *why, size_t why_size);
+/* Maps the segment an SHM_OFFER frame (aux kind, a pp__seg_kind) just read from chan
+ * introduces, in place of what the slot held. Returns 0, or an error with why filled in
+ * (PP_EPROTO: a malformed offer; anything else: the slot stays empty: a result goes over
+ * the channel, and a TASK that points at an argument there is refused by pp__wbig_arg). */
+int pp__wbig_offer(pp__wbig *b, pp__chan *chan, int kind, const pp__shm_task *ref,
+                   char *why, size_t why_size);
 
 /* Places a result of len bytes for the pool: where it lies already when it is within the
  * running task's argument [arg, arg + arg_len) (arg: what pp__wbig_arg gave for it, NULL

@@ -8,9 +8,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The most descriptors read and not yet taken. The pool sends one with each frame that
+ * introduces a segment, and a read returns at most one such frame's descriptor (the
+ * kernel ends a read after the bytes that carry descriptors), so one is the most a worker
+ * holds between reading a frame and handling it; the rest is margin. */
+#define PP__CHAN_MAX_PENDING 4
+
 typedef struct pp__chan {
   intptr_t h;   /* read from: a descriptor on Unix, a HANDLE on Windows */
   intptr_t out; /* written to: the same as h but for a channel on stdin and stdout */
+  /* Unix: the descriptors that came with the bytes read so far, oldest first, for
+   * pp__seg_take (seg.h). Unused on Windows, where handles come by another way. */
+  int pending[PP__CHAN_MAX_PENDING];
+  unsigned npending;
+  unsigned dropped;  /* Unix: descriptors the kernel dropped, this process having no
+                        room for them (MSG_CTRUNC) */
+  int not_socket;  /* Unix: h is a pipe (behind some launchers): plain reads */
 } pp__chan;
 
 typedef struct pp__iov {
@@ -33,7 +46,8 @@ int pp__chan_open(const char *spec, pp__chan *chan);
 
 
 /* Reads up to cap bytes, at least one. Returns 0 with *got set, UV_EOF at the end, or a
- * UV_E* error. Interrupted calls are retried. */
+ * UV_E* error. Interrupted calls are retried. On Unix, descriptors that came with the
+ * bytes join chan->pending (close-on-exec; any past its room are closed). */
 int pp__chan_read(pp__chan *chan, void *buf, size_t cap, size_t *got);
 
 #define PP__CHAN_MAX_IOV 8
@@ -42,6 +56,7 @@ int pp__chan_read(pp__chan *chan, void *buf, size_t cap, size_t *got);
  * went away is UV_EPIPE, never a signal. */
 int pp__chan_write(pp__chan *chan, const pp__iov *iov, size_t n);
 
+/* Closes the channel and every descriptor still pending. */
 void pp__chan_close(pp__chan *chan);
 
 /* Makes the process end, with exit status PP__EXIT_ORPHAN, when the pool's end of the

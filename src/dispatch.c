@@ -8,7 +8,6 @@
 
 #include "bigmsg.h"
 #include "dispatch.h"
-#include "journal.h"
 #include "lifecycle.h"
 
 /* Arguments this large are written from the task itself rather than copied. */
@@ -362,14 +361,10 @@ static int pp__worker_can_take(const pp__worker *w) {
 
 /* Sends t to w. Returns 0, or an error that leaves t queued. */
 static int pp__assign(pp__worker *w, pp__task *t) {
-  uint8_t ref[PP__SHM_TASK_FIXED + PP__SHM_NAME_MAX];
+  uint8_t ref[PP__SHM_TASK_SIZE];
   size_t reflen;
   int err;
 
-  /* A worker's first batch, or first task sent ahead of another: its journal's frame
-   * goes first (for a batch's results, and for a precise kill: journal.h). */
-  if (t->nitems != 0 || w->ninflight > 0)
-    pp__journal_batch(w);
   reflen = pp__bigmsg_arg(w, t, ref);
   err = pp__wbatch_add(&w->wb[w->wb_fill], t, reflen ? ref : NULL, reflen);
   if (err != 0) {

@@ -8,7 +8,7 @@
 #include "dispatch.h"
 #include "pool.h"
 #include "atomics.h"
-#include "shm.h"
+#include "seg.h"
 
 /* The header's count is the one word both sides use to agree on what is written: the
  * worker stores it after the results it counts (release), the pool loads it before it
@@ -49,11 +49,13 @@ int pp__journal_read(const uint8_t *journal, size_t size, uint64_t id, uint32_t 
     return PP_EPROTO;
   }
   dcap = size - data_off;
+  /* Each word once, into a local: the worker may change it at any time, and what is
+   * checked must be what is used. */
   count = pp__load_acquire(journal + PP__JOURNAL_COUNT);
-  first = pp__get_u32(journal + PP__JOURNAL_FIRST);
+  first = pp__load_acquire(journal + PP__JOURNAL_FIRST);
   if (count == 0)
     return 0;
-  if (pp__get_u64(journal + PP__JOURNAL_ID) != id) {
+  if (pp__load64(journal + PP__JOURNAL_ID) != id) {
     *why = "a journal of another batch";
     return PP_EPROTO;
   }
@@ -75,6 +77,8 @@ int pp__journal_read(const uint8_t *journal, size_t size, uint64_t id, uint32_t 
   p = malloc(8 + (size_t) count * 8 + dcap);
   if (p == NULL) {
     *why = "no memory to read a journal";
+    b->first = from;
+    b->count = nout;
     return PP_ENOMEM;
   }
   memcpy(p + 8, journal + PP__JOURNAL_HDR, (size_t) count * 8);
@@ -96,8 +100,8 @@ int pp__journal_read(const uint8_t *journal, size_t size, uint64_t id, uint32_t 
   pp__put_u32(p, from);
   pp__put_u32(p + 4, nout);
   if (pp__fence_load(journal + PP__JOURNAL_COUNT) != count ||
-      pp__get_u32(journal + PP__JOURNAL_FIRST) != first ||
-      pp__get_u64(journal + PP__JOURNAL_ID) != id) {
+      pp__load_acquire(journal + PP__JOURNAL_FIRST) != first ||
+      pp__load64(journal + PP__JOURNAL_ID) != id) {
     free(p);
     *why = "a journal that changed while it was read";
     return PP_EPROTO;
@@ -112,146 +116,151 @@ int pp__journal_read(const uint8_t *journal, size_t size, uint64_t id, uint32_t 
 
 /* ---- The pool's side ------------------------------------------------------------------ */
 
-/* w->journal_state: */
-enum { PP__J_NONE = 0, PP__J_NAMED, PP__J_DONE };
-
-static void pp__journal_offer(pp__worker *w) {
+void pp__journal_offer(pp__worker *w) {
   static int warned;
-  uint8_t frame[PP__HDR_SIZE + 4 + sizeof(((pp_shm_ref *) 0)->name)];
-  pp_shm_ref ref;
-  size_t nlen;
+  uint8_t frame[PP__HDR_SIZE + PP__JOURNAL_FRAME];
   int err;
 
-  w->journal_state = PP__J_DONE;
-  err = pp_shm_create(&w->journal, PP__JOURNAL_SIZE);
-  if (err != 0) {
-    /* Only speed is lost: the worker writes each result before it starts the next. */
-    pp__warn_once(&warned, "no shared memory for a results journal (%s: %s): pp_map's "
-                  "batches send each item's result on its own, which is slower",
+  err = pp__seg_create(&w->journal, PP__JOURNAL_SIZE);
+  if (err == 0) {
+    pp__hdr_encode(frame, PP__F_JOURNAL, 0, 0, PP__JOURNAL_FRAME);
+    pp__put_u64(frame + PP__HDR_SIZE, PP__JOURNAL_SIZE);
+    err = pp__seg_give(w, &w->journal, frame, sizeof(frame),
+                       PP__HDR_SIZE + PP__JOURNAL_TOKEN);
+    if (err != 0)
+      pp__seg_free(&w->journal);
+  }
+  if (err != 0)
+    /* Speed and precision are lost, not results: the worker writes each result before it
+     * starts the next, and a kill cannot tell what it had started (journal.h). */
+    pp__warn_once(&warned, "no shared memory for a worker's results journal (%s: %s): "
+                  "pp_map's batches send each item's result on its own, which is slower, "
+                  "and a task killed for a cancel or timeout may take the tasks sent ahead "
+                  "to its worker with it (pipeline_depth 1 rules that out)",
                   pp_errname(err), pp_strerror(err));
-    return;
-  }
-  pp_shm_ref_get(w->journal, &ref);
-  nlen = strlen(ref.name);
-  pp__hdr_encode(frame, PP__F_JOURNAL, 0, 0, (uint32_t) (4 + nlen));
-  pp__put_u32(frame + PP__HDR_SIZE, (uint32_t) ref.size);
-  memcpy(frame + PP__HDR_SIZE + 4, ref.name, nlen);
-  if (pp__wbatch_put(w, frame, PP__HDR_SIZE + 4 + nlen) != 0) {
-    pp_shm_close(w->journal);
-    w->journal = NULL;
-    return;
-  }
-  w->journal_state = PP__J_NAMED;
-  /* The worker consults the segment from the task after the frame on: this one's. */
-  w->journal_from = w->seq_sent + 1;
-}
-
-void pp__journal_seen(pp__worker *w) {
-  pp_shm_ref ref;
-
-  if (w->journal_state == PP__J_NAMED &&
-      pp__load_acquire((const uint8_t *) pp_shm_data(w->journal) + PP__JOURNAL_OPENED) != 0) {
-    /* The worker has it mapped, and no one else is to open it: the name can go, so that
-     * nothing is left behind if this process dies. pp_shm_close's own removal of the
-     * name, later, then finds none (a name with this process's pid, never made again). */
-    pp_shm_ref_get(w->journal, &ref);
-    pp__shm_os_unlink(ref.name);
-    w->journal_state = PP__J_DONE;
-  }
-}
-
-void pp__journal_batch(pp__worker *w) {
-  if (w->journal_state == PP__J_NONE)
-    pp__journal_offer(w);
-  else
-    pp__journal_seen(w);
 }
 
 void pp__journal_recover(pp__worker *w, pp__task *t) {
   const char *why;
   uint8_t *p = NULL;
   pp__batch b;
+  int err;
 
   /* Only a batch whose frame reached this worker, and that it was running. */
-  if (w->journal == NULL || t->nitems == 0 || t->state == PP__T_DONE ||
+  if (w->journal.data == NULL || t->nitems == 0 || t->state == PP__T_DONE ||
       t->sent_to != w->token || t->received >= t->nitems)
     return;
-  if (pp__journal_read((const uint8_t *) pp_shm_data(w->journal), pp_shm_size(w->journal),
-                       t->id, t->received, t->nitems, &p, &b, &why) == 0 && p != NULL) {
+  err = pp__journal_read(w->journal.data, w->journal.size, t->id, t->received, t->nitems,
+                         &p, &b, &why);
+  if (err == 0 && p != NULL) {
     t->received += b.count;
     t->on_items(t, &b, w->pid);
+  } else if (err == PP_ENOMEM) {
+    /* The items the journal holds ran: without memory to read their results they fail,
+     * one by one with a message of no size to allocate, rather than run again. */
+    static const char msg[] = "its result, which only its dead worker's journal held, "
+                              "could not be read: out of memory";
+    uint8_t entry[8];
+    uint32_t i, n = b.count;
+    pp__put_u32(entry, PP__R_FAIL);
+    pp__put_u32(entry + 4, (uint32_t) (sizeof(msg) - 1));
+    for (i = 0; i < n && t->state != PP__T_DONE; i++) {
+      b.first = t->received;
+      b.count = 1;
+      b.table = entry;
+      b.size = 0;
+      b.data = (const uint8_t *) msg;
+      b.data_len = sizeof(msg) - 1;
+      t->received++;
+      t->on_items(t, &b, w->pid);
+    }
   }
   free(p);
 }
 
-int pp__journal_claim(pp__worker *w, const pp__task *t) {
-  uint8_t *base;
+/* Reads the two control words, checked against what was sent: a worker can only have
+ * started or finished a task it was sent, so any other value is a lie or corruption.
+ * Returns 0 with *state and *done, or -1. */
+static int pp__journal_words(const pp__worker *w, uint64_t *state, uint64_t *done) {
+  *state = pp__load64(w->journal.data + PP__JOURNAL_STATE);
+  *done = pp__load64(w->journal.data + PP__JOURNAL_DONE);
+  if ((*state > w->seq_sent && *state != PP__CTL_DOOMED) || *done > w->seq_sent)
+    return -1;
+  return 0;
+}
 
-  if (w->journal == NULL)
+int pp__journal_claim(pp__worker *w, const pp__task *t) {
+  uint64_t state, done;
+  int i;
+
+  /* A worker that could not map the segment obeys no state word. */
+  if (w->journal.data == NULL || w->journal_failed)
     return PP__CLAIM_PLAIN;
-  base = (uint8_t *) pp_shm_data(w->journal);
-  /* A worker that has not mapped the segment yet has not read its frame, nor started
-   * anything behind it: it obeys the state word from there on, or says it cannot (the
-   * settle then knows it, having read all it sent). */
-  if (w->journal_failed)
-    return PP__CLAIM_PLAIN;
-  for (;;) {
-    uint64_t state = pp__load64(base + PP__JOURNAL_STATE);
+  /* Bounded: an honest worker changes the state word twice a task, so a swap fails only
+   * a few times in a row; one that keeps changing it is killed as one that obeys none. */
+  for (i = 0; i < 64; i++) {
+    if (pp__journal_words(w, &state, &done) != 0)
+      return PP__CLAIM_PLAIN;
     if (state == PP__CTL_DOOMED)
       return PP__CLAIM_DOOMED;
-    /* A later task has started: t, before it, has finished. */
-    if (state != 0 && state > t->seq)
+    /* A later task has started, or t is done: t has finished. The caller still wants
+     * its result within a grace period, since the words are the worker's to write. */
+    if ((state != 0 && state > t->seq) || done >= t->seq)
       return PP__CLAIM_FINISHED;
-    if (t->seq >= w->journal_from && pp__load64(base + PP__JOURNAL_DONE) >= t->seq)
-      return PP__CLAIM_FINISHED;
-    if (pp__cas64(base + PP__JOURNAL_STATE, state, PP__CTL_DOOMED))
+    if (pp__cas64(w->journal.data + PP__JOURNAL_STATE, state, PP__CTL_DOOMED))
       return PP__CLAIM_DOOMED;
   }
+  return PP__CLAIM_PLAIN;
 }
 
-void pp__journal_release(pp__worker *w) {
-  /* The error of a second removal of the name, when it went early, means nothing. */
-  pp_shm_close(w->journal);
-  w->journal = NULL;
-  w->journal_state = PP__J_DONE;
+int pp__journal_unstarted(const pp__worker *w, const pp__task *t) {
+  uint64_t state, done;
+
+  if (w->journal.data == NULL || w->journal_failed ||
+      pp__journal_words(w, &state, &done) != 0)
+    return 0;
+  return state == 0 && done < t->seq;
 }
+
+void pp__journal_release(pp__worker *w) { pp__seg_free(&w->journal); }
 
 /* ---- The worker's side ---------------------------------------------------------------- */
 
-int pp__jw_open(pp__jw *j, const pp_shm_ref *ref) {
+int pp__jw_open(pp__jw *j, pp__chan *chan, uint64_t size, uint64_t token) {
   size_t data_off;
   uint32_t tcap;
-  pp_shm *shm;
   int err;
 
   pp__jw_close(j);
-  if (pp__journal_layout((size_t) ref->size, &tcap, &data_off) != 0)
-    return PP_EINVAL;
-  err = pp_shm_open(ref, &shm);
+  if ((uint64_t) (size_t) size != size ||
+      pp__journal_layout((size_t) size, &tcap, &data_off) != 0) {
+    /* Taken, to be closed: what came with the frame is not to be kept. */
+    pp__seg_take(chan, token, 0, &j->seg);
+    return PP_EPROTO;
+  }
+  err = pp__seg_take(chan, token, (size_t) size, &j->seg);
   if (err != 0)
     return err;
-  j->shm = shm;
-  j->base = (uint8_t *) pp_shm_data(shm);
+  j->base = j->seg.data;
   j->table = j->base + PP__JOURNAL_HDR;
   j->data = j->base + data_off;
   j->tcap = tcap;
-  j->dcap = (size_t) ref->size - data_off;
+  j->dcap = (size_t) size - data_off;
   j->count = 0;
   j->used = 0;
-  pp__store_release(j->base + PP__JOURNAL_OPENED, 1);
   return 0;
 }
 
 void pp__jw_close(pp__jw *j) {
-  pp_shm_close(j->shm);
+  pp__seg_free(&j->seg);
   memset(j, 0, sizeof(*j));
 }
 
 void pp__jw_begin(pp__jw *j, uint64_t id, uint32_t first) {
   /* The count first: the pool then never pairs old results with the new first and id. */
   pp__store_fence(j->base + PP__JOURNAL_COUNT, 0);
-  pp__put_u32(j->base + PP__JOURNAL_FIRST, first);
-  pp__put_u64(j->base + PP__JOURNAL_ID, id);
+  pp__store_release(j->base + PP__JOURNAL_FIRST, first);
+  pp__store64(j->base + PP__JOURNAL_ID, id);
   j->count = 0;
   j->used = 0;
   j->uniform = 1;

@@ -5,23 +5,24 @@
  * plain copy, no system call); when the pool sees the worker end by itself, it reads the
  * journal and files those results before it decides the batch's fate.
  *
- * Each worker gets a segment of its own, made by the pool with the worker's first batch
- * and named in a PP__F_JOURNAL frame ahead of it; the pool removes the name once the
- * worker has mapped it, and unmaps the segment when it settles the worker. A worker
- * without a journal (none could be made, or it could not map it) writes each item's result
- * before it starts the next, as the protocol's rule says.
+ * Each worker gets a segment of its own (seg.h: anonymous, of a fixed size), made by the
+ * pool as it starts the worker and handed over with a PP__F_JOURNAL frame, before its
+ * first task; the pool unmaps it when it settles the worker. A worker without a journal
+ * (none could be made or handed over, it could not map it, or it is behind a launcher)
+ * writes each item's result before it starts the next, as the protocol's rule says.
  *
  * Layout (doc/protocol.md): a 64-byte header, a table of tcap (kind, length) pairs as in
  * a BATCH_RESULT, then the results end to end:
- *   0   u32  count: the results recorded, stored last (release), in the machine's order
+ *   0   u32  count: the results recorded, stored last (release)
  *   4   u32  first: the index in the batch of the first of them
  *   8   u64  id: the batch's id
- *   16  u32  1 once the worker has mapped the segment
  *   24  u64  state: 0 between tasks, the number of the task the worker runs, or
  *            PP__CTL_DOOMED once the pool claimed the worker for a kill
  *   32  u64  done: the number of the last task the worker finished
- * Every other integer is little-endian, so that the table and results go out over the
- * channel as they lie. The pool treats it all as untrusted input.
+ * The header's words are in the machine's order, each written and read whole (atomics.h);
+ * the table and results are little-endian, so that they go out over the channel as they
+ * lie. The pool treats it all as untrusted input: it reads each word once, checks it
+ * against what it sent, and lets no word cancel a deadline of its own.
  *
  * The same segment makes a kill precise. A pool that cancels (or times out) a worker's
  * running task kills the worker; but the worker may have just finished that task and
@@ -30,12 +31,12 @@
  * state from 0 to a task's number before it runs it and back to 0 (after storing done)
  * before it sends the result, each with a compare-and-swap; the pool claims a kill by
  * swapping state from 0 or that task's number to PP__CTL_DOOMED. Whoever swaps first
- * wins: the pool either finds the task finished (done, or a later number, and kills
- * nothing) or dooms the worker, which then starts nothing more and sends nothing more
- * (a swap that fails makes it wait for its end). So nothing after the killed task has
- * run, and all of it runs elsewhere. The segment is offered with a worker's first batch
- * or its first task sent ahead, the only moments something can be behind the task that
- * runs. */
+ * wins: the pool either finds the task finished (done, or a later number: it kills
+ * nothing, but wants the task's result within a grace period, or kills after all) or
+ * dooms the worker, which then starts nothing more and sends nothing more (a swap that
+ * fails makes it wait for its end). So nothing after the killed task has run, and all
+ * of it runs elsewhere. The same words tell, once a worker has died, whether it had
+ * started the first task it held (pp__journal_unstarted). */
 #ifndef PP_JOURNAL_H
 #define PP_JOURNAL_H
 
@@ -43,8 +44,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "channel.h"
 #include "procpool.h"
 #include "protocol.h"
+#include "seg.h"
 
 #if defined(_MSC_VER) && !defined(__clang__)
 #include <intrin.h>
@@ -56,7 +59,6 @@
 #define PP__JOURNAL_COUNT 0
 #define PP__JOURNAL_FIRST 4
 #define PP__JOURNAL_ID 8
-#define PP__JOURNAL_OPENED 16
 #define PP__JOURNAL_STATE 24
 #define PP__JOURNAL_DONE 32
 #define PP__CTL_DOOMED UINT64_MAX
@@ -81,35 +83,37 @@ int pp__journal_read(const uint8_t *journal, size_t size, uint64_t id, uint32_t 
 struct pp__worker;
 struct pp__task;
 
-/* A batch is about to be added to w's write batch. The worker's first gets its journal
- * made and offered first (a PP__F_JOURNAL frame, appended ahead of it); a later one removes
- * the journal's name once the worker has mapped it. */
-void pp__journal_batch(struct pp__worker *w);
-
-/* A run of w's batch results came: the worker has read its JOURNAL frame, and the
- * journal's name goes if the worker has mapped it. */
-void pp__journal_seen(struct pp__worker *w);
+/* At w's start: makes its journal and hands it over (a PP__F_JOURNAL frame, ahead of
+ * everything else). Without one (a warning says once what is lost), w serves without. */
+void pp__journal_offer(struct pp__worker *w);
 
 /* w ended by itself while it ran t: files the results of t's items that only its journal
- * holds (those from t->received on), through t->on_items. A journal not consistent with
- * t gives nothing. */
+ * holds (those from t->received on), through t->on_items; without memory to read them,
+ * they fail, and are never run again. A journal not consistent with t gives nothing. */
 void pp__journal_recover(struct pp__worker *w, struct pp__task *t);
 
-/* w is settled: unmaps its journal and removes its name, if it still has one. */
+/* w's process has ended: 1 when its journal shows that it never started t (t was sent
+ * to it, but it died before it read it), so t may run elsewhere; 0 when it started t, or
+ * cannot tell. A worker that lies here gets t run again, which the caller bounds. */
+int pp__journal_unstarted(const struct pp__worker *w, const struct pp__task *t);
+
+/* w is settled: unmaps its journal. */
 void pp__journal_release(struct pp__worker *w);
 
 /* The pool is about to kill w because of t, its running task (the first in flight; t
- * may be decided already). PP__CLAIM_FINISHED: t has finished (its result is on its way)
- * and w goes on, nothing to kill. PP__CLAIM_DOOMED: w will start and send nothing more:
- * kill it, and every task it holds but t never started. PP__CLAIM_PLAIN: no segment
- * mapped yet: kill it, and what it ran is as unknown as for any death. */
+ * may be decided already). PP__CLAIM_FINISHED: w says t has finished (its result is on
+ * its way) and goes on: nothing is killed now, but t's result must come within a grace
+ * period. PP__CLAIM_DOOMED: w will start and send nothing more: kill it, and every task
+ * it holds but t never started. PP__CLAIM_PLAIN: no journal, or its words are not
+ * believable: kill it, and what it ran is as unknown as for any death. Bounded: it never
+ * waits on the worker. */
 enum { PP__CLAIM_PLAIN = 0, PP__CLAIM_DOOMED, PP__CLAIM_FINISHED };
 int pp__journal_claim(struct pp__worker *w, const struct pp__task *t);
 
 /* ---- The worker's side (serve.c) ---------------------------------------------------- */
 
 typedef struct pp__jw {
-  pp_shm *shm;
+  pp__seg seg;
   uint8_t *base;           /* NULL: no journal: each result goes out on its own */
   uint8_t *table;
   uint8_t *data;
@@ -125,9 +129,10 @@ typedef struct pp__jw {
                               pp__jw_add_same last counted (0: count again) */
 } pp__jw;
 
-/* Maps the journal ref names and marks it mapped. Returns 0, or an error that leaves j
- * without a journal (and the worker serving without one). */
-int pp__jw_open(pp__jw *j, const pp_shm_ref *ref);
+/* Maps the journal that the JOURNAL frame just read from chan introduced (size and
+ * token: the frame's). Returns 0, or an error that leaves j without a journal (and the
+ * worker serving without one). */
+int pp__jw_open(pp__jw *j, pp__chan *chan, uint64_t size, uint64_t token);
 void pp__jw_close(pp__jw *j);
 
 /* Starts a new run of batch id, empty, whose first item is `first`. */

@@ -621,6 +621,10 @@ void pp__worker_start(pp_pool *pool) {
   pool->st_started++;
   uv_read_start((uv_stream_t *) &w->pipe, pp__on_alloc, pp__on_read);
   pp__worker_arm(w, PP__WT_START, pool->start_timeout_ms);
+  /* First on the channel, while nothing else is: a descriptor goes with the frame. A
+   * launcher forwards bytes only (and may take the worker to another machine). */
+  if (pool->launcher == NULL)
+    pp__journal_offer(w);
 
   /* The init frame goes out at once, without waiting for the hello: the worker reads it
    * after it has greeted, so a worker is ready after one round trip. */

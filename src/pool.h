@@ -15,6 +15,7 @@
 #include "procpool.h"
 #include "protocol.h"
 #include "queue.h"
+#include "seg.h"
 #include "tasktab.h"
 
 typedef struct pp__worker pp__worker;
@@ -164,11 +165,9 @@ struct pp__worker {
   uv_write_t init_req;
   uint8_t *init_buf;
   pp__rx rx;
-  pp_shm *journal;         /* its results journal and control words, from its first
-                              batch or task sent ahead (journal.c) */
-  int journal_state;       /* journal.c's: not offered yet, named, or done */
+  pp__seg journal;         /* its results journal and control words, handed over at its
+                              start (journal.c); data NULL: none */
   uint64_t seq_sent;       /* tasks sent to it so far: the last one's number */
-  uint64_t journal_from;   /* the number of the first task it reads after the journal */
   int doomed;              /* a kill was claimed: nothing it holds after its running task
                               has started, unless journal_failed */
   int journal_failed;      /* it said it could not map its journal */

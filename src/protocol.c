@@ -185,19 +185,6 @@ int pp__hello_name(const pp__hello *h, size_t *pos, const uint8_t **name, size_t
   return 0;
 }
 
-/* A name the pool made (shm.c): "procpool-" and then lowercase letters, digits and
- * dashes. pp_shm_open checks it again; here it is only bounded and terminated. */
-static int pp__shm_name_ok(const uint8_t *p, size_t len) {
-  size_t i;
-
-  if (len < 10 || len > PP__SHM_WIRE_NAME_MAX || memcmp(p, "procpool-", 9) != 0)
-    return 0;
-  for (i = 9; i < len; i++)
-    if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'z') || p[i] == '-'))
-      return 0;
-  return 1;
-}
-
 int pp__init_decode(const uint8_t *p, size_t len, pp__init *out, const char **why) {
   unsigned flags;
   size_t nlen;
@@ -284,32 +271,28 @@ size_t pp__init_encode(uint8_t *out, const pp__init *in) {
 }
 
 int pp__shm_task_decode(const uint8_t *p, size_t len, pp__shm_task *out, const char **why) {
-  if (len < PP__SHM_TASK_FIXED + 1 || !pp__shm_name_ok(p + PP__SHM_TASK_FIXED,
-                                                        len - PP__SHM_TASK_FIXED)) {
+  if (len != PP__SHM_TASK_SIZE) {
     *why = "the pool sent a malformed shared-memory argument";
     return PP_EPROTO;
   }
   out->slot = pp__get_u32(p);
   out->size = pp__get_u64(p + 8);
   out->len = pp__get_u64(p + 16);
-  if (out->slot >= PP__SHM_SLOTS || pp__get_u32(p + 4) != 0 || out->len > out->size) {
+  out->token = pp__get_u64(p + PP__SHM_TASK_TOKEN);
+  if (out->slot >= PP__SHM_SLOTS || pp__get_u32(p + 4) != 0 || out->len > out->size ||
+      out->size == 0) {
     *why = "the pool sent a malformed shared-memory argument";
     return PP_EPROTO;
   }
-  memcpy(out->name, p + PP__SHM_TASK_FIXED, len - PP__SHM_TASK_FIXED);
-  out->name[len - PP__SHM_TASK_FIXED] = '\0';
   return 0;
 }
 
-size_t pp__shm_task_encode(uint8_t *out, const pp__shm_task *in) {
-  size_t n = strlen(in->name);
-
+void pp__shm_task_encode(uint8_t out[PP__SHM_TASK_SIZE], const pp__shm_task *in) {
   pp__put_u32(out, in->slot);
   pp__put_u32(out + 4, 0);
   pp__put_u64(out + 8, in->size);
   pp__put_u64(out + 16, in->len);
-  memcpy(out + PP__SHM_TASK_FIXED, in->name, n);
-  return PP__SHM_TASK_FIXED + n;
+  pp__put_u64(out + PP__SHM_TASK_TOKEN, in->token);
 }
 
 int pp__shm_result_decode(const uint8_t *p, size_t len, pp__shm_result *out,
@@ -511,23 +494,13 @@ int pp__batch_result_decode(const uint8_t *p, size_t len, pp__batch *b, const ch
   return 0;
 }
 
-int pp__journal_decode(const uint8_t *p, size_t len, pp_shm_ref *ref, const char **why) {
-  size_t i, nlen;
-
-  if (len < 5 || len - 4 >= sizeof(ref->name)) {
+int pp__journal_decode(const uint8_t *p, size_t len, uint64_t *size, uint64_t *token,
+                       const char **why) {
+  if (len != PP__JOURNAL_FRAME) {
     *why = "a journal frame of a bad length";
     return PP_EPROTO;
   }
-  nlen = len - 4;
-  memset(ref, 0, sizeof(*ref));
-  ref->size = pp__get_u32(p);
-  for (i = 0; i < nlen; i++) {
-    char c = (char) p[4 + i];
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || c == '-')) {
-      *why = "a journal frame with a bad name";
-      return PP_EPROTO;
-    }
-    ref->name[i] = c;
-  }
+  *size = pp__get_u64(p);
+  *token = pp__get_u64(p + PP__JOURNAL_TOKEN);
   return 0;
 }

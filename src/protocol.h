@@ -9,8 +9,9 @@
 #include <stdint.h>
 
 /* 2: large messages through shared memory (the SHM flag, INIT's transport fields,
- * SHM_FAILED). */
-#define PP__PROTO_VERSION 2
+ * SHM_FAILED). 3: segments are anonymous and come as descriptors or handles with the
+ * JOURNAL and SHM_OFFER frames that introduce them (seg.h); no frame names one. */
+#define PP__PROTO_VERSION 3
 #define PP__PROTO_MAGIC 0x57525050u /* "PPRW" read as little-endian bytes */
 #define PP__HDR_SIZE 16
 
@@ -29,7 +30,8 @@ enum pp__frame_type {
   PP__F_RESULT = 5, /* worker -> pool: aux a pp__result_kind, id, payload data or message */
   PP__F_BATCH = 6,  /* pool -> worker: aux task index, id; payload a batch of arguments */
   PP__F_BATCH_RESULT = 7, /* worker -> pool: id; payload results of a run of the batch */
-  PP__F_JOURNAL = 8, /* pool -> worker: where to keep a batch's unsent results (journal.h) */
+  PP__F_JOURNAL = 8, /* pool -> worker: the segment for its results journal and control
+                      * words (journal.h), before or after INIT */
   PP__F_JOURNAL_FAILED = 9, /* worker -> pool: it could not map the journal, and goes on
                              * without it (no payload) */
   PP__F_RETIRE = 10,        /* worker -> pool, after a result: it is over the pool's
@@ -38,8 +40,8 @@ enum pp__frame_type {
   PP__F_SHM_FAILED = 11,    /* worker -> pool: it could not map the shared memory of the
                              * TASK `id`, did not run it, and starts nothing more; payload
                              * why */
-  PP__F_SHM_OFFER = 12      /* pool -> worker: a segment for its large results; payload a
-                             * pp__shm_task (len 0) */
+  PP__F_SHM_OFFER = 12      /* pool -> worker: a segment for its large messages, aux a
+                             * pp__seg_kind; payload a pp__shm_task (len 0) */
 };
 
 /* The header's flags. PP__FL_SHM: the frame's bytes are in shared memory, and its payload
@@ -53,21 +55,24 @@ enum pp__frame_type {
 /* A result segment starts with this header: u32 `busy` (1 from the worker's write of a
  * result to the pool's release of it, in the machine's byte order), then zero. */
 #define PP__SHM_RESULT_HDR 64
-/* The longest segment name on the wire (pp_shm_ref.name's room). */
-#define PP__SHM_WIRE_NAME_MAX 55
+/* What an SHM_OFFER's segment is for: the slot's arguments (the pool writes, then sends
+ * TASK frames that point into it) or its results (the worker writes). */
+enum pp__seg_kind { PP__SEG_RESULT = 0, PP__SEG_ARG = 1 };
 
-/* A TASK's argument in the pool's segment, or (SHM_OFFER, len 0) a result segment for the
- * worker: u32 slot, u32 zero, u64 the segment's size, u64 the argument's length (at the
- * segment's start), then the segment's name to the end of the payload. */
-#define PP__SHM_TASK_FIXED 24
+/* A TASK's argument in the pool's segment of that slot, or (SHM_OFFER, len 0) the
+ * segment for a slot: u32 slot, u32 zero, u64 the segment's size, u64 the argument's
+ * length (at the segment's start), u64 the token (seg.h: on Windows the segment's handle
+ * in the worker; 0 elsewhere and in a TASK). */
+#define PP__SHM_TASK_SIZE 32
+#define PP__SHM_TASK_TOKEN 24
 typedef struct pp__shm_task {
   uint32_t slot;
   uint64_t size;
   uint64_t len;
-  char name[PP__SHM_WIRE_NAME_MAX + 1];
+  uint64_t token;
 } pp__shm_task;
 int pp__shm_task_decode(const uint8_t *p, size_t len, pp__shm_task *out, const char **why);
-size_t pp__shm_task_encode(uint8_t *out, const pp__shm_task *in);
+void pp__shm_task_encode(uint8_t out[PP__SHM_TASK_SIZE], const pp__shm_task *in);
 
 /* A RESULT's bytes in shared memory: u32 where (0: the task's own argument segment; k + 1:
  * the result segment the pool offered in slot k), u32 zero, u64 the segment's size, u64
@@ -111,11 +116,11 @@ enum pp__result_kind {
   PP__R_TOOBIG = 3   /* payload: message (PP_E2BIG) */
 };
 
-/* JOURNAL payload: u32 the size of the worker's journal segment, then its name to the end
- * of the payload (what pp_shm_open takes: 1 to 55 bytes of lowercase letters, digits and
- * dashes). Fills ref; PP_EPROTO with why when malformed. */
-struct pp_shm_ref;
-int pp__journal_decode(const uint8_t *p, size_t len, struct pp_shm_ref *ref,
+/* JOURNAL payload: u64 the size of the worker's journal segment, u64 its token (as a
+ * pp__shm_task's). PP_EPROTO with why when malformed. */
+#define PP__JOURNAL_FRAME 16
+#define PP__JOURNAL_TOKEN 8
+int pp__journal_decode(const uint8_t *p, size_t len, uint64_t *size, uint64_t *token,
                        const char **why);
 
 /* Walks a batch's arguments (worker side) or a batch result's items (pool side). Each

@@ -170,9 +170,6 @@ static void pp__on_batch_result(pp__worker *w, const pp__hdr *h, const uint8_t *
     pp__worker_proto(w, "a batch result out of order");
     return;
   }
-  /* The worker maps its journal before it runs the batch: its name can go now rather
-   * than at the next batch, which may never come. */
-  pp__journal_seen(w);
   t->received += b.count;
   if (t->state != PP__T_DONE)
     t->on_items(t, &b, w->pid);
@@ -284,7 +281,6 @@ static void pp__on_shm_failed(pp__worker *w, const pp__hdr *h, const uint8_t *p)
     return;
   }
   w->pool->shm_off = 1;
-  pp__bigmsg_unname(w);
   pp__warn_once(&warned, "worker pid %ld could not map a large argument's shared memory "
                 "(%.*s); the pool sends its large messages over the workers' channels "
                 "from now on", w->pid, (int) h->len, (const char *) p);
@@ -318,7 +314,8 @@ static int pp__on_frame(void *ctx, const pp__hdr *h, uint8_t *p, int owned) {
     pp__on_batch_result(w, h, p);
   } else if (h->type == PP__F_SHM_FAILED && w->became_ready && w->state == PP__W_READY) {
     pp__on_shm_failed(w, h, p);
-  } else if (h->type == PP__F_JOURNAL_FAILED && w->became_ready) {
+  } else if (h->type == PP__F_JOURNAL_FAILED) {
+    /* It may come before READY: the journal is handed over ahead of INIT. */
     w->journal_failed = 1;
   } else if (h->type == PP__F_RETIRE && w->became_ready && w->state == PP__W_READY) {
     /* Over max_worker_memory after the task whose result came just before: it starts

@@ -836,17 +836,18 @@ void pp__serve(pp__serve_ctx *ctx) {
       char why_shm[256];
       if (pp__shm_task_decode(payload, h.len, &st, &why) != 0)
         pp__worker_die(ctx, PP__EXIT_PROTO, why, 0);
-      /* One it cannot map is only not used: its results go over the channel. */
-      if (pp__wbig_offer(big, &st, why_shm, sizeof(why_shm)) == PP_EPROTO)
+      /* One it cannot map is only not used: its results go over the channel, and an
+       * argument the pool puts there is refused (SHM_FAILED). */
+      if (pp__wbig_offer(big, &ctx->chan, h.aux, &st, why_shm, sizeof(why_shm)) == PP_EPROTO)
         pp__worker_die(ctx, PP__EXIT_PROTO, why_shm, 0);
-    } else if (h.type == PP__F_JOURNAL && inited) {
-      pp_shm_ref ref;
-      if (pp__journal_decode(payload, h.len, &ref, &why) != 0)
+    } else if (h.type == PP__F_JOURNAL && journal.base == NULL) {
+      uint64_t jsize, token;
+      if (pp__journal_decode(payload, h.len, &jsize, &token, &why) != 0)
         pp__worker_die(ctx, PP__EXIT_PROTO, why, 0);
-      /* Without it, batches are served all the same, each result written on its own; the
-       * pool is told, so that it never takes this worker for one that obeys the journal's
-       * state word (journal.h). */
-      if (pp__jw_open(&journal, &ref) != 0)
+      /* It comes first, before or after INIT. Without it, batches are served all the
+       * same, each result written on its own; the pool is told, so that it never takes
+       * this worker for one that obeys the journal's state word (journal.h). */
+      if (pp__jw_open(&journal, &ctx->chan, jsize, token) != 0)
         err = pp__writer_frame(&wr, PP__F_JOURNAL_FAILED, 0, 0, NULL, 0);
     } else {
       pp__worker_die(ctx, PP__EXIT_PROTO, "the pool sent an unexpected frame", 0);

@@ -5,13 +5,12 @@
 
 #include "atomics.h"
 #include "bigmsg.h"
-#include "shm.h"
+#include "seg.h"
 
 /* One of the pool's segments for this worker, as it maps it. */
 typedef struct pp__warg {
-  pp_shm *shm;
-  size_t size;
-  char name[PP__SHM_NAME_MAX + 1];
+  pp__seg seg;             /* seg.data NULL: none */
+  int err;                 /* why the last one offered for the slot could not be mapped */
 } pp__warg;
 
 struct pp__wbig {
@@ -34,60 +33,58 @@ pp__wbig *pp__wbig_new(const pp__init *init) {
   return b;
 }
 
-/* Maps the segment ref names into a, unless a holds it already. */
-static int pp__wbig_map(pp__warg *a, const pp__shm_task *ref, char *why, size_t why_size) {
-  pp_shm_ref r;
-  int err;
-
-  if ((uint64_t) (size_t) ref->size != ref->size) {
-    snprintf(why, why_size, "a segment of %llu bytes is more than this process can map",
-             (unsigned long long) ref->size);
-    return UV_ENOMEM;
-  }
-  if (a->shm != NULL && a->size == ref->size && strcmp(a->name, ref->name) == 0)
-    return 0;
-  pp_shm_close(a->shm);
-  a->shm = NULL;
-  memset(&r, 0, sizeof(r));
-  r.size = ref->size;
-  memcpy(r.name, ref->name, strlen(ref->name) + 1);
-  err = pp_shm_open(&r, &a->shm);
-  if (err != 0) {
-    snprintf(why, why_size, "could not map the segment '%s' of %llu bytes: %s (%s)",
-             ref->name, (unsigned long long) ref->size, pp_strerror(err), pp_errname(err));
-    return err;
-  }
-  /* Only this worker maps it, and it stays mapped here while the pool reuses it: the name
-   * is not needed any more, and gone it cannot outlive both processes. */
-  pp__shm_os_unlink(ref->name);
-  a->size = (size_t) ref->size;
-  memcpy(a->name, ref->name, strlen(ref->name) + 1);
-  return 0;
-}
-
 int pp__wbig_arg(pp__wbig *b, const pp__shm_task *ref, const uint8_t **data, char *why,
                  size_t why_size) {
-  int err;
+  pp__warg *a;
 
   if (b == NULL) {
     snprintf(why, why_size, "the pool sent an argument in shared memory without offering "
              "the transport");
     return PP_EPROTO;
   }
-  err = pp__wbig_map(&b->arg[ref->slot], ref, why, why_size);
-  if (err != 0)
-    return err;
+  a = &b->arg[ref->slot];
+  if (a->seg.data == NULL && a->err != 0) {
+    snprintf(why, why_size, "could not map the segment of argument slot %u: %s (%s)",
+             (unsigned) ref->slot, pp_strerror(a->err), pp_errname(a->err));
+    return a->err;
+  }
+  if (a->seg.data == NULL || a->seg.size != ref->size) {
+    snprintf(why, why_size, "the pool sent an argument in a segment it did not hand over");
+    return PP_EPROTO;
+  }
   b->cur = ref->slot;
-  *data = (const uint8_t *) pp_shm_data(b->arg[ref->slot].shm);
+  *data = a->seg.data;
   return 0;
 }
 
-int pp__wbig_offer(pp__wbig *b, const pp__shm_task *ref, char *why, size_t why_size) {
-  if (b == NULL || ref->len != 0 || ref->size < PP__SHM_RESULT_HDR) {
-    snprintf(why, why_size, "the pool offered a malformed result segment");
+int pp__wbig_offer(pp__wbig *b, pp__chan *chan, int kind, const pp__shm_task *ref,
+                   char *why, size_t why_size) {
+  pp__warg *a;
+  int err;
+
+  if (b == NULL || ref->len != 0 || (kind != PP__SEG_ARG && kind != PP__SEG_RESULT) ||
+      (kind == PP__SEG_RESULT && ref->size < PP__SHM_RESULT_HDR)) {
+    snprintf(why, why_size, "the pool offered a malformed segment");
     return PP_EPROTO;
   }
-  return pp__wbig_map(&b->res[ref->slot], ref, why, why_size);
+  a = kind == PP__SEG_ARG ? &b->arg[ref->slot] : &b->res[ref->slot];
+  pp__seg_free(&a->seg);
+  a->err = 0;
+  if ((uint64_t) (size_t) ref->size != ref->size)
+    err = UV_ENOMEM;
+  else
+    err = pp__seg_take(chan, ref->token, (size_t) ref->size, &a->seg);
+  if (err == PP_EPROTO) {
+    snprintf(why, why_size, "the pool offered a segment of %llu bytes without one that "
+             "large", (unsigned long long) ref->size);
+    return err;
+  }
+  if (err != 0) {
+    a->err = err;
+    snprintf(why, why_size, "could not map a segment of %llu bytes: %s (%s)",
+             (unsigned long long) ref->size, pp_strerror(err), pp_errname(err));
+  }
+  return err;
 }
 
 int pp__wbig_reply(pp__wbig *b, const uint8_t *arg, size_t arg_len, const void *data,
@@ -100,7 +97,7 @@ int pp__wbig_reply(pp__wbig *b, const uint8_t *arg, size_t arg_len, const void *
     return -1;
   if (arg != NULL && d >= arg && len <= arg_len && (size_t) (d - arg) <= arg_len - len) {
     res->where = 0;
-    res->size = b->arg[b->cur].size;
+    res->size = b->arg[b->cur].seg.size;
     res->off = (uint64_t) (d - arg);
     res->len = len;
     return 0;
@@ -108,26 +105,26 @@ int pp__wbig_reply(pp__wbig *b, const uint8_t *arg, size_t arg_len, const void *
   /* The smallest segment that holds it and that the pool has given back. */
   for (i = 0; i < PP__SHM_SLOTS; i++) {
     pp__warg *r = &b->res[i];
-    if (r->shm != NULL && r->size - PP__SHM_RESULT_HDR >= len &&
-        (pick < 0 || r->size < b->res[pick].size) &&
-        pp__load_acquire((const uint8_t *) pp_shm_data(r->shm)) == 0)
+    if (r->seg.data != NULL && r->seg.size - PP__SHM_RESULT_HDR >= len &&
+        (pick < 0 || r->seg.size < b->res[pick].seg.size) &&
+        pp__load_acquire(r->seg.data) == 0)
       pick = i;
   }
   if (pick < 0)
     return -1;
-  busy = (uint8_t *) pp_shm_data(b->res[pick].shm);
+  busy = b->res[pick].seg.data;
   pp__store_fence(busy, 1);
   memcpy(busy + PP__SHM_RESULT_HDR, data, len);
   res->where = (uint32_t) pick + 1;
-  res->size = b->res[pick].size;
+  res->size = b->res[pick].seg.size;
   res->off = PP__SHM_RESULT_HDR;
   res->len = len;
   return 0;
 }
 
 void pp__wbig_unreply(pp__wbig *b, const pp__shm_result *res) {
-  if (b != NULL && res->where > 0 && b->res[res->where - 1].shm != NULL)
-    pp__store_release((uint8_t *) pp_shm_data(b->res[res->where - 1].shm), 0);
+  if (b != NULL && res->where > 0 && b->res[res->where - 1].seg.data != NULL)
+    pp__store_release(b->res[res->where - 1].seg.data, 0);
 }
 
 void pp__wbig_free(pp__wbig *b) {
@@ -136,8 +133,8 @@ void pp__wbig_free(pp__wbig *b) {
   if (b == NULL)
     return;
   for (i = 0; i < PP__SHM_SLOTS; i++) {
-    pp_shm_close(b->arg[i].shm);
-    pp_shm_close(b->res[i].shm);
+    pp__seg_free(&b->arg[i].seg);
+    pp__seg_free(&b->res[i].seg);
   }
   free(b);
 }

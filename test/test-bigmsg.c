@@ -45,8 +45,9 @@ int test_task_bm_sub(pp_call *call, const void *arg, size_t len) {
   return pp_reply(call, (const unsigned char *) arg + 1, len - 2);
 }
 
-/* One byte: 1 when its argument lies in a shared-memory segment of procpool's, 0 when
- * not, 2 where this cannot be told (only Linux says, in /proc/self/maps). */
+/* One byte: 1 when its argument lies in a shared-memory segment of procpool's (an
+ * anonymous memfd of that name), 0 when not, 2 where this cannot be told (only Linux
+ * says, in /proc/self/maps). */
 int test_task_bm_where(pp_call *call, const void *arg, size_t len) {
   unsigned char in = 2;
 #if defined(__linux__)
@@ -59,7 +60,7 @@ int test_task_bm_where(pp_call *call, const void *arg, size_t len) {
   while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
     unsigned long lo, hi;
     if (sscanf(line, "%lx-%lx", &lo, &hi) == 2 && a >= lo && a < hi &&
-        strstr(line, "/dev/shm/procpool-") != NULL)
+        strstr(line, "/memfd:procpool") != NULL)
       in = 1;
   }
   if (f != NULL)
@@ -178,16 +179,14 @@ static void assert_no_shm_left(void) {
  * be told. */
 static int shm_maps_held(void) {
 #if defined(__linux__)
-  char prefix[64];
   char line[512];
   FILE *f = fopen("/proc/self/maps", "r");
   int n = 0;
 
   if (f == NULL)
     return -1;
-  snprintf(prefix, sizeof(prefix), "/dev/shm/procpool-%lu-", (unsigned long) getpid());
   while (fgets(line, sizeof(line), f) != NULL)
-    if (strstr(line, prefix) != NULL)
+    if (strstr(line, "/memfd:procpool") != NULL)
       n++;
   fclose(f);
   return n;

@@ -18,6 +18,10 @@
 #ifndef MSG_NOSIGNAL
 #define MSG_NOSIGNAL 0
 #endif
+#ifndef MSG_CMSG_CLOEXEC
+#define PP__NO_CMSG_CLOEXEC 1
+#define MSG_CMSG_CLOEXEC 0
+#endif
 
 /* Moves descriptor `to` onto a copy of `from` (retrying EINTR); from -1: the null
  * device, opened with flags. Returns 0 or an errno value. */
@@ -73,6 +77,7 @@ int pp__chan_open(const char *spec, pp__chan *chan) {
   long fd;
   int flags;
 
+  memset(chan, 0, sizeof(*chan));
   if (strcmp(spec, PP__CHAN_STDIO) == 0)
     return pp__chan_open_stdio(chan);
   errno = 0;
@@ -89,12 +94,61 @@ int pp__chan_open(const char *spec, pp__chan *chan) {
   return 0;
 }
 
-int pp__chan_read(pp__chan *chan, void *buf, size_t cap, size_t *got) {
-  ssize_t n;
+/* Keeps the descriptors a read brought, in the order they came. */
+static void pp__chan_keep(pp__chan *chan, struct msghdr *msg) {
+  struct cmsghdr *c;
 
-  do
-    n = read((int) chan->h, buf, cap);
-  while (n == -1 && errno == EINTR);
+  for (c = CMSG_FIRSTHDR(msg); c != NULL; c = CMSG_NXTHDR(msg, c)) {
+    size_t i, n;
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+      continue;
+    n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (i = 0; i < n; i++) {
+      int fd;
+      memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+#if defined(PP__NO_CMSG_CLOEXEC)
+      fcntl(fd, F_SETFD, FD_CLOEXEC);
+#endif
+      if (chan->npending < PP__CHAN_MAX_PENDING)
+        chan->pending[chan->npending++] = fd;
+      else
+        close(fd);
+    }
+  }
+}
+
+int pp__chan_read(pp__chan *chan, void *buf, size_t cap, size_t *got) {
+  union {
+    struct cmsghdr align;
+    char buf[CMSG_SPACE(PP__CHAN_MAX_PENDING * sizeof(int))];
+  } ctl;
+  struct msghdr msg;
+  struct iovec iov;
+  ssize_t n = -1;
+
+  if (!chan->not_socket) {
+    memset(&msg, 0, sizeof(msg));
+    iov.iov_base = buf;
+    iov.iov_len = cap;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl.buf;
+    msg.msg_controllen = sizeof(ctl.buf);
+    do
+      n = recvmsg((int) chan->h, &msg, MSG_CMSG_CLOEXEC);
+    while (n == -1 && errno == EINTR);
+    if (n == -1 && errno == ENOTSOCK)
+      chan->not_socket = 1;
+    else if (n > 0)
+      pp__chan_keep(chan, &msg);
+    if (n > 0 && (msg.msg_flags & MSG_CTRUNC) != 0)
+      chan->dropped++;
+  }
+  if (chan->not_socket) {
+    do
+      n = read((int) chan->h, buf, cap);
+    while (n == -1 && errno == EINTR);
+  }
   if (n == -1)
     return uv_translate_sys_error(errno);
   if (n == 0)
@@ -182,6 +236,8 @@ int pp__chan_write(pp__chan *chan, const pp__iov *in, size_t n) {
 }
 
 void pp__chan_close(pp__chan *chan) {
+  while (chan->npending > 0)
+    close(chan->pending[--chan->npending]);
   if (chan->out >= 0 && chan->out != chan->h)
     close((int) chan->out);
   if (chan->h >= 0)

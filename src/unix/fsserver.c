@@ -185,6 +185,7 @@ static void pp__fs_worker_child(void *arg, int report) {
     }
   }
   close(report);
+  memset(&ctx, 0, sizeof(ctx));
   ctx.chan.h = chan;
   ctx.chan.out = chan;
   ctx.exit = pp__fs_worker_exit;

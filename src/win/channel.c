@@ -103,6 +103,7 @@ int pp__chan_open(const char *spec, pp__chan *chan) {
   HANDLE h;
   DWORD flags;
 
+  memset(chan, 0, sizeof(*chan));
   /* The pool puts the value of the channel's handle on the command line (src/win/spawn.c),
    * and the handle list gave the worker that handle with that same value. A wrong number
    * is refused here, before any use: no C runtime call that a bad descriptor would make
