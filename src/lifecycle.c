@@ -27,6 +27,9 @@
 #define PP__HANGUP_GRACE_MS 1000
 #define PP__RETIRE_GRACE_MS 5000
 #define PP__REAP_GRACE_MS 5000
+/* How long a worker that said it finished a task has to deliver its result, from the
+ * kill it escaped, or from the last bytes it sent. */
+#define PP__RESULT_GRACE_MS 5000
 
 static void pp__on_timer(uv_timer_t *timer);
 
@@ -230,6 +233,11 @@ static void pp__worker_settle(pp__worker *w, pp__wstate from, int natural, int s
   /* A batch that has results had reached its worker, whatever the write's callback said. */
   if (head != NULL && head->received > 0)
     head->sent_to = w->token;
+  /* A write to a dead worker's socket can succeed all the same: whether a worker whose
+   * process has ended had started its first task is what its journal says, not the
+   * write. */
+  if (head != NULL && head->received == 0 && w->exited && pp__journal_unstarted(w, head))
+    head->sent_to = 0;
   /* A worker that ended by itself in a batch may have left finished items' results in its
    * journal only: they are filed first, so that the batch's failure falls on the right
    * item. A kill's victim wrote what it wrote, but its end says nothing of it. */
@@ -387,12 +395,16 @@ void pp__worker_abort_head(pp__worker *w, int status, char *msg) {
   if (w->state == PP__W_READY && t != NULL)
     claim = pp__journal_claim(w, t);
   if (claim == PP__CLAIM_FINISHED) {
-    /* It finished t as the kill was decided: t's result, when it comes, is dropped,
-     * and the worker goes on with what is behind it. Nothing is killed. */
+    /* It says it finished t as the kill was decided: t's result, when it comes, is
+     * dropped, and the worker goes on with what is behind it. But the word is the
+     * worker's: if the result does not come within a grace period, it is killed all the
+     * same. */
     if (t->state != PP__T_DONE)
       pp__task_finish(t, status, NULL, 0, msg);
     else
       free(msg);
+    w->grace_seq = t->seq;
+    pp__worker_arm(w, PP__WT_GRACE, PP__RESULT_GRACE_MS);
     return;
   }
   if (claim == PP__CLAIM_DOOMED)
@@ -522,6 +534,30 @@ static void pp__worker_task_timer(pp__worker *w) {
                                     (unsigned long long) pool->timeout_ms, w->pid));
 }
 
+/* The grace period of a task that the worker said it had finished, as a kill for it was
+ * claimed, is over. Its result came meanwhile if a later task runs now; if not, the
+ * worker is killed as it would have been, and with no believable word of what it ran
+ * (the journal may be what lied). */
+static void pp__worker_grace_over(pp__worker *w) {
+  pp__task *t = pp__worker_head(w);
+
+  if (w->state != PP__W_READY || t == NULL || t->seq != w->grace_seq) {
+    pp__worker_arm_task_timer(w);
+    return;
+  }
+  w->journal_failed = 1;
+  pp__worker_abort_head(w, PP_ETIMEDOUT,
+                        pp__strdupf("worker pid %ld said it had finished task '%s' (id "
+                                    "%llu) but sent no result within %d ms; it was killed",
+                                    w->pid, t->name, (unsigned long long) t->id,
+                                    PP__RESULT_GRACE_MS));
+}
+
+void pp__worker_progress(pp__worker *w) {
+  if (w->timer_why == PP__WT_GRACE)
+    pp__worker_arm(w, PP__WT_GRACE, PP__RESULT_GRACE_MS);
+}
+
 static void pp__on_timer(uv_timer_t *timer) {
   pp__worker *w = (pp__worker *) timer->data;
   pp_pool *pool = w->pool;
@@ -552,6 +588,9 @@ static void pp__on_timer(uv_timer_t *timer) {
     case PP__WT_RETIRE:
       assert(w->state == PP__W_RETIRING);
       pp__worker_kill(w, 0, NULL);
+      break;
+    case PP__WT_GRACE:
+      pp__worker_grace_over(w);
       break;
     case PP__WT_REAP:
       assert(w->state == PP__W_KILLED);

@@ -55,4 +55,7 @@ void pp__worker_set_idle(pp__worker *w, int idle);
 /* (Re)starts the running task's timeout, or stops it when nothing runs. */
 void pp__worker_arm_task_timer(pp__worker *w);
 
+/* Bytes came from w: a grace period for a result it owes starts again. */
+void pp__worker_progress(pp__worker *w);
+
 #endif

@@ -84,7 +84,8 @@ typedef enum pp__wtimer {
   PP__WT_DRAIN,            /* ENDING, process ended: its channel's last bytes */
   PP__WT_HANGUP,           /* ENDING, channel ended: the process's exit */
   PP__WT_RETIRE,           /* RETIRING: the process's exit */
-  PP__WT_REAP              /* KILLED: the process's end, which the OS owes us */
+  PP__WT_REAP,             /* KILLED: the process's end, which the OS owes us */
+  PP__WT_GRACE             /* READY: a task it says it finished, whose result must come */
 } pp__wtimer;
 
 /* Frames to a worker are gathered into a batch and written with one call per loop
@@ -168,6 +169,7 @@ struct pp__worker {
   pp__seg journal;         /* its results journal and control words, handed over at its
                               start (journal.c); data NULL: none */
   uint64_t seq_sent;       /* tasks sent to it so far: the last one's number */
+  uint64_t grace_seq;      /* PP__WT_GRACE: the task whose result it owes */
   int doomed;              /* a kill was claimed: nothing it holds after its running task
                               has started, unless journal_failed */
   int journal_failed;      /* it said it could not map its journal */

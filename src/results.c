@@ -285,7 +285,8 @@ static void pp__on_shm_failed(pp__worker *w, const pp__hdr *h, const uint8_t *p)
                 "(%.*s); the pool sends its large messages over the workers' channels "
                 "from now on", w->pid, (int) h->len, (const char *) p);
   w->said_retire = 1;
-  pp__worker_retire(w);
+  if (w->state == PP__W_READY)
+    pp__worker_retire(w);
 }
 
 /* Handles one whole frame. Returns 0 to go on reading, -1 when the worker was let go. */
@@ -312,17 +313,19 @@ static int pp__on_frame(void *ctx, const pp__hdr *h, uint8_t *p, int owned) {
     owned = 0;
   } else if (h->type == PP__F_BATCH_RESULT && w->became_ready) {
     pp__on_batch_result(w, h, p);
-  } else if (h->type == PP__F_SHM_FAILED && w->became_ready && w->state == PP__W_READY) {
+  } else if (h->type == PP__F_SHM_FAILED && w->became_ready) {
     pp__on_shm_failed(w, h, p);
   } else if (h->type == PP__F_JOURNAL_FAILED) {
     /* It may come before READY: the journal is handed over ahead of INIT. */
     w->journal_failed = 1;
-  } else if (h->type == PP__F_RETIRE && w->became_ready && w->state == PP__W_READY) {
+  } else if (h->type == PP__F_RETIRE && w->became_ready) {
     /* Over max_worker_memory after the task whose result came just before: it starts
      * nothing more, so what it holds behind that task goes elsewhere, and it is let go
-     * as max_tasks_per_worker lets a worker go. */
+     * as max_tasks_per_worker lets a worker go. A worker being ended already (a kill
+     * claimed for a cancel, read to its end) only says so: its settle then knows. */
     w->said_retire = 1;
-    pp__worker_retire(w);
+    if (w->state == PP__W_READY)
+      pp__worker_retire(w);
   } else {
     pp__worker_proto(w, "a frame out of order");
   }
@@ -353,6 +356,7 @@ void pp__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   }
   if (nread == 0 || !pp__worker_live(w))
     return;
+  pp__worker_progress(w);
   err = pp__rx_feed(&w->rx, (size_t) nread, pp__on_frame, w, &why);
   if (!pp__worker_live(w))
     return;
