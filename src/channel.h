@@ -60,9 +60,10 @@ int pp__chan_write(pp__chan *chan, const pp__iov *iov, size_t n);
 void pp__chan_close(pp__chan *chan);
 
 /* Makes the process end, with exit status PP__EXIT_ORPHAN, when the pool's end of the
- * channel closes while the worker is busy: a worker whose parent died must not finish a
- * long task for no one, nor outlive it. An idle worker sees end-of-file by itself and
- * exits normally. On Unix a small thread waits for the hang-up; on Windows procpool's
+ * channel closes while the worker is busy, or as it would start a task after that (one
+ * it had read before): a worker whose parent died must not run tasks for no one, nor
+ * outlive it. An idle worker with nothing read sees end-of-file by itself and exits
+ * normally. On Unix a small thread waits for the hang-up; on Windows procpool's
  * job object, which every worker joins before its first instruction, does the same. Returns 0 or a UV_E* error (the worker
  * then serves without it). */
 int pp__chan_watch(pp__chan *chan);

@@ -247,6 +247,7 @@ void pp__chan_close(pp__chan *chan) {
 }
 
 static atomic_int pp__chan_is_busy;
+static atomic_int pp__chan_orphaned;
 
 static void *pp__chan_watcher(void *arg) {
   struct pollfd p;
@@ -273,9 +274,13 @@ static void *pp__chan_watcher(void *arg) {
                      | POLLRDHUP
 #endif
                      )) {
+      /* The pool is gone, and with it whoever wanted what this worker does: busy, it
+       * ends now; idle, the next task it would start from what it had read already
+       * ends it (pp__chan_busy), else end-of-file does. Each side stores its flag, then
+       * reads the other's, so at least one of them sees both. */
+      atomic_store(&pp__chan_orphaned, 1);
       if (atomic_load(&pp__chan_is_busy))
         _exit(PP__EXIT_ORPHAN);
-      /* Idle: the serving loop reads end-of-file and ends the process itself. */
       return NULL;
     }
   }
@@ -300,4 +305,6 @@ int pp__chan_watch(pp__chan *chan) {
 void pp__chan_busy(pp__chan *chan, int busy) {
   (void) chan;
   atomic_store(&pp__chan_is_busy, busy);
+  if (busy && atomic_load(&pp__chan_orphaned))
+    _exit(PP__EXIT_ORPHAN);
 }
