@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #if defined(__linux__)
+#  include <sys/prctl.h>
 #  include <sys/syscall.h>
 #endif
 
@@ -190,12 +191,43 @@ void pp__unix_child_fail(int fd, int err) {
   _exit(127);
 }
 
+/* In a child just forked, before anything that can block: on Linux, the child is killed
+ * when the thread that forked it ends, if that thread is its process's main one (then the
+ * thread ends with the process). End-of-file on its channel is how a child learns of its
+ * parent's end, but a child that is stuck (a lock held at the fork by another thread of
+ * the parent, in a malloc that is not fork-safe) reads nothing. A thread of the
+ * application's that forked a fork pool's helper may end long before the pool, so the
+ * helper it forks is not tied to it; the helper's own workers are, since the helper is
+ * single-threaded. Async-signal-safe. */
+static void pp__unix_child_tie(pid_t parent, int tie) {
+#if defined(__linux__)
+  if (!tie)
+    return;
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  /* The parent may have ended before the call: the signal would never come. */
+  if (getppid() != parent)
+    _exit(127);
+#else
+  (void) parent;
+  (void) tie;
+#endif
+}
+
+/* Whether this thread is its process's main one, whose end is the process's. */
+static int pp__unix_main_thread(void) {
+#if defined(__linux__)
+  return (pid_t) syscall(SYS_gettid) == getpid();
+#else
+  return 0;
+#endif
+}
+
 pid_t pp__unix_fork_child(const int *keep, int nkeep, void (*child)(void *arg, int report),
                           void *arg, int *err) {
   int all[8];
   uv_file rep[2];
-  pid_t pid;
-  int report = 0, i, status;
+  pid_t pid, parent = getpid();
+  int report = 0, i, status, tie = pp__unix_main_thread();
   ssize_t r;
 
   if (nkeep > 7) {
@@ -209,6 +241,7 @@ pid_t pp__unix_fork_child(const int *keep, int nkeep, void (*child)(void *arg, i
     return -1;
   pid = pp__unix_fork(err);
   if (pid == 0) {
+    pp__unix_child_tie(parent, tie);
     for (i = 0; i < nkeep; i++)
       all[i] = keep[i];
     all[nkeep] = rep[1];
