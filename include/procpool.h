@@ -18,7 +18,12 @@
  * on another thread is handed to it, and a call that waits (pp_apply, pp_map,
  * pp_map_array, pp_map_stream, pp_pool_wait, pp_cancel, pp_pool_stats_get, a private
  * pool's pp_pool_close) sleeps until that thread has answered. It never runs a loop that
- * another thread runs. Which thread runs the loop:
+ * another thread runs. A thread inside a callback of a pool's loop (a result, close,
+ * next() or each() callback) never sleeps waiting for another loop, which might be
+ * waiting for this one (two pools whose callbacks call each other): there those calls,
+ * made on a pool whose loop another thread runs, return PP_EINVAL at once (pp_apply fills
+ * *out, as for its other refusals); pp_submit and pp_submit_future, which do not wait,
+ * are fine. Which thread runs the loop:
  *   - A caller's loop: the thread that called pp_pool_new, which must be the thread that
  *     runs that loop (uv_run). Calls from other threads are answered when it runs it.
  *   - A private loop (loop NULL): the creating thread runs it inside its blocking calls,
@@ -32,7 +37,8 @@
  * made there send items one by one rather than in batches (fewer items per second);
  * pp_map_array sends its batches from there as from the loop's thread.
  * A pool ends when pp_pool_close's work is done (its cb runs): from then on no thread may
- * use the pool pointer; a call racing with that end must have started before it. On a
+ * use the pool pointer; a call racing with that end must have started before it, and then
+ * gets the answer a closed pool gives (PP_ECLOSED; pp_cancel PP_ENOENT). On a
  * private loop, pp_pool_close from any thread returns once the pool is gone. Futures stay
  * valid after their pool is gone. Under PP_START_FORK, see there for what threads mean.
  */
@@ -425,8 +431,9 @@ PP_EXTERN int pp_submit(pp_pool *pool, const char *task, const void *arg, size_t
  * not map its small shared-memory segment is killed blind: a task it may have started
  * behind the canceled one then fails with PP_EWORKER, with a message that says so.)
  * Returns 0, PP_EINVAL
- * (NULL pool, or called from a worker: a task under fork sees its parent's pools, and
- * may not touch them) or PP_ENOENT (no pending task has that id: it already finished,
+ * (NULL pool; called from a worker: a task under fork sees its parent's pools, and
+ * may not touch them; from a callback of another loop than the pool's: see Threads) or
+ * PP_ENOENT (no pending task has that id: it already finished,
  * or never existed). */
 PP_EXTERN int pp_cancel(pp_pool *pool, uint64_t id);
 
@@ -531,7 +538,8 @@ typedef int (*pp_next_fn)(void *user, pp_input *next);
  * set the field to NULL. result->id is an id of the item's own. Called from the pool's
  * loop inside pp_map_stream, with the same rules as a pp_result_cb: it may call
  * pp_pool_stats_get, pp_submit and pp_cancel, and must not call the blocking functions
- * (pp_apply, pp_map, pp_map_array, pp_map_stream, pp_pool_wait), nor close the pool. */
+ * (pp_apply, pp_map, pp_map_array, pp_map_stream, pp_pool_wait), nor close the pool
+ * (pp_pool_close and pp_pool_terminate return PP_EINVAL there). */
 typedef void (*pp_each_fn)(void *user, size_t index, pp_result *result);
 
 /* pp_map_stream's flags. */
@@ -593,7 +601,8 @@ typedef struct pp_pool_stats {
  * walks the workers' pipelines, at most workers x pipeline depth tasks): a progress line
  * may call it in every pp_each_fn. Call it on the thread that runs the pool's loop, as
  * any pool function (from a result callback too). Returns 0, or PP_EINVAL when pool or
- * stats is NULL. */
+ * stats is NULL, or when called from a callback of another loop than the pool's (see
+ * Threads). */
 PP_EXTERN int pp_pool_stats_get(pp_pool *pool, pp_pool_stats *stats);
 
 /* ---- Futures: a task's outcome for any thread ------------------------------------ */
@@ -635,7 +644,8 @@ PP_EXTERN uint64_t pp_future_id(const pp_future *future);
 
 /* As pp_cancel, for this future's task: 0 when it was pending and is now canceled (the
  * future then has PP_ECANCELED as its outcome), PP_ENOENT when it had its outcome
- * already, PP_EINVAL for NULL. Any thread; valid after the pool is gone (PP_ENOENT). */
+ * already, PP_EINVAL for NULL or from a callback of another loop than the pool's (see
+ * Threads). Any thread; valid after the pool is gone (PP_ENOENT). */
 PP_EXTERN int pp_future_cancel(pp_future *future);
 
 /* Frees the future, done or not (a task not done yet still runs; its result is dropped
@@ -660,7 +670,8 @@ typedef void (*pp_close_cb)(void *user);
  * On a caller's loop it returns at once and the loop finishes the work; on a private loop
  * it runs the loop until done, calls cb, closes the loop and returns. A worker that dies,
  * is retired or times out meanwhile is replaced as long as tasks wait for one. Returns 0,
- * PP_EINVAL (NULL pool; a private-loop pool closed from its own result callback; called
+ * PP_EINVAL (NULL pool; a private-loop pool closed from its own result callback, or
+ * from a callback of another loop; called from pp_map_stream's next() or each(); called
  * from a worker) or PP_ECLOSED (already closing: the first call's cb still runs). */
 PP_EXTERN int pp_pool_close(pp_pool *pool, pp_close_cb cb, void *user);
 

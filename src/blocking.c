@@ -43,13 +43,17 @@ int pp_pool_wait(pp_pool *pool) {
   mode = pp__enter(pool, 0);
   if (mode < 0)
     return mode;
-  if (mode == PP__AWAY)
-    return pp__x_wait(pool);
+  if (mode == PP__AWAY) {
+    err = pp__x_wait(pool);
+    pp__x_drop(pool);
+    return err;
+  }
   if (pool->cb_depth > 0 || pool->finished) {
     pp__leave(pool);
     return PP_EINVAL;
   }
-  /* What other threads submitted before this call counts too. */
+  /* What other threads submitted before this call counts too. Outside any callback of
+   * the pool's, this is the top of its loop. */
   pp__x_drain(pool);
   err = pp__run_until(pool, NULL, 0);
   pp__leave(pool);
@@ -126,11 +130,15 @@ int pp_apply(pp_pool *pool, const char *task, const void *arg, size_t len, pp_re
     return mode;
   }
   if (mode == PP__AWAY) {
-    if (task == NULL || (arg == NULL && len > 0)) {
+    /* From a callback of another loop it would wait for this pool's loop. */
+    if (task == NULL || (arg == NULL && len > 0) || pp__x_in_cb()) {
       pp__submit_error(pool, task ? task : "(null)", PP_EINVAL, out);
-      return PP_EINVAL;
+      err = PP_EINVAL;
+    } else {
+      err = pp__x_apply(pool, task, arg, len, out);
     }
-    return pp__x_apply(pool, task, arg, len, out);
+    pp__x_drop(pool);
+    return err;
   }
   err = pp__apply_here(pool, task, arg, len, out);
   pp__leave(pool);
@@ -221,8 +229,11 @@ int pp_map(pp_pool *pool, const char *task, size_t n, const pp_input *args, pp_r
   mode = pp__enter(pool, 0);
   if (mode < 0)
     return mode;
-  if (mode == PP__AWAY)
-    return pp__x_map(pool, task, n, args, out);
+  if (mode == PP__AWAY) {
+    err = pp__x_in_cb() ? PP_EINVAL : pp__x_map(pool, task, n, args, out);
+    pp__x_drop(pool);
+    return err;
+  }
   err = pp__map_here(pool, task, n, args, out);
   pp__leave(pool);
   return err;

@@ -103,6 +103,7 @@ int pp_submit_future(pp_pool *pool, const char *task, const void *arg, size_t le
   }
   if (mode == PP__AWAY) {
     err = pp__x_submit(pool, task, arg, len, pp__future_cb, f, &f->id);
+    pp__x_drop(pool);
   } else {
     err = pp__submit(pool, task, arg, len, pp__future_cb, f, &f->id, NULL, NULL, 0, NULL);
     pp__leave(pool);
@@ -155,8 +156,8 @@ int pp_future_cancel(pp_future *future) {
     return PP_ENOENT;
   }
   /* The pool is alive while the task is pending, and the task cannot be decided while
-   * this thread holds the futures' lock: take a reference on the pool before letting
-   * the lock go, so that it stays alive through this call. */
+   * this thread holds the futures' lock: pp__enter takes a reference on the pool before
+   * the lock goes, so that it stays alive through this call. */
   pool = future->pool;
   id = future->id;
   mode = pp__enter(pool, 0);
@@ -170,15 +171,9 @@ int pp_future_cancel(pp_future *future) {
     pp__fut_unlock();
     return mode;
   }
-  uv_mutex_lock(&pool->x.mu);
-  pool->x.refs++;
-  uv_mutex_unlock(&pool->x.mu);
   pp__fut_unlock();
   err = pp__x_cancel(pool, id);
-  uv_mutex_lock(&pool->x.mu);
-  if (--pool->x.refs == 0 && pool->x.gone)
-    uv_cond_broadcast(&pool->x.cond);
-  uv_mutex_unlock(&pool->x.mu);
+  pp__x_drop(pool);
   return err;
 }
 

@@ -116,6 +116,7 @@ int pp_map_array(pp_pool *pool, const char *task, size_t n, const void *args,
     return mode;
   if (mode == PP__AWAY) {
     pp__x_job(pool, pp__marr_start, &m, 0);
+    pp__x_drop(pool);
     /* The pool was going already: nothing ran. */
     if (!m.started)
       m.s.stop_err = PP_ECLOSED;

@@ -384,7 +384,9 @@ void pp__task_finish(pp__task *t, int status, void *data, size_t len, char *msg)
     /* The callback may end the worker that lists t, which releases it: not yet. */
     t->in_cb = 1;
     pool->cb_depth++;
+    pp__x_cb_depth(1);
     t->cb(pool, &r, t->user);
+    pp__x_cb_depth(-1);
     pool->cb_depth--;
     t->in_cb = 0;
   }
@@ -415,7 +417,7 @@ void pp_result_free(pp_result *result) {
 
 /* ---- Making a pool ------------------------------------------------------------------ */
 
-static void pp__pool_free(pp_pool *pool) {
+void pp__pool_free(pp_pool *pool) {
   size_t i;
 
   pp__x_destroy(pool);
@@ -529,25 +531,44 @@ int pp_pool_new(pp_pool **out, uv_loop_t *loop, const pp_pool_options *opts) {
   return 0;
 
 fail:
-  pp__pool_free(pool);
+  pp__x_drop(pool);
   return err;
 }
 
 pp_start_method pp_pool_start_method(const pp_pool *pool) {
-  return pool ? pool->method : PP_START_DEFAULT;
+  pp_start_method m;
+
+  if (pool == NULL)
+    return PP_START_DEFAULT;
+  pp__x_hold((pp_pool *) pool);
+  m = pool->method;
+  pp__x_drop((pp_pool *) pool);
+  return m;
 }
 
-unsigned pp_pool_workers(const pp_pool *pool) { return pool ? pool->nworkers : 0; }
+unsigned pp_pool_workers(const pp_pool *pool) {
+  unsigned n;
+
+  if (pool == NULL)
+    return 0;
+  pp__x_hold((pp_pool *) pool);
+  n = pool->nworkers;
+  pp__x_drop((pp_pool *) pool);
+  return n;
+}
 
 const char *pp_pool_error(const pp_pool *pool) {
   const char *msg;
 
   if (pool == NULL)
     return NULL;
-  /* Set once, under x.mu, by the loop's thread; never changed after. */
+  /* Set once, under x.mu, by the loop's thread; never changed after, and freed with the
+   * pool's memory. */
+  pp__x_hold((pp_pool *) pool);
   uv_mutex_lock((uv_mutex_t *) &pool->x.mu);
   msg = pool->broken ? pool->broken_msg : NULL;
   uv_mutex_unlock((uv_mutex_t *) &pool->x.mu);
+  pp__x_drop((pp_pool *) pool);
   return msg;
 }
 
@@ -608,9 +629,12 @@ pp__task *pp__task_new(pp_pool *pool, const char *task, uint32_t index, const vo
   return t;
 }
 
-void pp__task_accept(pp_pool *pool, pp__task *t) {
-  pool->pending++;
-  pool->st_submitted++;
+void pp__task_accept(pp_pool *pool, pp__task *t, int reserved) {
+  /* A reserved task was counted by the close it came before (pp__mark_closed). */
+  if (!reserved) {
+    pool->pending++;
+    pool->st_submitted++;
+  }
   pp__q_insert_tail(&pool->queue, &t->node);
   if (pp__tasktab_put(&pool->tasks, t->id, t) != 0) {
     pp__task_fail(t, PP_ENOMEM, "task '%s' (id %llu) was not run: out of memory", t->name,
@@ -619,7 +643,10 @@ void pp__task_accept(pp_pool *pool, pp__task *t) {
              pp__find_task(pool, t->name, &t->index) != 0) {
     pp__task_fail(t, PP_ENOTASK, "task '%s' (id %llu): no task of that name in the task "
                   "table", t->name, (unsigned long long) t->id);
-  } else if (pool->closing) {
+  } else if (pool->terminating) {
+    pp__task_fail(t, PP_ECANCELED, "task '%s' (id %llu) was canceled: the pool was "
+                  "terminated", t->name, (unsigned long long) t->id);
+  } else if (pool->closing && !reserved) {
     pp__task_fail(t, PP_ECLOSED, "task '%s' (id %llu) was not run: the pool was closed",
                   t->name, (unsigned long long) t->id);
   } else if (pool->broken && pool->active == 0) {
@@ -631,9 +658,13 @@ void pp__task_accept(pp_pool *pool, pp__task *t) {
   }
 }
 
-int pp__submit(pp_pool *pool, const char *task, const void *arg, size_t len,
-               pp_result_cb cb, void *user, uint64_t *id, size_t *hold, void *owned,
-               uint32_t nitems, void (*on_items)(pp__task *t, const pp__batch *b, long pid)) {
+/* again: the task is work the pool accepted before (a batch's items that never started,
+ * sent once more one by one), which a close lets finish; a terminate cancels it. */
+static int pp__submit_in(pp_pool *pool, const char *task, const void *arg, size_t len,
+                         pp_result_cb cb, void *user, uint64_t *id, size_t *hold,
+                         void *owned, uint32_t nitems,
+                         void (*on_items)(pp__task *t, const pp__batch *b, long pid),
+                         int again) {
   uint32_t index = PP__NO_INDEX;
   size_t nlen;
   pp__task *t;
@@ -641,7 +672,9 @@ int pp__submit(pp_pool *pool, const char *task, const void *arg, size_t len,
 
   if (pool == NULL || task == NULL || (arg == NULL && len > 0) || pp__in_worker())
     return PP_EINVAL;
-  if (pool->closing)
+  if (again && pool->terminating)
+    return PP_ECANCELED;
+  if (pool->closing && !again)
     return PP_ECLOSED;
   if (pool->broken && pool->active == 0)
     return pool->broken;
@@ -665,7 +698,7 @@ int pp__submit(pp_pool *pool, const char *task, const void *arg, size_t len,
     closed = pool->x.closed;
     uv_mutex_unlock(&pool->x.mu);
   }
-  if (closed) {
+  if (closed && !again) {
     free(t);
     return PP_ECLOSED;
   }
@@ -687,6 +720,17 @@ int pp__submit(pp_pool *pool, const char *task, const void *arg, size_t len,
   return 0;
 }
 
+int pp__submit(pp_pool *pool, const char *task, const void *arg, size_t len,
+               pp_result_cb cb, void *user, uint64_t *id, size_t *hold, void *owned,
+               uint32_t nitems, void (*on_items)(pp__task *t, const pp__batch *b, long pid)) {
+  return pp__submit_in(pool, task, arg, len, cb, user, id, hold, owned, nitems, on_items, 0);
+}
+
+int pp__submit_again(pp_pool *pool, const char *task, const void *arg, size_t len,
+                     pp_result_cb cb, void *user, uint64_t *id, size_t *hold, void *owned) {
+  return pp__submit_in(pool, task, arg, len, cb, user, id, hold, owned, 0, NULL, 1);
+}
+
 int pp_submit(pp_pool *pool, const char *task, const void *arg, size_t len,
               pp_result_cb cb, void *user, uint64_t *id) {
   int mode, err;
@@ -696,8 +740,12 @@ int pp_submit(pp_pool *pool, const char *task, const void *arg, size_t len,
   mode = pp__enter(pool, 0);
   if (mode < 0)
     return mode;
-  if (mode == PP__AWAY)
-    return pp__x_submit(pool, task, arg, len, cb, user, id);
+  if (mode == PP__AWAY) {
+    /* The reference is held while the argument is copied. */
+    err = pp__x_submit(pool, task, arg, len, cb, user, id);
+    pp__x_drop(pool);
+    return err;
+  }
   err = pp__submit(pool, task, arg, len, cb, user, id, NULL, NULL, 0, NULL);
   pp__leave(pool);
   return err;
@@ -708,11 +756,21 @@ int pp__cancel_core(pp_pool *pool, uint64_t id) {
 
   t = (pp__task *) pp__tasktab_get(&pool->tasks, id);
   if (t == NULL) {
-    /* It may have come from another thread and still wait in the inbox. */
-    pp__x_drain(pool);
-    t = (pp__task *) pp__tasktab_get(&pool->tasks, id);
+    /* It may have come from another thread and still wait in the inbox. It is taken out
+     * of it and ends canceled; the inbox itself runs only at the top of the loop, never
+     * here, where a callback may be up the stack. */
+    int reserved;
+    t = pp__x_take_submit(pool, id, &reserved);
     if (t == NULL)
       return PP_ENOENT;
+    if (!reserved) {
+      pool->pending++;
+      pool->st_submitted++;
+    }
+    pp__q_insert_tail(&pool->queue, &t->node);
+    pp__task_fail(t, PP_ECANCELED, "task '%s' (id %llu) was canceled before it ran",
+                  t->name, (unsigned long long) id);
+    return 0;
   }
   if (t->state == PP__T_RUNNING && pp__worker_head(t->worker) == t) {
     pp__worker *w = t->worker;
@@ -738,8 +796,11 @@ int pp_cancel(pp_pool *pool, uint64_t id) {
   mode = pp__enter(pool, 0);
   if (mode < 0)
     return mode;
-  if (mode == PP__AWAY)
-    return pp__x_cancel(pool, id);
+  if (mode == PP__AWAY) {
+    err = pp__x_cancel(pool, id);
+    pp__x_drop(pool);
+    return err;
+  }
   err = pp__cancel_core(pool, id);
   pp__leave(pool);
   return err;
@@ -754,13 +815,17 @@ static void pp__pool_release(pp_pool *pool) {
   void *cu = pool->close_user, *tu = pool->term_user;
   int orphan = pool->orphan;
 
-  pp__pool_free(pool);
+  /* The core's reference: a call from another thread that began before the end may
+   * still hold the memory, and finds the pool gone. */
+  pp__x_drop(pool);
   if (orphan)
     return;
+  pp__x_cb_depth(1);
   if (ccb)
     ccb(cu);
   if (tcb)
     tcb(tu);
+  pp__x_cb_depth(-1);
 }
 
 static void pp__pool_on_final_closed(uv_handle_t *h) {
@@ -857,12 +922,15 @@ void pp__close_core(pp_pool *pool, pp_close_cb cb, void *user) {
   pp__maybe_shutdown(pool);
 }
 
-/* Marks the pool closed for other threads, unless it is already; then runs what they
- * submitted before. 0, PP_ECLOSED, or PP__AWAY when a runner waits to take over the
- * private loop, so the end must go through it. */
+/* Marks the pool closed for other threads, unless it is already; what they submitted
+ * before and still waits in the inbox counts as pending from here (it runs at the top of
+ * the loop, not from within this call, which may be a callback's). 0, PP_ECLOSED, or
+ * PP__AWAY when a runner waits to take over the private loop, so the end must go through
+ * it. */
 static int pp__mark_closed(pp_pool *pool, int terminate) {
   pp__xstate *x = &pool->x;
   uv_thread_t self = uv_thread_self();
+  int n;
 
   uv_mutex_lock(&x->mu);
   if (terminate ? x->terminated : x->closed) {
@@ -878,7 +946,10 @@ static int pp__mark_closed(pp_pool *pool, int terminate) {
   if (terminate)
     x->terminated = 1;
   uv_mutex_unlock(&x->mu);
-  pp__x_drain(pool);
+  /* No submit comes in after x.closed: the ones before are all in the inbox now. */
+  n = pp__x_reserve(pool);
+  pool->pending += (size_t) n;
+  pool->st_submitted += (uint64_t) n;
   return 0;
 }
 
@@ -890,20 +961,30 @@ int pp_pool_close(pp_pool *pool, pp_close_cb cb, void *user) {
   mode = pp__enter(pool, 0);
   if (mode < 0)
     return mode;
-  if (mode == PP__AWAY)
-    return pp__x_close(pool, 0, cb, user);
+  if (mode == PP__AWAY) {
+    err = pp__x_close(pool, 0, cb, user);
+    pp__x_drop(pool);
+    return err;
+  }
   if (pool->closing) {
     pp__leave(pool);
     return PP_ECLOSED;
   }
-  if (pool->own && (pool->cb_depth > 0 || pool->blocking > 0)) {
+  if ((pool->own && (pool->cb_depth > 0 || pool->blocking > 0)) || pool->in_stream_cb > 0) {
     pp__leave(pool);
     return PP_EINVAL;
   }
   err = pp__mark_closed(pool, 0);
   if (err != 0) {
-    pp__leave(pool);
-    return err == PP__AWAY ? pp__x_close(pool, 0, cb, user) : err;
+    if (err != PP__AWAY) {
+      pp__leave(pool);
+      return err;
+    }
+    /* The core is the runner's: this thread lets it go, and keeps its reference. */
+    pp__leave_core(pool);
+    err = pp__x_close(pool, 0, cb, user);
+    pp__x_drop(pool);
+    return err;
   }
   pp__close_core(pool, cb, user);
   if (!pool->own) {
@@ -962,8 +1043,11 @@ int pp_pool_terminate(pp_pool *pool, pp_close_cb cb, void *user) {
   mode = pp__enter(pool, 0);
   if (mode < 0)
     return mode;
-  if (mode == PP__AWAY)
-    return pp__x_close(pool, 1, cb, user);
+  if (mode == PP__AWAY) {
+    err = pp__x_close(pool, 1, cb, user);
+    pp__x_drop(pool);
+    return err;
+  }
   if (pool->terminating) {
     pp__leave(pool);
     return PP_ECLOSED;
@@ -971,14 +1055,21 @@ int pp_pool_terminate(pp_pool *pool, pp_close_cb cb, void *user) {
   /* On a private loop the pool may only be ended from outside its loop, or, to hurry a
    * pp_pool_close that is running the loop, from one of its callbacks. */
   nested = pool->cb_depth > 0 || pool->blocking > 0;
-  if (pool->own && nested && !pool->closing) {
+  if ((pool->own && nested && !pool->closing) || pool->in_stream_cb > 0) {
     pp__leave(pool);
     return PP_EINVAL;
   }
   err = pp__mark_closed(pool, 1);
   if (err != 0) {
-    pp__leave(pool);
-    return err == PP__AWAY ? pp__x_close(pool, 1, cb, user) : err;
+    if (err != PP__AWAY) {
+      pp__leave(pool);
+      return err;
+    }
+    /* The core is the runner's: this thread lets it go, and keeps its reference. */
+    pp__leave_core(pool);
+    err = pp__x_close(pool, 1, cb, user);
+    pp__x_drop(pool);
+    return err;
   }
   pp__terminate_core(pool, cb, user);
   if (!pool->own || nested) {

@@ -203,7 +203,8 @@ typedef struct pp__xstate {
   int terminated;          /* pp_pool_terminate was called */
   int gone;                /* the pool is ending: commands are answered at once */
   int finished;            /* the runner has run the pool to its end */
-  int refs;                /* callers from other threads still to touch the pool */
+  int refs;                /* the core's, and one per call in progress, from any thread:
+                              the last to let go frees the pool (pp__x_drop) */
   pp_pool_stats last;      /* the counters when the pool went, for late callers */
 } pp__xstate;
 
@@ -274,6 +275,7 @@ struct pp_pool {
   int orphan;              /* pp_pool_new failed: release without callbacks */
   int first_err;           /* the first error that stopped a worker from starting */
   int cb_depth;            /* > 0 inside a result callback */
+  int in_stream_cb;        /* > 0 inside a pp_map_stream's next() or each() */
   int blocking;            /* > 0 inside pp_pool_wait, pp_apply, pp_map, pp_pool_close */
   int closing;
   int terminating;
@@ -304,12 +306,19 @@ pp__task *pp__task_new(pp_pool *pool, const char *task, uint32_t index, const vo
 /* Checks a task's name and size as pp_submit does, from any thread (the names only
  * when they are fixed); sets *index. 0 or the error. */
 int pp__task_check(pp_pool *pool, const char *task, size_t len, uint32_t *index);
-/* Queues a task made by another thread (threads.c); its outcome comes, whatever it is. */
-void pp__task_accept(pp_pool *pool, pp__task *t);
+/* Queues a task made by another thread (threads.c); its outcome comes, whatever it is.
+ * reserved: a close counted it already, as work it lets finish (pp__x_reserve). */
+void pp__task_accept(pp_pool *pool, pp__task *t, int reserved);
 /* Queues a task; borrow: the argument is the caller's (counted in *hold while written). */
 int pp__submit(pp_pool *pool, const char *task, const void *arg, size_t len,
                pp_result_cb cb, void *user, uint64_t *id, size_t *hold, void *owned,
                uint32_t nitems, void (*on_items)(pp__task *t, const pp__batch *b, long pid));
+/* pp__submit of a single task, for work the pool accepted before (a batch's items that
+ * never started): a close lets it run, a terminate refuses it with PP_ECANCELED. */
+int pp__submit_again(pp_pool *pool, const char *task, const void *arg, size_t len,
+                     pp_result_cb cb, void *user, uint64_t *id, size_t *hold, void *owned);
+/* Frees the pool's memory, once its last reference is let go (threads.c). */
+void pp__pool_free(pp_pool *pool);
 /* Once the pool is closing and nothing is pending, lets the workers go and then releases
  * the pool. */
 void pp__maybe_shutdown(pp_pool *pool);

@@ -14,8 +14,11 @@ int pp_pool_stats_get(pp_pool *pool, pp_pool_stats *stats) {
   mode = pp__enter(pool, 0);
   if (mode < 0)
     return mode;
-  if (mode == PP__AWAY)
-    return pp__x_stats(pool, stats);
+  if (mode == PP__AWAY) {
+    mode = pp__x_stats(pool, stats);
+    pp__x_drop(pool);
+    return mode;
+  }
   pp__stats_core(pool, stats);
   pp__leave(pool);
   return 0;

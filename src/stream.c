@@ -52,6 +52,8 @@ struct pp__sbatch {
   uint32_t count;
   uint32_t received;
   const uint8_t *payload;  /* owned by its task: valid until the task's callback returns */
+  int held;                /* its results are being delivered: each() may end its task */
+  int ended;               /* its task ended while held: freed once let go */
 };
 
 /* An item's outcome to an array run's raw(); returns the status it was delivered with. */
@@ -89,6 +91,8 @@ static void pp__stream_deliver(pp__stream *s, size_t index, pp_result *r) {
   /* each() runs as a result callback, under the same rules, also when a run of a batch's
    * results is filed outside pp__task_finish. */
   s->pool->cb_depth++;
+  s->pool->in_stream_cb++;
+  pp__x_cb_depth(1);
   s->each(s->user, index, r);
   pp_result_free(r);
   s->delivered++;
@@ -99,6 +103,8 @@ static void pp__stream_deliver(pp__stream *s, size_t index, pp_result *r) {
     pp_result_free(&held);
     s->delivered++;
   }
+  pp__x_cb_depth(-1);
+  s->pool->in_stream_cb--;
   s->pool->cb_depth--;
 }
 
@@ -158,8 +164,14 @@ static void pp__stream_single(pp__stream *s, size_t index, const void *data, siz
   if (it != NULL) {
     it->s = s;
     it->index = index;
-    err = pp__submit(pool, s->task, owned ? owned : data, len, pp__stream_single_cb, it,
-                     &it->id, borrow && owned == NULL ? &s->hold : NULL, owned, 0, NULL);
+    size_t *hold = borrow && owned == NULL ? &s->hold : NULL;
+    /* An item that comes back from a batch was accepted with it: a close lets it run. */
+    if (counted)
+      err = pp__submit_again(pool, s->task, owned ? owned : data, len, pp__stream_single_cb,
+                             it, &it->id, hold, owned);
+    else
+      err = pp__submit(pool, s->task, owned ? owned : data, len, pp__stream_single_cb, it,
+                       &it->id, hold, owned, 0, NULL);
   }
   if (err == 0) {
     if ((it->next = s->singles) != NULL)
@@ -235,6 +247,9 @@ static void pp__stream_on_items(pp__task *t, const pp__batch *b, long pid) {
   pool->st_done += b->count;
   pool->st_failed += failed;
   mb->received += b->count;
+  /* each() may cancel the batch's task (its callback then ends mb) while its items are
+   * still being delivered from b: mb is held until the last of them. */
+  mb->held++;
   for (j = 0; j < b->count; j++) {
     size_t i = mb->start + b->first + j;
     uint32_t kind = b->table != NULL ? pp__get_u32(b->table + (size_t) j * 8) : PP__R_OK;
@@ -242,7 +257,7 @@ static void pp__stream_on_items(pp__task *t, const pp__batch *b, long pid) {
     pp_result o;
 
     memset(&o, 0, sizeof(o));
-    o.id = t->id + 1 + b->first + j;
+    o.id = mb->id + 1 + b->first + j;
     if (kind == PP__R_OK) {
       if (n > 0 && (o.data = malloc(n)) != NULL) {
         memcpy(o.data, data, n);
@@ -266,6 +281,8 @@ static void pp__stream_on_items(pp__task *t, const pp__batch *b, long pid) {
     data += n;
     pp__stream_deliver(s, i, &o);
   }
+  if (--mb->held == 0 && mb->ended)
+    free(mb);
 }
 
 /* Sends items from..count-1 of a batch again, one by one, from its payload (either form),
@@ -313,7 +330,10 @@ static void pp__stream_batch_cb(pp_pool *pool, pp_result *r, void *user) {
     for (i = running; i < (died ? running + 1 : end); i++)
       pp__stream_fail(s, i, r->id + 1 + (i - mb->start), r->status, why);
   }
-  free(mb);
+  if (mb->held > 0)
+    mb->ended = 1;
+  else
+    free(mb);
   if (s->raw != NULL)
     pp__stream_kick(s);
 }
@@ -367,7 +387,11 @@ static int pp__stream_next(pp__stream *s, pp_input *in, size_t *index) {
   in->len = 0;
   /* Counted as a callback: next() must not call the blocking functions. */
   s->pool->cb_depth++;
+  s->pool->in_stream_cb++;
+  pp__x_cb_depth(1);
   r = s->next(s->user, in);
+  pp__x_cb_depth(-1);
+  s->pool->in_stream_cb--;
   s->pool->cb_depth--;
   if (r > 0) {
     *index = s->taken++;
@@ -664,8 +688,12 @@ int pp_map_stream(pp_pool *pool, const char *task, pp_next_fn next, pp_each_fn e
   mode = pp__enter(pool, 0);
   if (mode < 0)
     return mode;
-  if (mode == PP__AWAY)
-    return pp__x_map_stream(pool, task, next, each, user, flags);
+  if (mode == PP__AWAY) {
+    /* From a callback of another loop it would wait for this pool's loop. */
+    err = pp__x_in_cb() ? PP_EINVAL : pp__x_map_stream(pool, task, next, each, user, flags);
+    pp__x_drop(pool);
+    return err;
+  }
   err = pp__map_stream_here(pool, task, next, each, user, flags);
   pp__leave(pool);
   return err;

@@ -8,9 +8,17 @@
  *   pp_pool_new (options, a task table from pp_main).
  * - A command is answered exactly once: by the loop's thread when it runs it, or, once
  *   the pool is ending (x.gone), at once by whoever finds it.
- * - The pool's memory is released only once no other thread is inside a call that will
- *   touch it again (x.refs). Calls that start after the release are the caller's bug, as
- *   the header says. */
+ * - Commands run only at the top of the loop (the wake handle's callback, or a blocking
+ *   call's start, outside any callback), never nested inside the core or a callback: a
+ *   command may end what a callback's caller still holds (a terminate, a close).
+ * - Every public call takes a reference on the pool (x.refs) before it reads anything of
+ *   it, and the core holds one until its end; the last one to let go frees the memory.
+ *   So a call that began before the end finds the pool's memory still there and x.gone
+ *   set, and gets a late answer. Calls that start after the release are the caller's
+ *   bug, as the header says.
+ * - A thread inside a callback of some pool's loop never waits for another loop: that
+ *   loop's thread may be waiting for this one (two pools whose callbacks call each
+ *   other). Such a call is refused (PP_EINVAL) rather than made to wait. */
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +45,7 @@ typedef struct pp__cmd {
   void *user;
   pp_pool_stats *stats;    /* STATS: where the answer goes */
   pp__xjob_fn job;         /* JOB: started with user, answered by pp__x_job_done */
+  int reserved;            /* SUBMIT, loop thread only: counted pending by a close */
   int replied;             /* under x.mu: the answer is in (the caller may then return) */
   int result;
 } pp__cmd;
@@ -48,6 +57,7 @@ int pp__x_init(pp_pool *pool) {
   int err;
 
   x->owner = uv_thread_self();
+  x->refs = 1;
   pp__q_init(&x->inbox);
   pp__q_init(&x->waits);
   err = uv_mutex_init(&x->mu);
@@ -88,13 +98,54 @@ int pp__x_start(pp_pool *pool) {
 void pp__x_destroy(pp_pool *pool) {
   pp__xstate *x = &pool->x;
 
-  uv_mutex_lock(&x->mu);
-  while (x->refs > 0)
-    uv_cond_wait(&x->cond, &x->mu);
-  uv_mutex_unlock(&x->mu);
   uv_mutex_destroy(&x->core);
   uv_cond_destroy(&x->cond);
   uv_mutex_destroy(&x->mu);
+}
+
+int pp__x_hold(pp_pool *pool) {
+  pp__xstate *x = &pool->x;
+  int gone;
+
+  uv_mutex_lock(&x->mu);
+  x->refs++;
+  gone = x->gone;
+  uv_mutex_unlock(&x->mu);
+  return gone;
+}
+
+void pp__x_drop(pp_pool *pool) {
+  pp__xstate *x = &pool->x;
+  int last;
+
+  uv_mutex_lock(&x->mu);
+  last = --x->refs == 0;
+  uv_mutex_unlock(&x->mu);
+  if (last)
+    pp__pool_free(pool);
+}
+
+/* How deep this thread is in callbacks of pools' loops. A thread-local: the pools may be
+ * on any loops, and what matters is only whether this thread is inside one now. */
+static uv_once_t pp__cbkey_once = UV_ONCE_INIT;
+static uv_key_t pp__cbkey;
+
+static void pp__cbkey_init(void) {
+  if (uv_key_create(&pp__cbkey) != 0)
+    abort();
+}
+
+void pp__x_cb_depth(int delta) {
+  intptr_t depth;
+
+  uv_once(&pp__cbkey_once, pp__cbkey_init);
+  depth = (intptr_t) uv_key_get(&pp__cbkey) + delta;
+  uv_key_set(&pp__cbkey, (void *) depth);
+}
+
+int pp__x_in_cb(void) {
+  uv_once(&pp__cbkey_once, pp__cbkey_init);
+  return uv_key_get(&pp__cbkey) != NULL;
 }
 
 /* ---- Who runs the core ------------------------------------------------------------- */
@@ -137,7 +188,31 @@ static int pp__x_want_runner(pp_pool *pool) {
   return 0;
 }
 
+static int pp__enter_core(pp_pool *pool, int want_thread);
+
 int pp__enter(pp_pool *pool, int want_thread) {
+  int mode;
+
+  if (pp__x_hold(pool) || (mode = pp__enter_core(pool, want_thread)) == PP__AWAY)
+    return PP__AWAY;
+  if (mode < 0)
+    pp__x_drop(pool);
+  return mode;
+}
+
+void pp__leave_core(pp_pool *pool) {
+  if (pool->own) {
+    pool->x.core_depth--;
+    uv_mutex_unlock(&pool->x.core);
+  }
+}
+
+void pp__leave(pp_pool *pool) {
+  pp__leave_core(pool);
+  pp__x_drop(pool);
+}
+
+static int pp__enter_core(pp_pool *pool, int want_thread) {
   pp__xstate *x = &pool->x;
   uv_thread_t self = uv_thread_self();
   int here, err;
@@ -169,13 +244,6 @@ int pp__enter(pp_pool *pool, int want_thread) {
   err = pp__x_want_runner(pool);
   uv_mutex_unlock(&x->mu);
   return err != 0 ? err : PP__AWAY;
-}
-
-void pp__leave(pp_pool *pool) {
-  if (!pool->own)
-    return;
-  pool->x.core_depth--;
-  uv_mutex_unlock(&pool->x.core);
 }
 
 int pp__x_inside(pp_pool *pool) {
@@ -212,7 +280,9 @@ static int pp__x_late_answer(pp_pool *pool, pp__cmd *c) {
   }
 }
 
-/* Posts c and waits for its answer. */
+/* Posts c and waits for its answer. The caller holds a reference (pp__enter). From a
+ * callback of another pool's loop it would wait for that loop while holding up its own:
+ * refused. */
 static int pp__x_ask(pp_pool *pool, pp__cmd *c) {
   pp__xstate *x = &pool->x;
   int result;
@@ -223,13 +293,14 @@ static int pp__x_ask(pp_pool *pool, pp__cmd *c) {
     uv_mutex_unlock(&x->mu);
     return result;
   }
-  x->refs++;
+  if (pp__x_in_cb()) {
+    uv_mutex_unlock(&x->mu);
+    return PP_EINVAL;
+  }
   pp__x_post(pool, c);
   while (!c->replied)
     uv_cond_wait(&x->cond, &x->mu);
   result = c->result;
-  if (--x->refs == 0 && x->gone)
-    uv_cond_broadcast(&x->cond);
   uv_mutex_unlock(&x->mu);
   return result;
 }
@@ -336,6 +407,12 @@ int pp__x_close(pp_pool *pool, int terminate, pp_close_cb cb, void *user) {
     return PP_ECLOSED;
   }
   first = !x->closed;
+  if (pool->own && first && x->threaded && pp__x_in_cb()) {
+    /* It would wait for the pool's thread from a callback of another loop. */
+    uv_mutex_unlock(&x->mu);
+    free(c);
+    return PP_EINVAL;
+  }
   x->closed = 1;
   if (terminate)
     x->terminated = 1;
@@ -363,7 +440,7 @@ static void pp__x_run(pp_pool *pool, pp__cmd *c) {
 
   switch (c->kind) {
     case PP__C_SUBMIT:
-      pp__task_accept(pool, c->task);
+      pp__task_accept(pool, c->task, c->reserved);
       free(c);
       break;
     case PP__C_CANCEL:
@@ -413,10 +490,8 @@ static void pp__x_take(pp_pool *pool, pp__qnode *list) {
   pp__q_init(inbox);
 }
 
-/* One command at a time, straight from the inbox: a command may drain again from within
- * (a cancel that misses runs what came before its task's submit), and the commands must
- * still run in the order they came. A drain that took a list of its own would leave
- * earlier commands behind that list while the nested one ran later ones. */
+/* One command at a time, straight from the inbox, in the order they came. Only at the top
+ * of the loop: never from within a command or a callback. */
 void pp__x_drain(pp_pool *pool) {
   pp__cmd *c;
 
@@ -431,6 +506,41 @@ void pp__x_drain(pp_pool *pool) {
     uv_mutex_unlock(&pool->x.mu);
     pp__x_run(pool, c);
   }
+}
+
+int pp__x_reserve(pp_pool *pool) {
+  pp__qnode *q;
+  int n = 0;
+
+  uv_mutex_lock(&pool->x.mu);
+  for (q = pp__q_head(&pool->x.inbox); q != &pool->x.inbox; q = q->next) {
+    pp__cmd *c = PP__CONTAINER_OF(q, pp__cmd, node);
+    if (c->kind == PP__C_SUBMIT && !c->reserved) {
+      c->reserved = 1;
+      n++;
+    }
+  }
+  uv_mutex_unlock(&pool->x.mu);
+  return n;
+}
+
+pp__task *pp__x_take_submit(pp_pool *pool, uint64_t id, int *reserved) {
+  pp__task *t = NULL;
+  pp__qnode *q;
+
+  uv_mutex_lock(&pool->x.mu);
+  for (q = pp__q_head(&pool->x.inbox); q != &pool->x.inbox; q = q->next) {
+    pp__cmd *c = PP__CONTAINER_OF(q, pp__cmd, node);
+    if (c->kind == PP__C_SUBMIT && c->task->id == id) {
+      pp__q_remove(&c->node);
+      t = c->task;
+      *reserved = c->reserved;
+      free(c);
+      break;
+    }
+  }
+  uv_mutex_unlock(&pool->x.mu);
+  return t;
 }
 
 void pp__x_pending_zero(pp_pool *pool) {
@@ -451,8 +561,11 @@ static void pp__x_refuse(pp_pool *pool, pp__task *t) {
   r.status = PP_ECLOSED;
   r.message = pp__strdupf("task '%s' (id %llu) was not run: the pool was closed", t->name,
                           (unsigned long long) t->id);
-  if (t->cb != NULL)
+  if (t->cb != NULL) {
+    pp__x_cb_depth(1);
     t->cb(pool, &r, t->user);
+    pp__x_cb_depth(-1);
+  }
   pp_result_free(&r);
   free(t);
 }

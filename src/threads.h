@@ -23,14 +23,30 @@ enum {
 int pp__x_init(pp_pool *pool);
 /* Makes the wake handle on the pool's loop, counted in open_handles. */
 int pp__x_start(pp_pool *pool);
-/* Releases what pp__x_init made; waits until no other thread is still in a call. */
+/* Releases what pp__x_init made, with the pool's memory (pp__pool_free). */
 void pp__x_destroy(pp_pool *pool);
 
-/* Says how this call reaches the core: PP__HERE (then call pp__leave when done), PP__AWAY,
- * or a UV_E* code when the pool's thread was needed and could not be started.
- * want_thread: on a private loop, hand the loop to the pool's own thread now (futures). */
+/* A reference on the pool's memory, any thread: taken before anything else of the pool
+ * is read, so that a call that began before the pool's end still finds it. Returns 1 when
+ * the pool is ending already (x.gone; the reference is taken all the same). The core
+ * holds one until its end; pp__x_drop of the last frees the pool. */
+int pp__x_hold(pp_pool *pool);
+void pp__x_drop(pp_pool *pool);
+
+/* This thread enters (1) or leaves (-1) a callback of a pool's loop (a result callback,
+ * next(), each(), a close callback). A thread inside one never waits for another loop. */
+void pp__x_cb_depth(int delta);
+int pp__x_in_cb(void);
+
+/* Takes a reference (pp__x_hold), then says how this call reaches the core: PP__HERE
+ * (then call pp__leave when done), PP__AWAY (then pp__x_drop when done; always once the
+ * pool is ending), or a UV_E* code, with no reference, when the pool's thread was needed
+ * and could not be started. want_thread: on a private loop, hand the loop to the pool's
+ * own thread now (futures). */
 int pp__enter(pp_pool *pool, int want_thread);
 void pp__leave(pp_pool *pool);
+/* pp__leave but for the reference, which the caller keeps (and drops later). */
+void pp__leave_core(pp_pool *pool);
 /* Whether this thread is inside the pool's core right now (a callback on the loop's
  * thread): a call that waits for the loop would wait for itself. Any thread. */
 int pp__x_inside(pp_pool *pool);
@@ -54,8 +70,14 @@ typedef void (*pp__xjob_fn)(pp_pool *pool, struct pp__cmd *job, void *arg);
 int pp__x_job(pp_pool *pool, pp__xjob_fn start, void *arg, int late);
 void pp__x_job_done(pp_pool *pool, struct pp__cmd *job, int result);
 
-/* On the loop's thread: runs what the inbox holds. */
+/* On the loop's thread, at the top of the loop only: runs what the inbox holds. */
 void pp__x_drain(pp_pool *pool);
+/* On the loop's thread, as the pool closes: marks the submits still in the inbox as
+ * accepted before the close (the caller counts them pending); returns how many. */
+int pp__x_reserve(pp_pool *pool);
+/* On the loop's thread: takes the task with that id out of the inbox, if its submit is
+ * still there; *reserved as pp__x_reserve marked it. NULL if not there. */
+pp__task *pp__x_take_submit(pp_pool *pool, uint64_t id, int *reserved);
 /* On the loop's thread: answers the waits once nothing is pending. */
 void pp__x_pending_zero(pp_pool *pool);
 /* On the loop's thread, as the pool ends: answers everything still asked, refuses what

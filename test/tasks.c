@@ -411,5 +411,6 @@ const pp_task test_tasks[] = {
 #endif
   { "model", test_task_model },
   { "model_init", test_task_model_init },
+  { "xt_item", test_task_xt_item },
   { NULL, NULL },
 };

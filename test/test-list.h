@@ -207,6 +207,13 @@ TEST_EACH(thr_wait_in_callback)
 TEST_EACH(thr_no_thread_until_needed)
 TEST_EACH(thr_pools_in_parallel)
 
+/* Any thread, safely: re-entrancy and lifetimes of the cross-thread layer (test-xthreads.c) */
+TEST_EACH(xt_each_cancel_terminate)
+TEST_EACH(xt_no_drain_in_callback)
+TEST_EACH(xt_late_calls)
+TEST_EACH(xt_cross_pool_callbacks)
+TEST_EACH(xt_close_stream_kill)
+
 /* The fork method's helper: replacements copy the parent as it was at pp_pool_new, a
  * lock taken later is free in workers, one helper per pool, reaped with it, a helper
  * killed under its pool (test-forkhelper.c) */

@@ -97,6 +97,7 @@ int test_task_win_grandchild(pp_call *call, const void *arg, size_t len);
 #endif
 int test_task_model(pp_call *call, const void *arg, size_t len);
 int test_task_model_init(pp_call *call, const void *arg, size_t len);
+int test_task_xt_item(pp_call *call, const void *arg, size_t len);
 
 /* What the "mapf" task computes: distinct inputs give distinct outputs. */
 uint64_t test_mapf(uint32_t x);
