@@ -496,7 +496,9 @@ PP_EXTERN int pp_map(pp_pool *pool, const char *task, size_t n, const pp_input *
  * PP_ESPAWN, PP_EINIT; memory ran out: PP_ENOMEM), that item and every later one fail
  * with that error, while those already taken run to their end. pp_pool_terminate ends
  * the items in flight with PP_ECANCELED, and so does a loop that stops (someone closed
- * the pool's handles). A failed item's result_size bytes in results are set to zero.
+ * the pool's handles): called from another thread, once the loop's thread sees the loop
+ * stop, in a pp_pool_wait, pp_apply, pp_map, pp_map_array, pp_map_stream or
+ * pp_future_wait of its own (libuv's uv_run does not say). A failed item's result_size bytes in results are set to zero.
  * Failure messages are not kept: statuses is all there is (pp_map gives each item's
  * message).
  *

@@ -473,6 +473,7 @@ int pp_pool_new(pp_pool **out, uv_loop_t *loop, const pp_pool_options *opts) {
   pp__q_init(&pool->workers);
   pp__q_init(&pool->idle);
   pp__q_init(&pool->dirty);
+  pp__q_init(&pool->xarrays);
   pp__tasktab_init(&pool->tasks);
   pool->next_id = 1;
   pool->x_next_id = (uint64_t) 1 << 63;
