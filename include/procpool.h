@@ -614,22 +614,31 @@ PP_EXTERN int pp_submit_future(pp_pool *pool, const char *task, const void *arg,
                                size_t len, pp_future **future);
 
 /* Waits until the task has its outcome: 0 when it has, PP_ETIMEDOUT when timeout_ms
- * passed first (0: just look; negative: no limit). Any thread. On the thread that runs
- * the future's pool's caller loop it runs that loop meanwhile (as pp_pool_wait does: not
- * from that loop's callbacks); from a result callback of the pool, or of a private pool
- * on its own thread, it would wait for itself: PP_EINVAL (0 still answers at once). */
+ * passed first (0: just look; negative: no limit; any positive value, INT64_MAX too, is
+ * a limit of that many milliseconds). Any thread. On the thread that runs the future's
+ * pool's caller loop it runs that loop meanwhile (as pp_pool_wait does: not from that
+ * loop's callbacks), and returns PP_ECLOSED, as pp_pool_wait does, if the loop runs out
+ * of work with the task pending (someone closed the pool's handles): it never hangs on a
+ * loop that has nothing left to run. From a result callback of the pool, or of a private
+ * pool on its own thread, it would wait for itself: PP_EINVAL (0 still answers at once).
+ * From a worker: PP_EINVAL. */
 PP_EXTERN int pp_future_wait(pp_future *future, int64_t timeout_ms);
 
 /* Waits until one of the n futures (of any pools) has its outcome, sets *index (if not
  * NULL) to the lowest index of one that has, and returns 0; PP_ETIMEDOUT when
  * timeout_ms passed first; PP_EINVAL when futures is NULL, n is 0 or a future is NULL,
- * or as pp_future_wait; PP_ENOMEM. Any thread. */
+ * or as pp_future_wait; PP_ENOMEM. Any thread. On the thread that runs a caller's loop
+ * of some of the futures' pools it runs that loop, as pp_future_wait does, and a future
+ * of any other pool that is done meanwhile (on another thread) ends the wait at once;
+ * PP_ECLOSED only when every future's pool is on a loop of this thread that ran out of
+ * work. */
 PP_EXTERN int pp_future_wait_any(pp_future *const *futures, size_t n, int64_t timeout_ms,
                                  size_t *index);
 
 /* The outcome once the future has one (NULL before): status, data, message as in a
  * pp_result_cb's result. Owned by the future: valid until pp_future_free, and the
- * same pointer each time. Any thread. */
+ * same pointer each time. Any thread; NULL in a worker (which sees a copy of its
+ * parent's futures under fork). */
 PP_EXTERN const pp_result *pp_future_result(const pp_future *future);
 
 /* The task's id (as pp_submit's *id); 0 for NULL. */
