@@ -368,7 +368,8 @@ PP_EXTERN pp_start_method pp_pool_start_method(const pp_pool *pool);
 PP_EXTERN unsigned pp_pool_workers(const pp_pool *pool);
 
 /* The message of the failure that made the pool give up starting workers (after repeated
- * PP_ESPAWN or PP_EINIT failures), or NULL while it has none (and for a NULL pool).
+ * PP_ESPAWN or PP_EINIT failures), or NULL while it has none (and for a NULL pool, or
+ * when called from a worker, which sees a copy of its parent's pools under fork).
  * Owned by the pool. */
 PP_EXTERN const char *pp_pool_error(const pp_pool *pool);
 
@@ -595,7 +596,8 @@ typedef struct pp_pool_stats {
  * walks the workers' pipelines, at most workers x pipeline depth tasks): a progress line
  * may call it in every pp_each_fn. Call it on the thread that runs the pool's loop, as
  * any pool function (from a result callback too). Returns 0, or PP_EINVAL when pool or
- * stats is NULL. */
+ * stats is NULL, or when called from a worker (a task under fork sees a copy of its
+ * parent's pools, and may not touch them). */
 PP_EXTERN int pp_pool_stats_get(pp_pool *pool, pp_pool_stats *stats);
 
 /* ---- Futures: a task's outcome for any thread ------------------------------------ */
@@ -651,7 +653,8 @@ PP_EXTERN int pp_future_cancel(pp_future *future);
 
 /* Frees the future, done or not (a task not done yet still runs; its result is dropped
  * when it comes). Valid also after the pool was closed and freed: futures outlive their
- * pool. Not while another thread waits on it. NULL is fine. */
+ * pool. Not while another thread waits on it. NULL is fine. In a worker it does nothing:
+ * a future there is a copy of its parent's, under fork. */
 PP_EXTERN void pp_future_free(pp_future *future);
 
 /* Frees result->data and result->message and zeroes *result. NULL is fine; a zeroed or

@@ -126,7 +126,9 @@ uint64_t pp_future_id(const pp_future *future) { return future ? future->id : 0;
 const pp_result *pp_future_result(const pp_future *future) {
   const pp_result *r;
 
-  if (future == NULL)
+  /* In a worker, a copy of a parent's future under fork: its lock may have been held by
+   * another thread of the parent at the fork. */
+  if (future == NULL || pp__in_worker())
     return NULL;
   pp__fut_lock();
   r = future->done ? &future->result : NULL;
@@ -191,7 +193,8 @@ int pp_future_cancel(pp_future *future) {
 void pp_future_free(pp_future *future) {
   int last;
 
-  if (future == NULL)
+  /* A copy of a parent's future, under fork, is the parent's to free. */
+  if (future == NULL || pp__in_worker())
     return;
   pp__fut_lock();
   last = --future->refs == 0;

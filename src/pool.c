@@ -543,7 +543,9 @@ unsigned pp_pool_workers(const pp_pool *pool) { return pool ? pool->nworkers : 0
 const char *pp_pool_error(const pp_pool *pool) {
   const char *msg;
 
-  if (pool == NULL)
+  /* In a worker, a copy of a parent's pool under fork, whose lock another thread of the
+   * parent may have held at the fork. */
+  if (pool == NULL || pp__in_worker())
     return NULL;
   /* Set once, under x.mu, by the loop's thread; never changed after. */
   uv_mutex_lock((uv_mutex_t *) &pool->x.mu);
