@@ -85,6 +85,7 @@ int test_task_ma_noarg(pp_call *call, const void *arg, size_t len);
 int test_task_ma_wide(pp_call *call, const void *arg, size_t len);
 int test_task_ma_quiet(pp_call *call, const void *arg, size_t len);
 int test_task_ma_in_worker(pp_call *call, const void *arg, size_t len);
+int test_task_xw_parent(pp_call *call, const void *arg, size_t len);
 
 /* The table main() gives pp_main: test_tasks, unless the environment asks for a big or
  * a malformed one (test-worker.c). */
