@@ -374,7 +374,8 @@ PP_EXTERN pp_start_method pp_pool_start_method(const pp_pool *pool);
 PP_EXTERN unsigned pp_pool_workers(const pp_pool *pool);
 
 /* The message of the failure that made the pool give up starting workers (after repeated
- * PP_ESPAWN or PP_EINIT failures), or NULL while it has none (and for a NULL pool).
+ * PP_ESPAWN or PP_EINIT failures), or NULL while it has none (and for a NULL pool, or
+ * when called from a worker, which sees a copy of its parent's pools under fork).
  * Owned by the pool. */
 PP_EXTERN const char *pp_pool_error(const pp_pool *pool);
 
@@ -503,7 +504,9 @@ PP_EXTERN int pp_map(pp_pool *pool, const char *task, size_t n, const pp_input *
  * PP_ESPAWN, PP_EINIT; memory ran out: PP_ENOMEM), that item and every later one fail
  * with that error, while those already taken run to their end. pp_pool_terminate ends
  * the items in flight with PP_ECANCELED, and so does a loop that stops (someone closed
- * the pool's handles). A failed item's result_size bytes in results are set to zero.
+ * the pool's handles): called from another thread, once the loop's thread sees the loop
+ * stop, in a pp_pool_wait, pp_apply, pp_map, pp_map_array, pp_map_stream or
+ * pp_future_wait of its own (libuv's uv_run does not say). A failed item's result_size bytes in results are set to zero.
  * Failure messages are not kept: statuses is all there is (pp_map gives each item's
  * message).
  *
@@ -601,8 +604,9 @@ typedef struct pp_pool_stats {
  * walks the workers' pipelines, at most workers x pipeline depth tasks): a progress line
  * may call it in every pp_each_fn. Call it on the thread that runs the pool's loop, as
  * any pool function (from a result callback too). Returns 0, or PP_EINVAL when pool or
- * stats is NULL, or when called from a callback of another loop than the pool's (see
- * Threads). */
+ * stats is NULL, when called from a callback of another loop than the pool's (see
+ * Threads), or when called from a worker (a task under fork sees a copy of its parent's
+ * pools, and may not touch them). */
 PP_EXTERN int pp_pool_stats_get(pp_pool *pool, pp_pool_stats *stats);
 
 /* ---- Futures: a task's outcome for any thread ------------------------------------ */
@@ -621,22 +625,31 @@ PP_EXTERN int pp_submit_future(pp_pool *pool, const char *task, const void *arg,
                                size_t len, pp_future **future);
 
 /* Waits until the task has its outcome: 0 when it has, PP_ETIMEDOUT when timeout_ms
- * passed first (0: just look; negative: no limit). Any thread. On the thread that runs
- * the future's pool's caller loop it runs that loop meanwhile (as pp_pool_wait does: not
- * from that loop's callbacks); from a result callback of the pool, or of a private pool
- * on its own thread, it would wait for itself: PP_EINVAL (0 still answers at once). */
+ * passed first (0: just look; negative: no limit; any positive value, INT64_MAX too, is
+ * a limit of that many milliseconds). Any thread. On the thread that runs the future's
+ * pool's caller loop it runs that loop meanwhile (as pp_pool_wait does: not from that
+ * loop's callbacks), and returns PP_ECLOSED, as pp_pool_wait does, if the loop runs out
+ * of work with the task pending (someone closed the pool's handles): it never hangs on a
+ * loop that has nothing left to run. From a result callback of the pool, or of a private
+ * pool on its own thread, it would wait for itself: PP_EINVAL (0 still answers at once).
+ * From a worker: PP_EINVAL. */
 PP_EXTERN int pp_future_wait(pp_future *future, int64_t timeout_ms);
 
 /* Waits until one of the n futures (of any pools) has its outcome, sets *index (if not
  * NULL) to the lowest index of one that has, and returns 0; PP_ETIMEDOUT when
  * timeout_ms passed first; PP_EINVAL when futures is NULL, n is 0 or a future is NULL,
- * or as pp_future_wait; PP_ENOMEM. Any thread. */
+ * or as pp_future_wait; PP_ENOMEM. Any thread. On the thread that runs a caller's loop
+ * of some of the futures' pools it runs that loop, as pp_future_wait does, and a future
+ * of any other pool that is done meanwhile (on another thread) ends the wait at once;
+ * PP_ECLOSED only when every future's pool is on a loop of this thread that ran out of
+ * work. */
 PP_EXTERN int pp_future_wait_any(pp_future *const *futures, size_t n, int64_t timeout_ms,
                                  size_t *index);
 
 /* The outcome once the future has one (NULL before): status, data, message as in a
  * pp_result_cb's result. Owned by the future: valid until pp_future_free, and the
- * same pointer each time. Any thread. */
+ * same pointer each time. Any thread; NULL in a worker (which sees a copy of its
+ * parent's futures under fork). */
 PP_EXTERN const pp_result *pp_future_result(const pp_future *future);
 
 /* The task's id (as pp_submit's *id); 0 for NULL. */
@@ -650,7 +663,8 @@ PP_EXTERN int pp_future_cancel(pp_future *future);
 
 /* Frees the future, done or not (a task not done yet still runs; its result is dropped
  * when it comes). Valid also after the pool was closed and freed: futures outlive their
- * pool. Not while another thread waits on it. NULL is fine. */
+ * pool. Not while another thread waits on it. NULL is fine. In a worker it does nothing:
+ * a future there is a copy of its parent's, under fork. */
 PP_EXTERN void pp_future_free(pp_future *future);
 
 /* Frees result->data and result->message and zeroes *result. NULL is fine; a zeroed or

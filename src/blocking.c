@@ -18,6 +18,9 @@ int pp__run_until(pp_pool *pool, const size_t *done, size_t target) {
   pool->blocking++;
   while (done ? *done < target : pool->pending > 0) {
     if (uv_run(pool->loop, UV_RUN_ONCE) == 0 && (done ? *done < target : pool->pending > 0)) {
+      /* The pool's handles were closed: no turn of the loop will end another thread's
+       * pp_map_array either, and that thread cannot see the loop. */
+      pp__marr_dry_all(pool);
       err = PP_ECLOSED;
       break;
     }

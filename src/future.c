@@ -11,10 +11,12 @@
 
 #include "future.h"
 #include "serve.h"
+#include "stream.h"
 #include "threads.h"
 
 typedef struct pp__fwaiter {
   uv_cond_t cond;
+  uv_async_t *wake;        /* while this thread runs a loop instead of sleeping, or NULL */
   int fired;
 } pp__fwaiter;
 
@@ -70,6 +72,10 @@ static void pp__future_cb(pp_pool *pool, pp_result *r, void *user) {
     pp__fnode *n = PP__CONTAINER_OF(q, pp__fnode, link);
     n->w->fired = 1;
     uv_cond_signal(&n->w->cond);
+    /* A waiter that runs its own loop sleeps in that loop's poll, not on its condition:
+     * a future of a pool on another thread must wake the poll. */
+    if (n->w->wake != NULL)
+      uv_async_send(n->w->wake);
   }
   last = --f->refs == 0;
   pp__fut_unlock();
@@ -121,7 +127,9 @@ uint64_t pp_future_id(const pp_future *future) { return future ? future->id : 0;
 const pp_result *pp_future_result(const pp_future *future) {
   const pp_result *r;
 
-  if (future == NULL)
+  /* In a worker, a copy of a parent's future under fork: its lock may have been held by
+   * another thread of the parent at the fork. */
+  if (future == NULL || pp__in_worker())
     return NULL;
   pp__fut_lock();
   r = future->done ? &future->result : NULL;
@@ -180,7 +188,8 @@ int pp_future_cancel(pp_future *future) {
 void pp_future_free(pp_future *future) {
   int last;
 
-  if (future == NULL)
+  /* A copy of a parent's future, under fork, is the parent's to free. */
+  if (future == NULL || pp__in_worker())
     return;
   pp__fut_lock();
   last = --future->refs == 0;
@@ -189,40 +198,92 @@ void pp_future_free(pp_future *future) {
     pp__fut_release(future);
 }
 
-/* Runs a caller's loop once, for at most ms milliseconds (negative: no limit), on the
- * thread that runs it: the only way its futures can come while that thread waits. */
+/* What a wait that runs a caller's loop keeps on that loop: a wake-up that the futures
+ * it waits for send when they are done on another thread, and a timer for its limit.
+ * Both are unreferenced: they never keep the loop alive, so a loop that has nothing else
+ * left (its pool's handles closed) is seen to be dry rather than waited on. */
+typedef struct pp__fut_loopw {
+  uv_async_t wake;
+  uv_timer_t timer;
+  uv_loop_t *loop;
+  int open;                /* handles still to be closed */
+} pp__fut_loopw;
+
+static void pp__fut_on_wake(uv_async_t *h) { (void) h; }
+
 static void pp__fut_on_timer(uv_timer_t *timer) { (void) timer; }
 
-static void pp__fut_on_timer_closed(uv_handle_t *h) { free(h); }
+static void pp__fut_on_closed(uv_handle_t *h) {
+  pp__fut_loopw *lw = (pp__fut_loopw *) h->data;
 
-static void pp__fut_run_loop(pp_pool *pool, uv_timer_t **timer, int64_t ms) {
-  if (ms >= 0) {
-    if (*timer != NULL && (*timer)->loop != pool->loop) {
-      uv_close((uv_handle_t *) *timer, pp__fut_on_timer_closed);
-      *timer = NULL;
-    }
-    if (*timer == NULL) {
-      *timer = (uv_timer_t *) malloc(sizeof(**timer));
-      if (*timer != NULL)
-        uv_timer_init(pool->loop, *timer);
-    }
-    /* Without a timer (out of memory) the wait may overrun its limit until the next
-     * event; it never spins. */
-    if (*timer != NULL)
-      uv_timer_start(*timer, pp__fut_on_timer, (uint64_t) ms, 0);
+  if (--lw->open == 0)
+    free(lw);
+}
+
+static pp__fut_loopw *pp__fut_loopw_new(uv_loop_t *loop) {
+  pp__fut_loopw *lw = (pp__fut_loopw *) calloc(1, sizeof(*lw));
+
+  if (lw == NULL)
+    return NULL;
+  if (uv_async_init(loop, &lw->wake, pp__fut_on_wake) != 0) {
+    free(lw);
+    return NULL;
   }
-  pool->blocking++;
-  uv_run(pool->loop, UV_RUN_ONCE);
-  pool->blocking--;
+  uv_timer_init(loop, &lw->timer);
+  lw->wake.data = lw;
+  lw->timer.data = lw;
+  lw->loop = loop;
+  lw->open = 2;
+  uv_unref((uv_handle_t *) &lw->wake);
+  uv_unref((uv_handle_t *) &lw->timer);
+  return lw;
+}
+
+static void pp__fut_loopw_close(pp__fut_loopw *lw) {
+  uv_close((uv_handle_t *) &lw->wake, pp__fut_on_closed);
+  uv_close((uv_handle_t *) &lw->timer, pp__fut_on_closed);
+}
+
+/* The longest single sleep, in nanoseconds (a day): uv_cond_timedwait adds its timeout
+ * to the clock on Unix and converts it to a 32-bit count of milliseconds on Windows, so
+ * a longer wait is slept in slices. */
+#define PP__FUT_SLICE_NS ((uint64_t) 86400 * 1000000000u)
+
+/* uv_hrtime() + ms milliseconds, or UINT64_MAX where that is past what 64 bits of
+ * nanoseconds hold (some 584 years): INT64_MAX is a limit, not an overflow. */
+static uint64_t pp__fut_deadline(int64_t ms) {
+  uint64_t now = uv_hrtime();
+
+  if ((uint64_t) ms > (UINT64_MAX - now) / 1000000u)
+    return UINT64_MAX;
+  return now + (uint64_t) ms * 1000000u;
+}
+
+static void pp__fut_link(pp_future *const *futures, size_t n, pp__fnode *nodes,
+                         pp__fwaiter *w) {
+  size_t i;
+
+  w->fired = 0;
+  for (i = 0; i < n; i++) {
+    nodes[i].w = w;
+    pp__q_insert_tail(&futures[i]->waiters, &nodes[i].link);
+  }
+}
+
+static void pp__fut_unlink(size_t n, pp__fnode *nodes) {
+  size_t i;
+
+  for (i = 0; i < n; i++)
+    pp__q_remove(&nodes[i].link);
 }
 
 int pp_future_wait_any(pp_future *const *futures, size_t n, int64_t timeout_ms,
                        size_t *index) {
   pp__fnode stack_nodes[8], *nodes = stack_nodes;
   pp__fwaiter w;
-  uv_timer_t *timer = NULL;
-  pp_pool *loop_pool = NULL;
-  uint64_t deadline = 0, now;
+  pp__fut_loopw *lw = NULL;
+  uv_loop_t *dry = NULL;
+  uint64_t deadline = UINT64_MAX, now;
   size_t i;
   int err = 0;
 
@@ -241,11 +302,15 @@ int pp_future_wait_any(pp_future *const *futures, size_t n, int64_t timeout_ms,
       free(nodes);
     return PP_ENOMEM;
   }
+  w.wake = NULL;
   if (timeout_ms > 0)
-    deadline = uv_hrtime() + (uint64_t) timeout_ms * 1000000u;
+    deadline = pp__fut_deadline(timeout_ms);
   pp__fut_lock();
   for (;;) {
-    int64_t left = -1;
+    pp_pool *loop_pool = NULL;
+    size_t others = 0;
+    uint64_t left;
+    int alive;
 
     for (i = 0; i < n && !futures[i]->done; i++)
       ;
@@ -255,51 +320,81 @@ int pp_future_wait_any(pp_future *const *futures, size_t n, int64_t timeout_ms,
       break;
     }
     now = uv_hrtime();
-    if (timeout_ms == 0 || (timeout_ms > 0 && now >= deadline)) {
+    if (timeout_ms == 0 || now >= deadline) {
       err = PP_ETIMEDOUT;
       break;
     }
-    if (timeout_ms > 0)
-      left = (int64_t) (deadline - now);
+    left = deadline - now;
+    if (left > PP__FUT_SLICE_NS)
+      left = PP__FUT_SLICE_NS;
     /* A future whose pool's loop is run by this very thread comes only if this thread
-     * runs that loop: it does, when it may (a caller's loop, outside its callbacks). */
-    loop_pool = NULL;
-    for (i = 0; i < n && loop_pool == NULL; i++)
-      if (pp__x_inside(futures[i]->pool))
-        loop_pool = futures[i]->pool;
-    if (loop_pool != NULL) {
-      if (loop_pool->own || loop_pool->cb_depth > 0) {
-        err = PP_EINVAL;
-        break;
+     * runs that loop: it does, when it may (a caller's loop, outside its callbacks), and
+     * until that loop has nothing left to run. The others come from other threads. */
+    for (i = 0; i < n; i++) {
+      pp_pool *p = futures[i]->pool;
+      if (!pp__x_inside(p))
+        others++;
+      else if (loop_pool == NULL && p->loop != dry)
+        loop_pool = p;
+    }
+    if (loop_pool == NULL && others == 0) {
+      /* As pp_pool_wait: the loop ran dry with the task pending (its handles were
+       * closed), so waiting longer would never end. */
+      err = PP_ECLOSED;
+      break;
+    }
+    if (loop_pool == NULL) {
+      pp__fut_link(futures, n, nodes, &w);
+      while (!w.fired && uv_cond_timedwait(&w.cond, &pp__fut_mu, left) == 0) {
+        now = uv_hrtime();
+        if (now >= deadline)
+          break;
+        left = deadline - now;
+        if (left > PP__FUT_SLICE_NS)
+          left = PP__FUT_SLICE_NS;
       }
-      pp__fut_unlock();
-      pp__fut_run_loop(loop_pool, &timer, left < 0 ? -1 : (left + 999999) / 1000000);
-      pp__fut_lock();
+      pp__fut_unlink(n, nodes);
       continue;
     }
-    w.fired = 0;
-    for (i = 0; i < n; i++) {
-      nodes[i].w = &w;
-      pp__q_insert_tail(&futures[i]->waiters, &nodes[i].link);
+    if (loop_pool->own || loop_pool->cb_depth > 0) {
+      err = PP_EINVAL;
+      break;
     }
-    while (!w.fired) {
-      if (left < 0) {
-        uv_cond_wait(&w.cond, &pp__fut_mu);
-      } else if (uv_cond_timedwait(&w.cond, &pp__fut_mu, (uint64_t) left) != 0) {
-        break;
-      } else {
-        now = uv_hrtime();
-        left = now >= deadline ? 0 : (int64_t) (deadline - now);
-        if (left == 0)
-          break;
+    if (lw != NULL && lw->loop != loop_pool->loop) {
+      pp__fut_loopw_close(lw);
+      lw = NULL;
+    }
+    if (lw == NULL && (lw = pp__fut_loopw_new(loop_pool->loop)) == NULL) {
+      err = PP_ENOMEM;
+      break;
+    }
+    /* Linked before the lock is let go: a future done from now on wakes the loop. The
+     * pool is not touched after the run, which may end it. */
+    pp__fut_link(futures, n, nodes, &w);
+    w.wake = &lw->wake;
+    pp__fut_unlock();
+    uv_timer_start(&lw->timer, pp__fut_on_timer, (left + 999999) / 1000000, 0);
+    alive = uv_run(lw->loop, UV_RUN_ONCE);
+    uv_timer_stop(&lw->timer);
+    pp__fut_lock();
+    pp__fut_unlink(n, nodes);
+    w.wake = NULL;
+    if (alive)
+      continue;
+    /* A pool whose future is pending is alive, and only this thread could end it. */
+    dry = lw->loop;
+    for (i = 0; i < n; i++) {
+      pp_pool *p = futures[i]->pool;
+      if (p != NULL && p->loop == dry) {
+        pp__fut_unlock();
+        pp__marr_dry_all(p);
+        pp__fut_lock();
       }
     }
-    for (i = 0; i < n; i++)
-      pp__q_remove(&nodes[i].link);
   }
   pp__fut_unlock();
-  if (timer != NULL)
-    uv_close((uv_handle_t *) timer, pp__fut_on_timer_closed);
+  if (lw != NULL)
+    pp__fut_loopw_close(lw);
   uv_cond_destroy(&w.cond);
   if (nodes != stack_nodes)
     free(nodes);

@@ -20,6 +20,7 @@ typedef struct pp__marr {
   size_t result_size;
   int *statuses;
   struct pp__cmd *job;     /* off the loop's thread: answered at the run's end */
+  pp__qnode xnode;         /* meanwhile, in pool->xarrays */
   int started;
 } pp__marr;
 
@@ -61,17 +62,33 @@ static void pp__marr_end(pp__stream *s) {
   pp__marr *m = (pp__marr *) s->user;
 
   /* The caller returns once answered: the last touch of m. */
-  if (m->job != NULL)
+  if (m->job != NULL) {
+    pp__q_remove(&m->xnode);
     pp__x_job_done(s->pool, m->job, 0);
+  }
+}
+
+void pp__marr_dry_all(pp_pool *pool) {
+  while (!pp__q_empty(&pool->xarrays)) {
+    pp__marr *m = PP__CONTAINER_OF(pp__q_head(&pool->xarrays), pp__marr, xnode);
+    /* Canceling what is in flight ends the run, which unlinks it (and its caller may
+     * return at once): m is not touched again. A run that did not end would be a bug,
+     * never a loop here. */
+    pp__stream_array_dry(&m->s);
+    if (pp__q_head(&pool->xarrays) == &m->xnode)
+      break;
+  }
 }
 
 /* On the loop's thread, for a caller on another. */
 static void pp__marr_start(pp_pool *pool, struct pp__cmd *job, void *arg) {
   pp__marr *m = (pp__marr *) arg;
 
-  (void) pool;
   m->job = job;
   m->started = 1;
+  /* A run of another thread's is ended by nothing but its items, or by the loop's thread
+   * seeing the loop run dry (pp__marr_dry_all): that thread must be able to find it. */
+  pp__q_insert_tail(&pool->xarrays, &m->xnode);
   pp__stream_array(&m->s);
 }
 
@@ -107,6 +124,7 @@ int pp_map_array(pp_pool *pool, const char *task, size_t n, const void *args,
   m.s.raw = pp__marr_raw;
   m.s.raw_run = pp__marr_raw_run;
   m.s.on_end = pp__marr_end;
+  pp__q_init(&m.xnode);
   /* Batches of about an eighth of each worker's share, as pp_map's. */
   chunk = n / ((size_t) pool->nworkers * 8);
   m.s.chunk = chunk < 1 ? 1 : chunk > PP__BATCH_MAX ? PP__BATCH_MAX : chunk;

@@ -82,6 +82,41 @@ static void pp__xs_fail(pp__xstream *s, pp__xslot *slot, const char *task, int s
   uv_mutex_unlock(&s->mu);
 }
 
+/* A submit made on the loop's thread for the bridge: it refuses as pp_submit does there
+ * (from the pool's own state, which only that thread may read). */
+typedef struct pp__xs_here {
+  const char *task;
+  const pp_input *in;
+  pp__xslot *slot;
+} pp__xs_here;
+
+static void pp__xs_submit_job(pp_pool *pool, struct pp__cmd *job, void *arg) {
+  pp__xs_here *h = (pp__xs_here *) arg;
+
+  pp__x_job_done(pool, job, pp__submit(pool, h->task, h->in->data, h->in->len, pp__xs_cb,
+                                       h->slot, NULL, NULL, NULL, 0, NULL));
+}
+
+/* Submits one item. Once the pool has given up starting workers, whether it still takes
+ * tasks depends on whether it has a worker left, which only the loop's thread knows: the
+ * item is then submitted there, and the first one refused stops the stream, as it does on
+ * that thread. Before that the submit is posted, as any other thread's. */
+static int pp__xs_submit(pp_pool *pool, const char *task, const pp_input *in,
+                         pp__xslot *slot) {
+  pp__xs_here h;
+  int broken;
+
+  uv_mutex_lock(&pool->x.mu);
+  broken = pool->broken;
+  uv_mutex_unlock(&pool->x.mu);
+  if (!broken)
+    return pp__x_submit(pool, task, in->data, in->len, pp__xs_cb, slot, NULL);
+  h.task = task;
+  h.in = in;
+  h.slot = slot;
+  return pp__x_job(pool, pp__xs_submit_job, &h, PP_ECLOSED);
+}
+
 /* Runs the items next() gives, each(): the outcomes. On return every item taken has
  * been delivered. *taken: how many; *stop_err: the submit error that stopped it. */
 static int pp__xs_run(pp_pool *pool, const char *task, pp_next_fn next, pp_each_fn each,
@@ -140,7 +175,7 @@ static int pp__xs_run(pp_pool *pool, const char *task, pp_next_fn next, pp_each_
         pp__xs_fail(&s, slot, task, PP_EINVAL, "its input has data NULL and len > 0");
         continue;
       }
-      err = pp__x_submit(pool, task, in.data, in.len, pp__xs_cb, slot, NULL);
+      err = pp__xs_submit(pool, task, &in, slot);
       if (err == PP_E2BIG) {
         pp__xs_fail(&s, slot, task, err, "its input is over max_message_bytes");
       } else if (err != 0) {

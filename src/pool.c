@@ -475,6 +475,7 @@ int pp_pool_new(pp_pool **out, uv_loop_t *loop, const pp_pool_options *opts) {
   pp__q_init(&pool->workers);
   pp__q_init(&pool->idle);
   pp__q_init(&pool->dirty);
+  pp__q_init(&pool->xarrays);
   pp__tasktab_init(&pool->tasks);
   pool->next_id = 1;
   pool->x_next_id = (uint64_t) 1 << 63;
@@ -560,7 +561,9 @@ unsigned pp_pool_workers(const pp_pool *pool) {
 const char *pp_pool_error(const pp_pool *pool) {
   const char *msg;
 
-  if (pool == NULL)
+  /* In a worker, a copy of a parent's pool under fork, whose lock another thread of the
+   * parent may have held at the fork. */
+  if (pool == NULL || pp__in_worker())
     return NULL;
   /* Set once, under x.mu, by the loop's thread; never changed after, and freed with the
    * pool's memory. */

@@ -257,6 +257,7 @@ struct pp_pool {
   pp__qnode workers;
   pp__qnode idle;
   pp__qnode dirty;
+  pp__qnode xarrays;       /* other threads' pp_map_array runs in flight (maparray.c) */
   uv_prepare_t flush;      /* writes the dirty workers' batches once per loop turn */
   unsigned depth;          /* options.pipeline_depth; 0: adaptive */
   uint64_t avg_ns;         /* running average of a task's time in its worker */

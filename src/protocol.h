@@ -19,7 +19,9 @@
 #define PP__MAX_NAME 255
 #define PP__MAX_TASKS 65535
 #define PP__MAX_ERRMSG 4096          /* bytes of an error message on the wire */
-#define PP__MAX_MESSAGE_LIMIT ((size_t) UINT32_MAX - (1u << 20))
+/* 4 GiB - 1 MiB, as the header says: the 1 MiB left under a frame's 32-bit length holds
+ * any header that goes with a payload. */
+#define PP__MAX_MESSAGE_LIMIT ((size_t) UINT32_MAX - (1u << 20) + 1)
 
 enum pp__frame_type {
   PP__F_HELLO = 1,  /* worker -> pool: first frame: magic, version, pid, task names; or,

@@ -4,12 +4,15 @@
  * depth), and queued is whatever else was accepted and is not decided yet. */
 #include <string.h>
 
+#include "serve.h"
 #include "threads.h"
 
 int pp_pool_stats_get(pp_pool *pool, pp_pool_stats *stats) {
   int mode;
 
-  if (pool == NULL || stats == NULL)
+  /* A task under fork sees its parent's pools: a copy, whose counters are stale and
+   * whose loop's thread and wake-up are not this process's. */
+  if (pool == NULL || stats == NULL || pp__in_worker())
     return PP_EINVAL;
   mode = pp__enter(pool, 0);
   if (mode < 0)

@@ -93,5 +93,8 @@ void pp__stream_array(pp__stream *s);
 
 /* Ends an array run whose loop ran dry: what is in flight fails with PP_ECANCELED. */
 void pp__stream_array_dry(pp__stream *s);
+/* On the loop's thread, once it has seen the loop run dry: ends, as pp__stream_array_dry
+ * does, the pp_map_array runs that other threads wait for (maparray.c). */
+void pp__marr_dry_all(pp_pool *pool);
 
 #endif

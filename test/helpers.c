@@ -16,6 +16,17 @@
 
 #define TEST_WAIT_LIMIT_MS 30000
 
+#if defined(__SANITIZE_THREAD__)
+#  define TEST_TSAN 1
+#elif defined(__has_feature)
+#  if __has_feature(thread_sanitizer)
+#    define TEST_TSAN 1
+#  endif
+#endif
+#ifndef TEST_TSAN
+#  define TEST_TSAN 0
+#endif
+
 int test_in_submit;
 
 void test_kill_self(void) {
@@ -191,6 +202,23 @@ void test_skip(const char *why) {
 }
 
 /* ---- Pools and tasks --------------------------------------------------------------- */
+
+/* How many times slower than a plain native run this one may be: valgrind runs code tens
+ * of times slower, wine starts processes slowly, and the sanitizers cost a few times. */
+static unsigned test_slowness(void) {
+#ifdef _WIN32
+  HMODULE ntdll = GetModuleHandleA("ntdll.dll");
+  if (ntdll != NULL && GetProcAddress(ntdll, "wine_get_version") != NULL)
+    return 5;
+#else
+  const char *preload = getenv("LD_PRELOAD");
+  if (preload != NULL && strstr(preload, "valgrind") != NULL)
+    return 10;
+#endif
+  return TEST_ASAN || TEST_TSAN ? 2 : 1;
+}
+
+uint64_t test_scale_ms(uint64_t ms) { return ms * test_slowness(); }
 
 void test_options(pp_pool_options *opts) {
   pp_pool_options_init(opts);

@@ -390,6 +390,7 @@ const pp_task test_tasks[] = {
   { "ma_wide", test_task_ma_wide },
   { "ma_quiet", test_task_ma_quiet },
   { "ma_in_worker", test_task_ma_in_worker },
+  { "xw_parent", test_task_xw_parent },
   /* The same initializer under names of many lengths (test-worker.c). */
   { "i", test_task_init_aligned },
   { "ia", test_task_init_aligned },

@@ -546,8 +546,10 @@ void test_bm_faults(void) {
   test_options(&opts);
   opts.workers = 2;
   opts.pipeline_depth = 4;
-  /* Ends the tasks that hang after their reply: a kill, whatever the time it takes. */
-  opts.task_timeout_ms = 1000;
+  /* Ends the tasks that hang after their reply: a kill, whatever the time it takes. The
+   * 2 MiB echoes run under it too, and must not reach it under valgrind on a busy machine;
+   * each round waits it out twice, so it is not made longer than that needs. */
+  opts.task_timeout_ms = test_scale_ms(1000);
 
   /* Memory is compared twice: in an open pool, between its first round and its fifth
    * (where the OS counts the segments apart), and with no pool, after a pool of one round

@@ -127,7 +127,7 @@ void test_timeout(void) {
   test_options(&opts);
   opts.workers = 1;
   /* Far above what an echo takes, so that only the sleeper can reach it. */
-  opts.task_timeout_ms = 1000;
+  opts.task_timeout_ms = test_scale_ms(2000);
   pool = NEW_POOL(NULL, &opts);
   ASSERT_EQ_INT(test_submit(pool, "sleep_forever", NULL, 0, &rec), 0);
   test_submit_echoes(pool, behind, 3);

@@ -264,3 +264,16 @@ TEST_EACH(ma_one_by_one)
 TEST_EACH(ma_threads)
 TEST_EACH(ma_terminated)
 TEST_EACH(ma_caller_loop)
+
+/* test-xwait.c: waits across threads and loops (issue 22, items 4 to 10): a wait on a
+ * caller's loop woken by another pool's future, a wait on a loop that ran dry, limits past
+ * 64 bits of nanoseconds, a stream from another thread on a pool that gave up, another
+ * thread's pp_map_array on a loop that ran dry, a forked task and its parent's pool, the
+ * largest max_message_bytes */
+TEST_EACH(xw_wait_any_pools)
+TEST_EACH(xw_wait_dry)
+TEST_EACH(xw_deadline_max)
+TEST_EACH(xw_stream_broken)
+TEST_EACH(xw_array_dry)
+TEST_EACH(xw_fork_parent)
+TEST_ONCE(xw_max_message)

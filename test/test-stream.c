@@ -476,7 +476,8 @@ void test_stream_counters_faults(void) {
 
   test_options(&opts);
   opts.workers = 2;
-  opts.task_timeout_ms = 3000;
+  /* Only the sleepers may reach it: the other tasks must succeed on a loaded machine. */
+  opts.task_timeout_ms = test_scale_ms(3000);
   pool = NEW_POOL(NULL, &opts);
   memset(&f, 0, sizeof(f));
   f.pool = pool;
@@ -496,7 +497,7 @@ void test_stream_counters_faults(void) {
 
   /* A timeout. */
   a[4].mode = SO_SLEEP;
-  a[4].ms = 30000;
+  a[4].ms = (uint32_t) (opts.task_timeout_ms * 10);
   ASSERT_EQ_INT(pp_submit(pool, "stream_op", &a[4], sizeof(a[4]), fault_cb, &f, &id), 0);
   ASSERT_EQ_INT(pp_pool_wait(pool), 0);
   check_settled(pool, 5, 4);

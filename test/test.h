@@ -85,6 +85,7 @@ int test_task_ma_noarg(pp_call *call, const void *arg, size_t len);
 int test_task_ma_wide(pp_call *call, const void *arg, size_t len);
 int test_task_ma_quiet(pp_call *call, const void *arg, size_t len);
 int test_task_ma_in_worker(pp_call *call, const void *arg, size_t len);
+int test_task_xw_parent(pp_call *call, const void *arg, size_t len);
 
 /* The table main() gives pp_main: test_tasks, unless the environment asks for a big or
  * a malformed one (test-worker.c). */
@@ -177,6 +178,11 @@ void test_skip(const char *why);
 
 /* Options with every field at its default, except the start method: test_method. */
 void test_options(pp_pool_options *opts);
+
+/* ms scaled by how much slower this run may be (valgrind, wine, the sanitizers). For a
+ * task_timeout_ms that tasks which must succeed run under: a timeout that a loaded machine
+ * could reach would make the test's outcome depend on its speed. */
+uint64_t test_scale_ms(uint64_t ms);
 
 /* pp_pool_new that must succeed; the test skips when the method does not exist here. */
 #define NEW_POOL(loop, opts) test_pool_new(__FILE__, __LINE__, (loop), (opts))
