@@ -44,6 +44,7 @@ static int helper_exit7(int argc, char **argv) {
 static const helper_entry helpers[] = {
   { "@exit7", helper_exit7 },
   { "@orphan-parent", test_helper_orphan_parent },
+  { "@orphan-busy", test_helper_orphan_busy },
   { "@odd-path", test_helper_odd_path },
   { "@fs-kept", test_helper_fs_kept },
   { "@launch", test_helper_launch },

@@ -1,6 +1,9 @@
 /* Workers that crash, exit, hang, are killed, never start or outlive their parent: each
  * fault ends only what it must, says why, and the pool carries on. */
 #include <signal.h>
+#if defined(__linux__)
+#include <dirent.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -296,6 +299,52 @@ int test_helper_orphan_parent(int argc, char **argv) {
     uv_sleep(1000);
 }
 
+/* The same, busy: its worker's pid and the worker's parent's (a fork helper, the
+ * forkserver, or this process), then a stream of batches and large messages, through
+ * the journal and the transport's segments, until it is killed. */
+int test_helper_orphan_busy(int argc, char **argv) {
+  static const pp_start_method methods[] = { PP_START_SPAWN, PP_START_FORK,
+                                             PP_START_FORKSERVER };
+  enum { ITEMS = 2000, BIG = 2 << 20 };
+  static pp_input in[ITEMS];
+  static pp_result out[ITEMS];
+  pp_pool_options opts;
+  pp_pool *pool = NULL;
+  unsigned char *big = calloc(1, BIG);
+  uint32_t v = 7;
+  uint64_t ppid;
+  pp_result r;
+  size_t i;
+  int err;
+
+  pp_pool_options_init(&opts);
+  opts.workers = 1;
+  for (i = 0; argc == 3 && i < sizeof(methods) / sizeof(methods[0]); i++)
+    if (strcmp(argv[2], pp_start_method_name(methods[i])) == 0)
+      opts.start_method = methods[i];
+  err = pp_pool_new(&pool, NULL, &opts);
+  if (err == PP_ENOTSUP)
+    return TEST_SKIP;
+  ASSERT_EQ_INT(err, 0);
+  ASSERT_NOT_NULL(big);
+  ASSERT_EQ_INT(pp_apply(pool, "hs_ppid", NULL, 0, &r), 0);
+  memcpy(&ppid, r.data, sizeof(ppid));
+  pp_result_free(&r);
+  printf("%llu %llu\n", (unsigned long long) test_worker_pid(pool), (unsigned long long) ppid);
+  fflush(stdout);
+  for (i = 0; i < ITEMS; i++) {
+    in[i].data = &v;
+    in[i].len = sizeof(v);
+  }
+  for (;;) {
+    pp_map(pool, "echo", ITEMS, in, out);
+    for (i = 0; i < ITEMS; i++)
+      pp_result_free(&out[i]);
+    if (pp_apply(pool, "echo", big, BIG, &r) == 0)
+      pp_result_free(&r);
+  }
+}
+
 typedef struct orphan_parent {
   uv_process_t proc;
   uv_pipe_t out;
@@ -334,7 +383,35 @@ static void orphan_exit(uv_process_t *proc, int64_t exit_status, int term_signal
   o->exit_status = exit_status;
 }
 
-void test_parent_death(void) {
+/* Names in /dev/shm that process pid's pools made, or -1 where there is no /dev/shm. */
+static int shm_names_of(long pid) {
+#if defined(__linux__)
+  char prefix[64];
+  struct dirent *e;
+  DIR *d = opendir("/dev/shm");
+  int n = 0;
+
+  if (d == NULL)
+    return -1;
+  snprintf(prefix, sizeof(prefix), "procpool-%ld-", pid);
+  while ((e = readdir(d)) != NULL)
+    if (strncmp(e->d_name, prefix, strlen(prefix)) == 0) {
+      fprintf(stderr, "left in /dev/shm: %s\n", e->d_name);
+      n++;
+    }
+  closedir(d);
+  return n;
+#else
+  (void) pid;
+  return -1;
+#endif
+}
+
+/* Starts the helper `role`, reads the pids it prints, kills it and checks that its
+ * worker (and with busy, the worker's own parent when that is not the helper: a fork
+ * helper, stopped first so that only the kernel can end it, or the forkserver) ends
+ * too, and that it left nothing in /dev/shm. */
+static void parent_death(const char *role, int busy) {
   uv_loop_t loop;
   orphan_parent o;
   uv_process_options_t opts;
@@ -342,13 +419,15 @@ void test_parent_death(void) {
   char exe[4096];
   size_t size = sizeof(exe);
   char *args[4];
-  unsigned long long worker;
+  char *end;
+  unsigned long long worker, wparent = 0;
+  long helper;
 
   memset(&o, 0, sizeof(o));
   ASSERT_EQ_INT(uv_loop_init(&loop), 0);
   ASSERT_EQ_INT(uv_exepath(exe, &size), 0);
   args[0] = exe;
-  args[1] = (char *) "@orphan-parent";
+  args[1] = (char *) role;
   args[2] = (char *) pp_start_method_name(test_method);
   args[3] = NULL;
   ASSERT_EQ_INT(uv_pipe_init(&loop, &o.out, 0), 0);
@@ -366,6 +445,7 @@ void test_parent_death(void) {
   opts.stdio = stdio;
   opts.stdio_count = 3;
   ASSERT_EQ_INT(uv_spawn(&loop, &o.proc, &opts), 0);
+  helper = (long) o.proc.pid;
   ASSERT_EQ_INT(uv_read_start((uv_stream_t *) &o.out, orphan_alloc, orphan_read), 0);
   test_run_until(&loop, &o.done_reading, 1, "the helper to print its worker's pid");
   if (strchr(o.line, '\n') == NULL) {
@@ -374,8 +454,17 @@ void test_parent_death(void) {
       test_skip("the start method is not available here");
     ASSERT_EQ_INT(o.exit_status, 0);
   }
-  worker = strtoull(o.line, NULL, 10);
+  worker = strtoull(o.line, &end, 10);
   ASSERT_NE_U64(worker, 0);
+  if (busy)
+    wparent = strtoull(end, NULL, 10);
+#if defined(SIGSTOP)
+  /* A fork helper that cannot run, as one stuck in a lock after the fork would be. */
+  if (busy && test_method == PP_START_FORK && wparent != 0 && (long) wparent != helper)
+    ASSERT_EQ_INT(uv_kill((int) wparent, SIGSTOP), 0);
+#endif
+  if (busy)
+    uv_sleep(100);
 
   ASSERT_EQ_INT(uv_process_kill(&o.proc, SIGKILL), 0);
   test_run_until(&loop, &o.exited, 1, "the helper to die");
@@ -384,7 +473,16 @@ void test_parent_death(void) {
   test_run_loop(&loop);
   ASSERT_EQ_INT(uv_loop_close(&loop), 0);
   test_wait_process_gone((long) worker, "the worker of a parent that was killed");
+  if (wparent != 0 && (long) wparent != helper)
+    test_wait_process_gone((long) wparent, "the fork helper or forkserver of a parent that "
+                           "was killed");
+  if (shm_names_of(helper) >= 0)
+    ASSERT_EQ_INT(shm_names_of(helper), 0);
 }
+
+void test_parent_death(void) { parent_death("@orphan-parent", 0); }
+
+void test_parent_death_busy(void) { parent_death("@orphan-busy", 1); }
 
 /* ---- foreign-child: the pool must reap its own workers only ------------------------ */
 

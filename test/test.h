@@ -72,6 +72,10 @@ int test_task_init_aligned_count(pp_call *call, const void *arg, size_t len);
 int test_task_sp_fd_open(pp_call *call, const void *arg, size_t len);
 int test_task_sp_signals(pp_call *call, const void *arg, size_t len);
 int test_task_journal_run(pp_call *call, const void *arg, size_t len);
+int test_task_hs_journal(pp_call *call, const void *arg, size_t len);
+int test_task_hs_truncate(pp_call *call, const void *arg, size_t len);
+int test_task_hs_scribble(pp_call *call, const void *arg, size_t len);
+int test_task_hs_ppid(pp_call *call, const void *arg, size_t len);
 int test_task_stream_op(pp_call *call, const void *arg, size_t len);
 int test_task_memcap_leak(pp_call *call, const void *arg, size_t len);
 int test_task_fh_state(pp_call *call, const void *arg, size_t len);
@@ -248,6 +252,7 @@ void test_wait_process_gone(long pid, const char *what);
 
 /* The helper role "@orphan-parent" of parent-death (test-faults.c). */
 int test_helper_orphan_parent(int argc, char **argv);
+int test_helper_orphan_busy(int argc, char **argv);
 /* The helper role "@odd-path" of odd-path (test-paths.c). */
 int test_helper_odd_path(int argc, char **argv);
 /* The helper role "@fs-kept" of sp-fs-kept (test-spawnpath.c). */
