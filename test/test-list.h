@@ -185,6 +185,8 @@ TEST_ONCE(win_bad_channel)
  * that cannot escape a dying parent, a worker's whole tree ended through a launcher,
  * path forms, cmd.exe's special characters (test-win2.c) */
 TEST_ONCE(win_static_in_dll)
+TEST_ONCE(win_parent_dies_starting)
+TEST_ONCE(win_parent_dies_starting_nojl)
 
 /* Streams and the pool's counters: ordered and unordered delivery, next() ending and
  * failing, failures and dead workers mid-stream, the bounded window, misuse, the counters

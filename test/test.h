@@ -263,6 +263,8 @@ int test_helper_launch(int argc, char **argv);
 #ifdef _WIN32
 /* The helper role "@win-job-parent" of win-job (test-windows.c). */
 int test_helper_win_job_parent(int argc, char **argv);
+/* The helper role "@win-churn" of win-parent-dies-starting (test-win2.c). */
+int test_helper_win_churn(int argc, char **argv);
 #endif
 
 /* uv_os_setenv / uv_os_unsetenv that must succeed. */
