@@ -14,6 +14,7 @@
 void test_win_static_in_dll(void) { test_skip("Windows only"); }
 void test_win_parent_dies_starting(void) { test_skip("Windows only"); }
 void test_win_parent_dies_starting_nojl(void) { test_skip("Windows only"); }
+void test_win_launcher_kills_tree(void) { test_skip("Windows only"); }
 
 #else
 
@@ -229,6 +230,87 @@ void test_win_parent_dies_starting(void) {
 /* The same as Windows before 10 starts workers: as debuggees until they are in their job. */
 void test_win_parent_dies_starting_nojl(void) {
   ASSERT_EQ_INT(churn_rounds("nojl", 12), 0);
+}
+
+/* ---- win-launcher-kills-tree: a worker behind a launcher ends with it on every kill -- */
+
+/* The pid ln_park wrote into path, running loop meanwhile; 0 if rec got its result
+ * first (it says why). */
+static long parked_pid(uv_loop_t *loop, const char *path, const test_rec *rec) {
+  uint64_t start = uv_hrtime();
+  long pid = 0;
+
+  while (pid == 0) {
+    FILE *f = fopen(path, "r");
+    if (f != NULL) {
+      if (fscanf(f, "%ld", &pid) != 1)
+        pid = 0;
+      fclose(f);
+    }
+    ASSERT_EQ_INT_MSG(rec->calls, 0, rec->res.message);
+    ASSERT_TRUE(uv_hrtime() - start < (uint64_t) GONE_LIMIT_MS * 1000000u);
+    if (pid == 0) {
+      uv_run(loop, UV_RUN_NOWAIT);
+      uv_sleep(10);
+    }
+  }
+  remove(path);
+  return pid;
+}
+
+/* A worker behind the suite's launcher ("@launch", which waits for its worker, as ssh
+ * does), parked in a task for good, so it never reads its stdin's end: a timeout, a cancel
+ * and pp_pool_terminate each end the worker, not only the launcher. */
+void test_win_launcher_kills_tree(void) {
+  static const char *const modes[] = { "timeout", "cancel", "terminate" };
+  char exe[4096], path[256];
+  const char *launcher[3];
+  size_t size = sizeof(exe), m;
+
+  ASSERT_EQ_INT(uv_exepath(exe, &size), 0);
+  launcher[0] = exe;
+  launcher[1] = "@launch";
+  launcher[2] = NULL;
+  for (m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
+    pp_pool_options o;
+    pp_pool *pool;
+    uv_loop_t loop;
+    test_rec rec;
+    long pid;
+    int closed = 0;
+
+    memset(&rec, 0, sizeof(rec));
+    pp_pool_options_init(&o);
+    o.start_method = PP_START_SPAWN;
+    o.workers = 1;
+    o.worker_launcher = launcher;
+    /* Long enough for the task to say its pid first, even under wine. */
+    o.task_timeout_ms = m == 0 ? 3000 : 0;
+    ASSERT_EQ_INT(uv_loop_init(&loop), 0);
+    pool = NEW_POOL(&loop, &o);
+    test_marker_path(path, sizeof(path), modes[m]);
+    ASSERT_EQ_INT(test_submit(pool, "ln_park", path, strlen(path), &rec), 0);
+    pid = parked_pid(&loop, path, &rec);
+    if (m == 1)
+      ASSERT_EQ_INT(pp_cancel(pool, rec.id), 0);
+    if (m == 2) {
+      ASSERT_EQ_INT(pp_pool_terminate(pool, test_count_cb, &closed), 0);
+      test_run_until(&loop, &closed, 1, "the terminate's callback");
+    } else {
+      test_run_until(&loop, &rec.calls, 1, modes[m]);
+    }
+    ASSERT_EQ_INT(rec.calls, 1);
+    ASSERT_STATUS(rec.res, m == 0 ? PP_ETIMEDOUT : PP_ECANCELED);
+    pp_result_free(&rec.res);
+    /* Ended with its launcher, not when this process ends. */
+    test_wait_process_gone(pid, modes[m]);
+    if (m != 2) {
+      ASSERT_EQ_INT(pp_pool_close(pool, test_count_cb, &closed), 0);
+      test_run_until(&loop, &closed, 1, "the close's callback");
+    }
+    test_run_loop(&loop);
+    ASSERT_EQ_INT(uv_loop_close(&loop), 0);
+  }
 }
 
 #endif
