@@ -76,9 +76,11 @@ extern "C" {
 #  define PP_EXTERN
 #endif
 
-/* On MinGW, `printf` in a format attribute means msvcrt's dialect, which lacks %zu; the
- * library formats with MinGW's C99 printf, so its formats are checked as such. */
-#if defined(__MINGW32__)
+/* On MinGW, GCC's `printf` in a format attribute means msvcrt's dialect, which lacks
+ * %zu; the library formats with MinGW's C99 printf, so GCC checks its formats as
+ * gnu_printf. clang has no gnu_printf (a warning, an error under -Werror) and its `printf`
+ * is already C99's on MinGW targets, as MinGW's own stdio.h assumes. */
+#if defined(__MINGW32__) && !defined(__clang__)
 #  define PP_PRINTF(fmt, args) __attribute__((format(gnu_printf, fmt, args)))
 #elif defined(__GNUC__) || defined(__clang__)
 #  define PP_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))

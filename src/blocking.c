@@ -208,8 +208,8 @@ static int pp__map_here(pp_pool *pool, const char *task, size_t n, const pp_inpu
     if (s.dry) {
       memset(&out[i], 0, sizeof(out[i]));
       out[i].status = PP_ECANCELED;
-      out[i].message = pp__strdupf("task '%s' (map item %lu): the pool's loop stopped",
-                                   task, (unsigned long) i);
+      out[i].message = pp__strdupf("task '%s' (map item %zu): the pool's loop stopped",
+                                   task, i);
     } else {
       pp__submit_error(pool, task, s.stop_err, &out[i]);
     }

@@ -74,8 +74,8 @@ static void pp__xs_fail(pp__xstream *s, pp__xslot *slot, const char *task, int s
   uv_mutex_lock(&s->mu);
   memset(&slot->r, 0, sizeof(slot->r));
   slot->r.status = status;
-  slot->r.message = pp__strdupf("task '%s' (item %lu) was not run: %s", task,
-                                (unsigned long) slot->index, why);
+  slot->r.message = pp__strdupf("task '%s' (item %zu) was not run: %s", task,
+                                slot->index, why);
   slot->done = 1;
   if (!s->ordered)
     s->done_q[(s->dq_head + s->dq_len++) % s->window] = (size_t) (slot - s->slots);

@@ -134,9 +134,9 @@ static int pp__resolve_method(pp_start_method asked, pp_start_method dflt,
   err = uv_os_getenv("PROCPOOL_START_METHOD", env, &size);
   if (err == UV_ENOBUFS) {
     /* Longer than any method's name: a mistake, never "unset". */
-    fprintf(stderr, "procpool: PROCPOOL_START_METHOD holds %lu bytes, which is no start "
+    fprintf(stderr, "procpool: PROCPOOL_START_METHOD holds %zu bytes, which is no start "
                     "method; use spawn, fork, forkserver or default\n",
-            (unsigned long) size);
+            size);
     return PP_EINVAL;
   }
   if (err == 0 && env[0] != '\0') {

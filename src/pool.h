@@ -155,9 +155,10 @@ struct pp__worker {
     uv_signal_t sigchld;   /* fork elsewhere */
     struct {               /* spawn on Windows (src/win/spawn.c) */
       uv_async_t ended;    /* sent from a wait thread once the process has ended */
-      void *process;       /* its HANDLE */
+      void *process;       /* its HANDLE, from CreateProcessW on */
+      void *job;           /* the HANDLE of its own job object: it and all it starts */
       void *wait;          /* the RegisterWaitForSingleObject that watches it */
-      int killed;          /* the pool ended it with TerminateProcess */
+      int killed;          /* the pool ended its job with TerminateJobObject */
       int reported;        /* pp__worker_on_exit was called, or never will be */
     } win;
   } m;

@@ -120,7 +120,7 @@ static void pp__stream_fail(pp__stream *s, size_t index, uint64_t id, int status
   memset(&r, 0, sizeof(r));
   r.id = id;
   r.status = status;
-  r.message = pp__strdupf("task '%s' (map item %lu): %s", s->task, (unsigned long) index,
+  r.message = pp__strdupf("task '%s' (map item %zu): %s", s->task, index,
                           why);
   pp__stream_deliver(s, index, &r);
 }
@@ -265,18 +265,18 @@ static void pp__stream_on_items(pp__task *t, const pp__batch *b, long pid) {
       } else if (n > 0) {
         pool->st_failed++;
         o.status = PP_ENOMEM;
-        o.message = pp__strdupf("task '%s' (map item %lu): no memory for its result",
-                                s->task, (unsigned long) i);
+        o.message = pp__strdupf("task '%s' (map item %zu): no memory for its result",
+                                s->task, i);
       }
     } else {
       o.status = kind == PP__R_FAIL ? PP_ETASK : kind == PP__R_NOTASK ? PP_ENOTASK : PP_E2BIG;
       if (kind == PP__R_FAIL)
-        o.message = pp__strdupf("task '%s' (map item %lu) failed in worker pid %ld: %.*s",
-                                s->task, (unsigned long) i, pid, (int) n,
+        o.message = pp__strdupf("task '%s' (map item %zu) failed in worker pid %ld: %.*s",
+                                s->task, i, pid, (int) n,
                                 (const char *) data);
       else
-        o.message = pp__strdupf("task '%s' (map item %lu): %.*s", s->task,
-                                (unsigned long) i, (int) n, (const char *) data);
+        o.message = pp__strdupf("task '%s' (map item %zu): %.*s", s->task,
+                                i, (int) n, (const char *) data);
     }
     data += n;
     pp__stream_deliver(s, i, &o);

@@ -1,7 +1,7 @@
 /* The start methods' contract with the core. A method launches a worker process and
  * connects it to w->pipe; the core does everything else (protocol, tasks, replacement).
  * spawn lives in src/unix/spawn.c on Unix (posix_spawn) and in src/win/spawn.c on
- * Windows (CreateProcessW with an explicit handle list, in procpool's job object). */
+ * Windows (CreateProcessW with an explicit handle list, in a job object of its own). */
 #ifndef PP_WORKER_H
 #define PP_WORKER_H
 

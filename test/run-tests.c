@@ -50,6 +50,7 @@ static const helper_entry helpers[] = {
   { "@launch", test_helper_launch },
 #ifdef _WIN32
   { "@win-job-parent", test_helper_win_job_parent },
+  { "@win-churn", test_helper_win_churn },
 #endif
 };
 

@@ -44,7 +44,7 @@ static int t_echo(pp_call *call, const void *arg, size_t len) {
    * type; every echo checks both. */
   if (len == 0 && arg != NULL)
     return pp_fail(call, "echo: an empty argument is not NULL");
-  if (len > 0 && (uintptr_t) arg % _Alignof(max_align_t) != 0)
+  if (len > 0 && (uintptr_t) arg % TEST_MAX_ALIGN != 0)
     return pp_fail(call, "echo: the argument at %p is not aligned", arg);
   return pp_reply(call, arg, len);
 }

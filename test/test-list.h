@@ -182,6 +182,14 @@ TEST_ONCE(win_exception_code)
 TEST_ONCE(win_exit_process)
 TEST_ONCE(win_bad_channel)
 
+/* Windows as its users get it: the static library inside an application's DLL, workers
+ * that cannot escape a dying parent, a worker's whole tree ended through a launcher,
+ * path forms, cmd.exe's special characters (test-win2.c) */
+TEST_ONCE(win_static_in_dll)
+TEST_ONCE(win_parent_dies_starting)
+TEST_ONCE(win_parent_dies_starting_nojl)
+TEST_ONCE(win_launcher_kills_tree)
+
 /* Streams and the pool's counters: ordered and unordered delivery, next() ending and
  * failing, failures and dead workers mid-stream, the bounded window, misuse, the counters
  * under faults (test-stream.c) */

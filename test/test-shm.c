@@ -193,7 +193,7 @@ void test_shm_basic(void) {
   ASSERT_NOT_NULL(a);
   pa = (unsigned char *) pp_shm_data(a);
   ASSERT_NOT_NULL(pa);
-  ASSERT_EQ_INT((uintptr_t) pa % _Alignof(max_align_t), 0);
+  ASSERT_EQ_INT((uintptr_t) pa % TEST_MAX_ALIGN, 0);
   ASSERT_EQ_INT(pp_shm_size(a), size);
   for (i = 0; i < size; i++)
     ASSERT_EQ_INT(pa[i], 0);

@@ -107,6 +107,18 @@ int test_task_xt_item(pp_call *call, const void *arg, size_t len);
 /* What the "mapf" task computes: distinct inputs give distinct outputs. */
 uint64_t test_mapf(uint32_t x);
 
+/* The alignment "suitable for any type" that the header promises for arguments and shared
+ * memory: that of the most demanding scalar types. max_align_t would say it, but MSVC's C
+ * <stddef.h> has none (C2065). */
+typedef union test_max_align {
+  long long ll;
+  long double ld;
+  double d;
+  void *p;
+  void (*fn)(void);
+} test_max_align;
+#define TEST_MAX_ALIGN _Alignof(test_max_align)
+
 /* ---- Assertions -------------------------------------------------------------------- */
 
 void test_check_int(const char *file, int line, const char *expr, long long a,
@@ -263,6 +275,8 @@ int test_helper_launch(int argc, char **argv);
 #ifdef _WIN32
 /* The helper role "@win-job-parent" of win-job (test-windows.c). */
 int test_helper_win_job_parent(int argc, char **argv);
+/* The helper role "@win-churn" of win-parent-dies-starting (test-win2.c). */
+int test_helper_win_churn(int argc, char **argv);
 #endif
 
 /* uv_os_setenv / uv_os_unsetenv that must succeed. */

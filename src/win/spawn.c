@@ -6,10 +6,11 @@
  * lets their own children break away. Here a worker gets exactly four handles, through
  * PROC_THREAD_ATTRIBUTE_HANDLE_LIST: stdin on the null device, the parent's stdout and
  * stderr, and its end of a duplex named pipe, whose value follows procpool's mark on its
- * command line (src/win/channel.c reads it). It starts suspended and joins procpool's job
- * object before it runs, so neither it nor anything it starts outlives the parent. Behind
- * a launcher (worker_launcher) the launcher is the process started so, with the channel
- * as its stdin and stdout instead, and the mark says so. A wait
+ * command line (src/win/channel.c reads it). It is born in a job object of its own (see
+ * pp__win_job_new), so neither it nor anything it starts outlives the parent, and ending
+ * the worker ends its whole tree. Behind a launcher (worker_launcher) the launcher is the
+ * process started so, with the channel as its stdin and stdout instead, and the mark says
+ * so: the launcher's worker is in the same job. A wait
  * on the system thread pool sees it end and wakes the loop through a uv_async_t: no
  * WaitForMultipleObjects, whose 64 handles would cap a pool. */
 #include <assert.h>
@@ -38,35 +39,41 @@
 /* The handles a worker inherits, in this order. */
 enum { PP__WIN_STDIN, PP__WIN_STDOUT, PP__WIN_STDERR, PP__WIN_CHANNEL, PP__WIN_NHANDLES };
 
-static uv_once_t pp__win_job_once = UV_ONCE_INIT;
-static HANDLE pp__win_job;
-static DWORD pp__win_job_err;
+/* Windows 10 and Server 2016 name this attribute; older SDK settings hide it. */
+#ifndef PROC_THREAD_ATTRIBUTE_JOB_LIST
+#  define PROC_THREAD_ATTRIBUTE_JOB_LIST ProcThreadAttributeValue(13, FALSE, TRUE, FALSE)
+#endif
 
-/* One job for the whole process. Its one handle is this process's, never inherited nor
- * handed out, so it closes when the process ends, however it ends, and the job then kills
- * every worker and every process a worker started: no breakaway is allowed. Windows 8 and
+/* Set by a test only: start workers as Windows before 10 does, without a job list. */
+int pp__win_no_job_list;
+
+/* A worker's own job. Its one handle is this process's, never inherited nor handed out,
+ * so it closes when the process ends, however it ends, and the job then kills the worker
+ * and every process it started: no breakaway is allowed. Ending the worker ends the job
+ * (TerminateJobObject), so a launcher's worker ends with the launcher. Windows 8 and
  * later nest jobs, so this works in a process that is itself in a job (a CI runner's, a
  * service manager's). An unhandled exception ends a worker at once rather than waiting on
- * Windows Error Reporting. */
-static void pp__win_job_init(void) {
+ * Windows Error Reporting. Returns 0 or a Win32 error. */
+static DWORD pp__win_job_new(HANDLE *out) {
   JOBOBJECT_EXTENDED_LIMIT_INFORMATION info;
   HANDLE job;
+  DWORD err;
 
+  *out = NULL;
   job = CreateJobObjectW(NULL, NULL);
-  if (job == NULL) {
-    pp__win_job_err = GetLastError();
-    return;
-  }
+  if (job == NULL)
+    return GetLastError();
   memset(&info, 0, sizeof(info));
   info.BasicLimitInformation.LimitFlags =
       JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE | JOB_OBJECT_LIMIT_DIE_ON_UNHANDLED_EXCEPTION;
   if (!SetInformationJobObject(job, JobObjectExtendedLimitInformation, &info,
                                sizeof(info))) {
-    pp__win_job_err = GetLastError();
+    err = GetLastError();
     CloseHandle(job);
-    return;
+    return err;
   }
-  pp__win_job = job;
+  *out = job;
+  return 0;
 }
 
 /* s in UTF-16, in *out (to free). Returns 0, UV_EINVAL (s is not UTF-8) or UV_ENOMEM. */
@@ -228,6 +235,18 @@ static DWORD pp__win_output(int fd, HANDLE *out) {
   return GetLastError();
 }
 
+/* Before Windows 10: puts pi's process, created suspended as this thread's debuggee, in
+ * job, then lets it go. Until it is let go, this process's end kills it; once in its job,
+ * the job's end does. It ran nothing yet, so it made no debug event and started nothing.
+ * Returns 0 or a Win32 error (the caller then terminates it, which also lets it go). */
+static DWORD pp__win_attach_job(HANDLE job, const PROCESS_INFORMATION *pi) {
+  if (!AssignProcessToJobObject(job, pi->hProcess))
+    return GetLastError();
+  if (!DebugActiveProcessStop(pi->dwProcessId))
+    return GetLastError();
+  return 0;
+}
+
 /* On a thread of the system's pool, once the process has ended. */
 static VOID CALLBACK pp__win_on_signalled(PVOID data, BOOLEAN timed_out) {
   pp__worker *w = (pp__worker *) data;
@@ -256,7 +275,7 @@ static void pp__win_on_ended(uv_async_t *async) {
 static int pp__win_spawn_start(pp__worker *w, char *why, size_t why_size) {
   pp_pool *pool = w->pool;
   HANDLE inherit[PP__WIN_NHANDLES] = { NULL, NULL, NULL, NULL };
-  HANDLE server = NULL, waiter;
+  HANDLE server = NULL, job = NULL, waiter;
   STARTUPINFOEXW si;
   PROCESS_INFORMATION pi;
   SIZE_T attr_size = 0;
@@ -265,7 +284,8 @@ static int pp__win_spawn_start(pp__worker *w, char *why, size_t why_size) {
   DWORD syserr = 0;
   uv_fs_t req;
   size_t nhandles = PP__WIN_NHANDLES;
-  int err, fd, i;
+  DWORD flags = CREATE_SUSPENDED | EXTENDED_STARTUPINFO_PRESENT;
+  int err, fd, i, job_list = 0;
 
   memset(&si, 0, sizeof(si));
   memset(&pi, 0, sizeof(pi));
@@ -290,12 +310,11 @@ static int pp__win_spawn_start(pp__worker *w, char *why, size_t why_size) {
   if (err != 0)
     goto done;
 
-  step = "cannot make procpool's job object";
-  uv_once(&pp__win_job_once, pp__win_job_init);
-  if (pp__win_job == NULL) {
-    syserr = pp__win_job_err;
+  step = "cannot make its job object";
+  syserr = pp__win_job_new(&job);
+  if (syserr != 0)
     goto done;
-  }
+  w->m.win.job = job;
 
   step = "cannot make its channel";
   syserr = pp__win_pipe_pair(&server, &inherit[PP__WIN_CHANNEL]);
@@ -355,13 +374,13 @@ static int pp__win_spawn_start(pp__worker *w, char *why, size_t why_size) {
 
   step = "cannot list the handles it inherits";
   /* The first call only sizes the list, and fails saying so. */
-  InitializeProcThreadAttributeList(NULL, 1, 0, &attr_size);
+  InitializeProcThreadAttributeList(NULL, 2, 0, &attr_size);
   si.lpAttributeList = (LPPROC_THREAD_ATTRIBUTE_LIST) malloc(attr_size);
   if (si.lpAttributeList == NULL) {
     err = UV_ENOMEM;
     goto done;
   }
-  if (!InitializeProcThreadAttributeList(si.lpAttributeList, 1, 0, &attr_size)) {
+  if (!InitializeProcThreadAttributeList(si.lpAttributeList, 2, 0, &attr_size)) {
     syserr = GetLastError();
     free(si.lpAttributeList);
     si.lpAttributeList = NULL;
@@ -372,6 +391,18 @@ static int pp__win_spawn_start(pp__worker *w, char *why, size_t why_size) {
     syserr = GetLastError();
     goto done;
   }
+  /* A child that lives outside its job for a moment is left behind, suspended for good,
+   * by a parent that dies in that moment (TerminateProcess, or exit() on another thread):
+   * so it is never outside. Windows 10 and later (and wine 8, where the test
+   * win-parent-dies-starting finds none left) put it in its job as they create it.
+   * Windows 8 and 8.1 reject the attribute: there it is created as this thread's debuggee
+   * instead, which dies with its debugger's debug object, closed when this process ends,
+   * until it joins its job and is let go (pp__win_attach_job). */
+  job_list = !pp__win_no_job_list &&
+             UpdateProcThreadAttribute(si.lpAttributeList, 0, PROC_THREAD_ATTRIBUTE_JOB_LIST,
+                                       &job, sizeof(job), NULL, NULL);
+  if (!job_list)
+    flags |= DEBUG_ONLY_THIS_PROCESS;
   /* A handle list takes only inheritable handles. These become so at the last moment and
    * are closed right after: a process that another thread starts meanwhile without a list
    * of its own (system(), uv_spawn) inherits them, and should have as little time for it
@@ -390,20 +421,18 @@ static int pp__win_spawn_start(pp__worker *w, char *why, size_t why_size) {
   si.StartupInfo.hStdInput = inherit[PP__WIN_STDIN];
   si.StartupInfo.hStdOutput = inherit[PP__WIN_STDOUT];
   si.StartupInfo.hStdError = inherit[PP__WIN_STDERR];
-  if (!CreateProcessW(app, cmd, NULL, NULL, TRUE,
-                      CREATE_SUSPENDED | EXTENDED_STARTUPINFO_PRESENT, NULL, NULL,
-                      &si.StartupInfo, &pi)) {
+  if (!CreateProcessW(app, cmd, NULL, NULL, TRUE, flags, NULL, NULL, &si.StartupInfo,
+                      &pi)) {
     syserr = GetLastError();
     goto done;
   }
   w->m.win.process = pi.hProcess;
   w->pid = (long) pi.dwProcessId;
-
-  /* Before it runs: a process it started before it joined would be outside the job. */
-  step = "cannot put it in procpool's job object";
-  if (!AssignProcessToJobObject(pp__win_job, pi.hProcess)) {
-    syserr = GetLastError();
-    goto done;
+  if (!job_list) {
+    step = "cannot put it in its job object";
+    syserr = pp__win_attach_job(job, &pi);
+    if (syserr != 0)
+      goto done;
   }
   step = "cannot watch it";
   if (!RegisterWaitForSingleObject(&waiter, pi.hProcess, pp__win_on_signalled, w, INFINITE,
@@ -412,6 +441,8 @@ static int pp__win_spawn_start(pp__worker *w, char *why, size_t why_size) {
     goto done;
   }
   w->m.win.wait = waiter;
+  /* Still suspended, in its job, watched: what must reach the worker before its first
+   * instruction goes here. */
   step = "cannot resume it";
   if (ResumeThread(pi.hThread) == (DWORD) -1)
     syserr = GetLastError();
@@ -436,8 +467,11 @@ done:
     /* Never resumed, it ran nothing: the core reports a failed start, not an exit. The
      * process handle and the wait are close()'s to release. */
     w->m.win.reported = 1;
-    if (pi.hProcess != NULL)
+    if (pi.hProcess != NULL) {
       TerminateProcess(pi.hProcess, PP__WIN_KILLED);
+      if (!job_list)
+        DebugActiveProcessStop(pi.dwProcessId);
+    }
     if (pool->launcher != NULL)
       snprintf(why, why_size, "cannot start the launcher '%s' for the worker program "
                "'%s': %s: %s (%s)", pool->launcher[0], pool->exe, step, uv_strerror(err),
@@ -449,9 +483,11 @@ done:
   return err;
 }
 
+/* The whole job: behind a launcher, the worker it started ends with it (a worker stuck
+ * in a task would never see its stdin end). */
 static void pp__win_spawn_kill(pp__worker *w) {
-  if (w->m.win.process != NULL && !w->m.win.reported &&
-      TerminateProcess((HANDLE) w->m.win.process, PP__WIN_KILLED))
+  if (w->m.win.job != NULL && !w->m.win.reported &&
+      TerminateJobObject((HANDLE) w->m.win.job, PP__WIN_KILLED))
     w->m.win.killed = 1;
 }
 
@@ -463,6 +499,10 @@ static void pp__win_spawn_close(pp__worker *w) {
   if (w->m.win.process != NULL)
     CloseHandle((HANDLE) w->m.win.process);
   w->m.win.process = NULL;
+  /* What the worker started and left running ends here with its job. */
+  if (w->m.win.job != NULL)
+    CloseHandle((HANDLE) w->m.win.job);
+  w->m.win.job = NULL;
   if (w->m.handle.type == UV_ASYNC && !uv_is_closing(&w->m.handle))
     uv_close(&w->m.handle, pp__worker_on_handle_closed);
 }
