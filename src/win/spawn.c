@@ -441,8 +441,6 @@ static int pp__win_spawn_start(pp__worker *w, char *why, size_t why_size) {
     goto done;
   }
   w->m.win.wait = waiter;
-  /* Still suspended, in its job, watched: what must reach the worker before its first
-   * instruction goes here. */
   step = "cannot resume it";
   if (ResumeThread(pi.hThread) == (DWORD) -1)
     syserr = GetLastError();
