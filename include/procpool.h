@@ -316,7 +316,13 @@ typedef struct pp_pool_options {
    *   and its exit status; what it wrote on stderr is on this process's stderr. After
    *   workers + 2 failed starts in a row the pool gives up, as for any failed start.
    * - ssh passes the command through the remote shell: a program path with spaces or
-   *   shell characters needs quoting of its own (e.g. a wrapper script). */
+   *   shell characters needs quoting of its own (e.g. a wrapper script).
+   * - A launcher forwards bytes only, so its workers get no shared memory: no results
+   *   journal (pp_map's batches send each item's result on its own) and no shm_threshold
+   *   transport. Without the journal, a cancel or a timeout that kills a worker cannot
+   *   tell whether it had started the tasks sent ahead to it: those fail with
+   *   PP_EWORKER (their message says why), where a local worker's would run elsewhere.
+   *   pipeline_depth = 1 sends nothing ahead, and so rules this out. */
   const char *const *worker_launcher;
   /* Large messages through shared memory. An argument (pp_submit, pp_apply, pp_map's
    * single items, futures) or a result (pp_reply) of at least shm_threshold bytes travels
@@ -330,7 +336,10 @@ typedef struct pp_pool_options {
    * result still arrives as pp_result data, malloc'd, that pp_result_free frees.
    * 0: 1 MiB (below it the channel is as fast). PP_SHM_OFF: never. Not used with
    * worker_launcher (the worker may be on another machine), nor for pp_map's batches of
-   * small items. POSIX shm_open (Linux: /dev/shm) on Unix; the page file on Windows. */
+   * small items. Segments have no name, and their size is fixed for good (Linux: sealed
+   * memfds; elsewhere on Unix shm_open with the name removed at once; Windows: unnamed
+   * sections, backed by the page file): no other process can open one, a task cannot
+   * shrink one under the pool, and no death leaves anything behind. */
   size_t shm_threshold;
   /* 0: 1 GiB (256 MiB in a 32-bit process). The most shared memory the pool keeps for
    * large messages, all workers together: half for arguments, and the other half shared
@@ -713,7 +722,17 @@ PP_EXTERN int pp_pool_terminate(pp_pool *pool, pp_close_cb cb, void *user);
  * the mapping, and with it keeps the memory until it exits or closes its copy, which
  * does not remove the name. A segment whose creator dies without closing it may leave
  * its name behind on Unix (in /dev/shm on Linux); it is named after procpool and the
- * creator's pid. */
+ * creator's pid.
+ *
+ * Trust: a segment is named, so any process of the same user that learns the name (a
+ * worker that is handed it, or one that finds it in its own /proc/self/maps) can open
+ * it, write anything into it, and on Unix change its size. A program that reads a
+ * segment after a worker could have touched it reads untrusted bytes; and on Unix, a
+ * segment made smaller under a reader makes its next read fault with SIGBUS, a risk the
+ * program takes on by sharing it (guard such reads, or hand such workers no segment it
+ * must read back). The pool's own shared memory with its workers (results journal,
+ * large messages) is not of this kind: it has no name, no process can change its size,
+ * and the pool checks everything a worker writes there. */
 typedef struct pp_shm pp_shm;
 
 /* What a worker needs to map a segment: plain bytes, to copy into a task's argument. */
