@@ -277,7 +277,13 @@ static void pp__worker_settle(pp__worker *w, pp__wstate from, int natural, int s
   } else if (w->aborted_id != 0 && head->sent_to == w->token) {
     /* The pool killed the worker for the task before this one, which the worker had
      * finished as the kill came: this one may have started, so it is not run again. */
+    static int blind_warned;
     free(msg);
+    if (pool->launcher != NULL)
+      pp__warn_once(&blind_warned, "a worker behind worker_launcher was killed for a cancel "
+                    "or a timeout with tasks sent ahead to it, which fail with PP_EWORKER: "
+                    "such workers have no shared memory to tell what they had started "
+                    "(pipeline_depth 1 sends nothing ahead)");
     pp__task_fail(head, PP_EWORKER, "task '%s' (id %llu) failed: worker pid %ld was killed "
                   "to %s task id %llu, which it had just finished; it may have started "
                   "this task, which is therefore not run again (pipeline_depth 1 rules "

@@ -23,11 +23,10 @@ struct pp_shm {
   char name[PP__SHM_NAME_MAX + 1];
 };
 
-static unsigned pp__shm_counter;
-
-/* "procpool-<pid>-<counter>-<random>". The pid and the counter keep the names of live
- * processes apart; the random part keeps another program from guessing a name ahead,
- * to squat it (creation fails on an existing name) or to read the segment. */
+/* "procpool-<pid>-<random>". The pid keeps the names of live processes apart, and the
+ * random part (up to 80 bits) those of one process, of any thread, with no shared counter
+ * to race on; it also keeps another program from guessing a name ahead, to squat it or
+ * to read the segment. A name that exists after all fails creation, which tries again. */
 static int pp__shm_make_name(char *name) {
   static const char digits[] = "0123456789abcdefghijklmnopqrstuv";
   unsigned char rnd[PP__SHM_RANDOM_MAX];
@@ -36,8 +35,7 @@ static int pp__shm_make_name(char *name) {
 
   size_t max = pp__shm_os_name_max();
 
-  n = snprintf(name, max + 1, PP__SHM_PREFIX "%lu-%x-", (unsigned long) uv_os_getpid(),
-               ++pp__shm_counter);
+  n = snprintf(name, max + 1, PP__SHM_PREFIX "%lu-", (unsigned long) uv_os_getpid());
   len = (size_t) n < max ? (size_t) n : max;
   nrnd = max - len;
   if (nrnd > PP__SHM_RANDOM_MAX)
@@ -70,7 +68,7 @@ static int pp__shm_ref_valid(const pp_shm_ref *ref) {
 
 int pp_shm_create(pp_shm **shm, size_t size) {
   pp_shm *s;
-  int err;
+  int err, tries = 0;
 
   if (shm == NULL)
     return PP_EINVAL;
@@ -80,9 +78,11 @@ int pp_shm_create(pp_shm **shm, size_t size) {
   s = (pp_shm *) calloc(1, sizeof(*s));
   if (s == NULL)
     return PP_ENOMEM;
-  err = pp__shm_make_name(s->name);
-  if (err == 0)
-    err = pp__shm_os_create(s->name, size, &s->map);
+  do {
+    err = pp__shm_make_name(s->name);
+    if (err == 0)
+      err = pp__shm_os_create(s->name, size, &s->map);
+  } while (err == UV_EEXIST && ++tries < 4);
   if (err != 0) {
     free(s);
     return err;

@@ -841,3 +841,54 @@ void test_ln_self_launcher(void) {
   ln_check_crash(pool);
   ln_close(pool);
 }
+
+/* A worker behind a launcher has no journal: a cancel that kills it cannot tell whether
+ * it had started the tasks sent ahead to it, which then fail with PP_EWORKER and say why
+ * (never run twice, never lost); with pipeline_depth 1 nothing is sent ahead, and they
+ * all run. */
+static void ln_cancel_ahead(unsigned depth) {
+  const char *launcher[3];
+  pp_pool_options o;
+  pp_future *f[4];
+  uint32_t ms = 60000;
+  pp_pool *pool;
+  int i;
+
+  launcher[0] = exe_path();
+  launcher[1] = "@launch";
+  launcher[2] = NULL;
+  pp_pool_options_init(&o);
+  o.start_method = PP_START_SPAWN;
+  o.workers = 1;
+  o.pipeline_depth = depth;
+  o.worker_launcher = launcher;
+  pool = NEW_POOL(NULL, &o);
+  ASSERT_EQ_INT(pp_submit_future(pool, "sleep_ms", &ms, sizeof(ms), &f[0]), 0);
+  for (i = 1; i < 4; i++)
+    ASSERT_EQ_INT(pp_submit_future(pool, "echo", "ab", 2, &f[i]), 0);
+  /* Running, or about to: either way the cancel ends it. */
+  uv_sleep(200);
+  ASSERT_EQ_INT(pp_future_cancel(f[0]), 0);
+  for (i = 0; i < 4; i++) {
+    const pp_result *r;
+    ASSERT_EQ_INT(pp_future_wait(f[i], -1) == PP_ETIMEDOUT, 0);
+    r = pp_future_result(f[i]);
+    ASSERT_NOT_NULL(r);
+    if (i == 0) {
+      ASSERT_STATUS(*r, PP_ECANCELED);
+    } else if (depth == 1 || r->status == 0) {
+      ASSERT_STATUS(*r, 0);
+      ASSERT_EQ_MEM(r->data, r->len, "ab", 2);
+    } else {
+      ASSERT_STATUS(*r, PP_EWORKER);
+      ASSERT_CONTAINS(r->message, "may have started");
+    }
+    pp_future_free(f[i]);
+  }
+  ln_close(pool);
+}
+
+void test_ln_cancel_ahead(void) {
+  ln_cancel_ahead(4);
+  ln_cancel_ahead(1);
+}

@@ -246,6 +246,7 @@ TEST_ONCE(ln_banner)
 TEST_ONCE(ln_close_busy)
 TEST_ONCE(ln_options)
 TEST_ONCE(ln_self_launcher)
+TEST_ONCE(ln_cancel_ahead)
 TEST_ONCE(ln_ssh)
 
 /* test-bigmsg.c: large messages through shared memory */
