@@ -9,6 +9,7 @@
 #ifdef _WIN32
 #  include <windows.h>
 #else
+#  include <dirent.h>
 #  include <fcntl.h>
 #  include <signal.h>
 #  include <unistd.h>
@@ -475,4 +476,27 @@ uint64_t test_worker_pid(pp_pool *pool) {
   memcpy(&pid, r.data, sizeof(pid));
   pp_result_free(&r);
   return pid;
+}
+
+int test_shm_names_of(long pid) {
+#if defined(__linux__)
+  char prefix[64];
+  struct dirent *e;
+  DIR *d = opendir("/dev/shm");
+  int n = 0;
+
+  if (d == NULL)
+    return -1;
+  snprintf(prefix, sizeof(prefix), "procpool-%ld-", pid);
+  while ((e = readdir(d)) != NULL)
+    if (strncmp(e->d_name, prefix, strlen(prefix)) == 0) {
+      fprintf(stderr, "left in /dev/shm: %s\n", e->d_name);
+      n++;
+    }
+  closedir(d);
+  return n;
+#else
+  (void) pid;
+  return -1;
+#endif
 }

@@ -144,32 +144,8 @@ int test_task_bm_nofile(pp_call *call, const void *arg, size_t len) {
 
 /* ---- Helpers ---------------------------------------------------------------------- */
 
-/* Names in /dev/shm that this process's pools made (theirs and their workers' carry this
- * process's pid), or -1 where there is no /dev/shm to look in. */
-static int shm_names_left(void) {
-#if defined(__linux__)
-  char prefix[64];
-  struct dirent *e;
-  DIR *d = opendir("/dev/shm");
-  int n = 0;
-
-  if (d == NULL)
-    return -1;
-  snprintf(prefix, sizeof(prefix), "procpool-%lu-", (unsigned long) getpid());
-  while ((e = readdir(d)) != NULL)
-    if (strncmp(e->d_name, prefix, strlen(prefix)) == 0) {
-      fprintf(stderr, "left in /dev/shm: %s\n", e->d_name);
-      n++;
-    }
-  closedir(d);
-  return n;
-#else
-  return -1;
-#endif
-}
-
 static void assert_no_shm_left(void) {
-  int n = shm_names_left();
+  int n = test_shm_names_of((long) uv_os_getpid());
 
   if (n >= 0)
     ASSERT_EQ_INT(n, 0);

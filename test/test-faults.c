@@ -1,9 +1,6 @@
 /* Workers that crash, exit, hang, are killed, never start or outlive their parent: each
  * fault ends only what it must, says why, and the pool carries on. */
 #include <signal.h>
-#if defined(__linux__)
-#include <dirent.h>
-#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -276,7 +273,9 @@ void test_not_procpool(void) {
 
 /* ---- parent-death: a pool's parent is SIGKILLed; its workers must not outlive it --- */
 
-int test_helper_orphan_parent(int argc, char **argv) {
+/* A pool of one worker, of the method named on the helper's command line; NULL when the
+ * method does not exist here. */
+static pp_pool *orphan_pool(int argc, char **argv) {
   static const pp_start_method methods[] = { PP_START_SPAWN, PP_START_FORK,
                                              PP_START_FORKSERVER };
   pp_pool_options opts;
@@ -291,8 +290,16 @@ int test_helper_orphan_parent(int argc, char **argv) {
       opts.start_method = methods[i];
   err = pp_pool_new(&pool, NULL, &opts);
   if (err == PP_ENOTSUP)
-    return TEST_SKIP;
+    return NULL;
   ASSERT_EQ_INT(err, 0);
+  return pool;
+}
+
+int test_helper_orphan_parent(int argc, char **argv) {
+  pp_pool *pool = orphan_pool(argc, argv);
+
+  if (pool == NULL)
+    return TEST_SKIP;
   printf("%llu\n", (unsigned long long) test_worker_pid(pool));
   fflush(stdout);
   for (;;)
@@ -303,29 +310,18 @@ int test_helper_orphan_parent(int argc, char **argv) {
  * forkserver, or this process), then a stream of batches and large messages, through
  * the journal and the transport's segments, until it is killed. */
 int test_helper_orphan_busy(int argc, char **argv) {
-  static const pp_start_method methods[] = { PP_START_SPAWN, PP_START_FORK,
-                                             PP_START_FORKSERVER };
   enum { ITEMS = 2000, BIG = 2 << 20 };
   static pp_input in[ITEMS];
   static pp_result out[ITEMS];
-  pp_pool_options opts;
-  pp_pool *pool = NULL;
+  pp_pool *pool = orphan_pool(argc, argv);
   unsigned char *big = calloc(1, BIG);
   uint32_t v = 7;
   uint64_t ppid;
   pp_result r;
   size_t i;
-  int err;
 
-  pp_pool_options_init(&opts);
-  opts.workers = 1;
-  for (i = 0; argc == 3 && i < sizeof(methods) / sizeof(methods[0]); i++)
-    if (strcmp(argv[2], pp_start_method_name(methods[i])) == 0)
-      opts.start_method = methods[i];
-  err = pp_pool_new(&pool, NULL, &opts);
-  if (err == PP_ENOTSUP)
+  if (pool == NULL)
     return TEST_SKIP;
-  ASSERT_EQ_INT(err, 0);
   ASSERT_NOT_NULL(big);
   ASSERT_EQ_INT(pp_apply(pool, "hs_ppid", NULL, 0, &r), 0);
   memcpy(&ppid, r.data, sizeof(ppid));
@@ -381,30 +377,6 @@ static void orphan_exit(uv_process_t *proc, int64_t exit_status, int term_signal
   (void) term_signal;
   o->exited = 1;
   o->exit_status = exit_status;
-}
-
-/* Names in /dev/shm that process pid's pools made, or -1 where there is no /dev/shm. */
-static int shm_names_of(long pid) {
-#if defined(__linux__)
-  char prefix[64];
-  struct dirent *e;
-  DIR *d = opendir("/dev/shm");
-  int n = 0;
-
-  if (d == NULL)
-    return -1;
-  snprintf(prefix, sizeof(prefix), "procpool-%ld-", pid);
-  while ((e = readdir(d)) != NULL)
-    if (strncmp(e->d_name, prefix, strlen(prefix)) == 0) {
-      fprintf(stderr, "left in /dev/shm: %s\n", e->d_name);
-      n++;
-    }
-  closedir(d);
-  return n;
-#else
-  (void) pid;
-  return -1;
-#endif
 }
 
 /* Starts the helper `role`, reads the pids it prints, kills it and checks that its
@@ -476,8 +448,8 @@ static void parent_death(const char *role, int busy) {
   if (wparent != 0 && (long) wparent != helper)
     test_wait_process_gone((long) wparent, "the fork helper or forkserver of a parent that "
                            "was killed");
-  if (shm_names_of(helper) >= 0)
-    ASSERT_EQ_INT(shm_names_of(helper), 0);
+  if (test_shm_names_of(helper) >= 0)
+    ASSERT_EQ_INT(test_shm_names_of(helper), 0);
 }
 
 void test_parent_death(void) { parent_death("@orphan-parent", 0); }

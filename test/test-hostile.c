@@ -227,6 +227,16 @@ static void hs_big_echo(pp_pool *pool, size_t len) {
   free(buf);
 }
 
+/* Closes pool, runs loop until the close is done and the loop is empty, and closes it. */
+static void hs_close(pp_pool *pool, uv_loop_t *loop, const char *what) {
+  int closed = 0;
+
+  ASSERT_EQ_INT(pp_pool_close(pool, test_count_cb, &closed), 0);
+  test_run_until(loop, &closed, 1, what);
+  test_run_loop(loop);
+  ASSERT_EQ_INT(uv_loop_close(loop), 0);
+}
+
 /* ---- hostile-truncate: no segment can change size under the parent ----------------- */
 
 void test_hostile_truncate(void) {
@@ -314,7 +324,6 @@ void test_hostile_scribble(void) {
   pp_pool *pool;
   unsigned round;
   uint32_t rnd = 12345;
-  int closed = 0;
 
   hs_linux_only();
   ASSERT_EQ_INT(uv_loop_init(&loop), 0);
@@ -355,10 +364,7 @@ void test_hostile_scribble(void) {
     }
     free(big);
   }
-  ASSERT_EQ_INT(pp_pool_close(pool, test_count_cb, &closed), 0);
-  test_run_until(&loop, &closed, 1, "the close after scribbling tasks");
-  test_run_loop(&loop);
-  ASSERT_EQ_INT(uv_loop_close(&loop), 0);
+  hs_close(pool, &loop, "the close after scribbling tasks");
 }
 
 /* ---- idle-death-reruns: a task written to a worker that had died runs elsewhere ------ */
@@ -368,7 +374,7 @@ void test_idle_death_reruns(void) {
   uv_loop_t loop;
   pp_pool_options opts;
   pp_pool *pool;
-  int round, closed = 0;
+  int round;
 
   ASSERT_EQ_INT(uv_loop_init(&loop), 0);
   test_options(&opts);
@@ -387,10 +393,7 @@ void test_idle_death_reruns(void) {
     ASSERT_STATUS(rec.res, 0);
     pp_result_free(&rec.res);
   }
-  ASSERT_EQ_INT(pp_pool_close(pool, test_count_cb, &closed), 0);
-  test_run_until(&loop, &closed, 1, "the close");
-  test_run_loop(&loop);
-  ASSERT_EQ_INT(uv_loop_close(&loop), 0);
+  hs_close(pool, &loop, "the close");
 }
 
 /* ---- retire-cancel: a worker over its memory cap, its finished task canceled --------- */
@@ -410,7 +413,7 @@ void test_retire_cancel(void) {
   uv_loop_t loop;
   pp_pool_options opts;
   pp_pool *pool;
-  int round, closed = 0;
+  int round;
 
   ASSERT_EQ_INT(uv_loop_init(&loop), 0);
   test_options(&opts);
@@ -438,8 +441,5 @@ void test_retire_cancel(void) {
     pp_result_free(&a.res);
     pp_result_free(&b.res);
   }
-  ASSERT_EQ_INT(pp_pool_close(pool, test_count_cb, &closed), 0);
-  test_run_until(&loop, &closed, 1, "the close");
-  test_run_loop(&loop);
-  ASSERT_EQ_INT(uv_loop_close(&loop), 0);
+  hs_close(pool, &loop, "the close");
 }

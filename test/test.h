@@ -187,6 +187,10 @@ __declspec(noreturn) void test_kill_self(void);
 void test_kill_self(void) __attribute__((noreturn));
 #endif
 
+/* Names in /dev/shm that process pid's pools made (they carry its pid), printed on stderr,
+ * or -1 where there is no /dev/shm to look in. */
+int test_shm_names_of(long pid);
+
 /* Ends the test as skipped, saying why. */
 void test_skip(const char *why);
 

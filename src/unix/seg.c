@@ -20,6 +20,7 @@
 
 #include "../pool.h"
 #include "../protocol.h"
+#include "unix.h"
 
 #ifndef MSG_NOSIGNAL
 #define MSG_NOSIGNAL 0
@@ -55,10 +56,7 @@ static int pp__seg_open(void) {
 #endif
 }
 
-/* Gives the file its size, every page allocated now: tmpfs gives a page only when it is
- * first touched, and one it has no room for then raises SIGBUS. A signal can interrupt
- * the allocation of a large segment, which then starts again. */
-static int pp__seg_allocate(int fd, off_t len) {
+int pp__unix_shm_allocate(int fd, off_t len) {
 #if defined(__linux__)
   int err;
 
@@ -83,7 +81,7 @@ int pp__seg_create(pp__seg *s, size_t size) {
   fd = pp__seg_open();
   if (fd == -1)
     return uv_translate_sys_error(errno);
-  err = pp__seg_allocate(fd, len);
+  err = pp__unix_shm_allocate(fd, len);
 #if defined(PP__SEG_MEMFD)
   if (err == 0 && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == -1)
     err = uv_translate_sys_error(errno);

@@ -1,4 +1,5 @@
 #include "../shm.h"
+#include "unix.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,24 +19,6 @@ static void pp__shm_path(char *path, const char *name) {
   memcpy(path + 1, name, n + 1);
 }
 
-/* Gives the new object its size, zero-filled. */
-static int pp__shm_allocate(int fd, off_t len) {
-#if defined(__linux__)
-  /* tmpfs gives a page only when it is first touched, and a page it has no room for then
-   * raises SIGBUS (a container's 64 MiB /dev/shm is the usual victim). Allocating every
-   * page now makes a full /dev/shm fail here, with ENOSPC. A signal can interrupt the
-   * allocation of a large segment, which then starts again. */
-  int err;
-
-  do
-    err = posix_fallocate(fd, 0, len);
-  while (err == EINTR);
-  return err == 0 ? 0 : uv_translate_sys_error(err);
-#else
-  return ftruncate(fd, len) == 0 ? 0 : uv_translate_sys_error(errno);
-#endif
-}
-
 int pp__shm_os_create(const char *name, size_t size, pp__shm_map *map) {
   char path[PP__SHM_NAME_MAX + 2];
   off_t len = (off_t) size;
@@ -49,7 +32,7 @@ int pp__shm_os_create(const char *name, size_t size, pp__shm_map *map) {
   fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd == -1)
     return uv_translate_sys_error(errno);
-  err = pp__shm_allocate(fd, len);
+  err = pp__unix_shm_allocate(fd, len);
   if (err == 0) {
     data = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (data == MAP_FAILED)

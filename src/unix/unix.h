@@ -81,6 +81,13 @@ int pp__unix_child_adopt(pp__worker *w, long pid, int fd);
 void pp__unix_child_kill(pp__worker *w);
 void pp__unix_child_close(pp__worker *w);
 
+/* Gives a new shared-memory file (shm_open's, memfd's) its size, zero-filled, every page
+ * allocated now on Linux: tmpfs gives a page only when it is first touched, and one it
+ * has no room for then raises SIGBUS (a container's 64 MiB /dev/shm is the usual
+ * victim), so a full /dev/shm fails here with UV_ENOSPC instead. Retries a signal's
+ * interruption. Returns 0 or a UV_E* code. In src/unix/seg.c. */
+int pp__unix_shm_allocate(int fd, off_t len);
+
 /* The number of threads in this process, or -1 when it cannot be known here. */
 int pp__unix_thread_count(void);
 
