@@ -182,7 +182,11 @@ PP_EXTERN int pp_main(int argc, char **argv, const pp_task *tasks);
  *     parent is the helper. This process itself forks only then, at a moment it
  *     chooses: create fork pools before starting threads, since a lock another thread
  *     holds at that fork (in malloc, stdio, a logging library) stays locked in the
- *     workers; the pool warns once when it sees threads. A worker keeps no descriptor of
+ *     workers; the pool warns once when it sees threads. (Called on a thread other than
+ *     the main one, the fork is made, at that same moment, by a thread of procpool's
+ *     that lasts as long as the process: on Linux a helper or worker is killed when the
+ *     thread that forked it ends, so that none outlives this process, even one stuck in
+ *     a lock, and the application's thread may end before its pool.) A worker keeps no descriptor of
  *     the parent's but stdin (the null device), stdout and stderr (the parent's as they
  *     are when the worker starts). The helper ends, and is reaped, with its pool; if it
  *     dies first, its workers' tasks fail (PP_EWORKER) or run again as for any dead

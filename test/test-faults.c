@@ -309,17 +309,42 @@ int test_helper_orphan_parent(int argc, char **argv) {
 /* The same, busy: its worker's pid and the worker's parent's (a fork helper, the
  * forkserver, or this process), then a stream of batches and large messages, through
  * the journal and the transport's segments, until it is killed. */
+typedef struct orphan_thread_arg {
+  int argc;
+  char **argv;
+  pp_pool *pool;
+} orphan_thread_arg;
+
+static void orphan_thread(void *p) {
+  orphan_thread_arg *a = (orphan_thread_arg *) p;
+
+  a->pool = orphan_pool(a->argc, a->argv);
+}
+
+/* With a fourth argument, "thread": the pool is made by a thread that has ended by the
+ * time its workers run (a fork helper is then forked for a thread that is gone). */
 int test_helper_orphan_busy(int argc, char **argv) {
   enum { ITEMS = 2000, BIG = 2 << 20 };
   static pp_input in[ITEMS];
   static pp_result out[ITEMS];
-  pp_pool *pool = orphan_pool(argc, argv);
+  orphan_thread_arg ta;
+  pp_pool *pool;
   unsigned char *big = calloc(1, BIG);
   uint32_t v = 7;
   uint64_t ppid;
   pp_result r;
   size_t i;
 
+  if (argc == 4 && strcmp(argv[3], "thread") == 0) {
+    uv_thread_t t;
+    ta.argc = 3;
+    ta.argv = argv;
+    ASSERT_EQ_INT(uv_thread_create(&t, orphan_thread, &ta), 0);
+    ASSERT_EQ_INT(uv_thread_join(&t), 0);
+    pool = ta.pool;
+  } else {
+    pool = orphan_pool(argc, argv);
+  }
   if (pool == NULL)
     return TEST_SKIP;
   ASSERT_NOT_NULL(big);
@@ -383,14 +408,14 @@ static void orphan_exit(uv_process_t *proc, int64_t exit_status, int term_signal
  * worker (and with busy, the worker's own parent when that is not the helper: a fork
  * helper, stopped first so that only the kernel can end it, or the forkserver) ends
  * too, and that it left nothing in /dev/shm. */
-static void parent_death(const char *role, int busy) {
+static void parent_death(const char *role, int busy, const char *variant) {
   uv_loop_t loop;
   orphan_parent o;
   uv_process_options_t opts;
   uv_stdio_container_t stdio[3];
   char exe[4096];
   size_t size = sizeof(exe);
-  char *args[4];
+  char *args[5];
   char *end;
   unsigned long long worker, wparent = 0;
   long helper;
@@ -401,7 +426,8 @@ static void parent_death(const char *role, int busy) {
   args[0] = exe;
   args[1] = (char *) role;
   args[2] = (char *) pp_start_method_name(test_method);
-  args[3] = NULL;
+  args[3] = (char *) variant;
+  args[4] = NULL;
   ASSERT_EQ_INT(uv_pipe_init(&loop, &o.out, 0), 0);
   o.out.data = &o;
   o.proc.data = &o;
@@ -452,9 +478,11 @@ static void parent_death(const char *role, int busy) {
     ASSERT_EQ_INT(test_shm_names_of(helper), 0);
 }
 
-void test_parent_death(void) { parent_death("@orphan-parent", 0); }
+void test_parent_death(void) { parent_death("@orphan-parent", 0, NULL); }
 
-void test_parent_death_busy(void) { parent_death("@orphan-busy", 1); }
+void test_parent_death_busy(void) { parent_death("@orphan-busy", 1, NULL); }
+
+void test_parent_death_thread(void) { parent_death("@orphan-busy", 1, "thread"); }
 
 /* ---- foreign-child: the pool must reap its own workers only ------------------------ */
 

@@ -50,6 +50,7 @@ TEST_EACH(missing_exe)
 TEST_EACH(not_procpool)
 TEST_EACH(parent_death)
 TEST_EACH(parent_death_busy)
+TEST_EACH(parent_death_thread)
 TEST_EACH(foreign_child)
 TEST_EACH(worker_fds)
 

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -192,42 +193,29 @@ void pp__unix_child_fail(int fd, int err) {
 }
 
 /* In a child just forked, before anything that can block: on Linux, the child is killed
- * when the thread that forked it ends, if that thread is its process's main one (then the
- * thread ends with the process). End-of-file on its channel is how a child learns of its
- * parent's end, but a child that is stuck (a lock held at the fork by another thread of
- * the parent, in a malloc that is not fork-safe) reads nothing. A thread of the
- * application's that forked a fork pool's helper may end long before the pool, so the
- * helper it forks is not tied to it; the helper's own workers are, since the helper is
- * single-threaded. Async-signal-safe. */
-static void pp__unix_child_tie(pid_t parent, int tie) {
+ * when the thread that forked it ends. End-of-file on its channel is how a child learns
+ * of its parent's end, but a child that is stuck (a lock another thread held at the
+ * fork, in a malloc that is not fork-safe) reads nothing, and would outlive its parent.
+ * So every fork is made by a thread that ends only with its process: the main thread
+ * (the fork helper's and the forkserver's workers, forked by a single-threaded process),
+ * or procpool's forker thread (below). Async-signal-safe. */
+static void pp__unix_child_tie(pid_t parent) {
 #if defined(__linux__)
-  if (!tie)
-    return;
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   /* The parent may have ended before the call: the signal would never come. */
   if (getppid() != parent)
     _exit(127);
 #else
   (void) parent;
-  (void) tie;
 #endif
 }
 
-/* Whether this thread is its process's main one, whose end is the process's. */
-static int pp__unix_main_thread(void) {
-#if defined(__linux__)
-  return (pid_t) syscall(SYS_gettid) == getpid();
-#else
-  return 0;
-#endif
-}
-
-pid_t pp__unix_fork_child(const int *keep, int nkeep, void (*child)(void *arg, int report),
-                          void *arg, int *err) {
+static pid_t pp__fork_child_here(const int *keep, int nkeep,
+                                 void (*child)(void *arg, int report), void *arg, int *err) {
   int all[8];
   uv_file rep[2];
   pid_t pid, parent = getpid();
-  int report = 0, i, status, tie = pp__unix_main_thread();
+  int report = 0, i, status;
   ssize_t r;
 
   if (nkeep > 7) {
@@ -241,7 +229,7 @@ pid_t pp__unix_fork_child(const int *keep, int nkeep, void (*child)(void *arg, i
     return -1;
   pid = pp__unix_fork(err);
   if (pid == 0) {
-    pp__unix_child_tie(parent, tie);
+    pp__unix_child_tie(parent);
     for (i = 0; i < nkeep; i++)
       all[i] = keep[i];
     all[nkeep] = rep[1];
@@ -270,6 +258,106 @@ pid_t pp__unix_fork_child(const int *keep, int nkeep, void (*child)(void *arg, i
     return -1;
   }
   return pid;
+}
+
+#if defined(__linux__)
+/* The forker: a thread of procpool's, made by the first fork asked for on a thread other
+ * than the main one, that makes every such fork and never ends, so that the children it
+ * forks are tied to the process, not to a thread of the application's that may end
+ * first (a fork pool made by a short-lived thread). Its copy in a child is the child's
+ * one thread, as the asking thread's would have been, at the same moment of memory. */
+typedef struct pp__fork_req {
+  const int *keep;
+  int nkeep;
+  void (*child)(void *arg, int report);
+  void *arg;
+  int err;
+  pid_t pid;
+  int done;
+} pp__fork_req;
+
+static uv_mutex_t pp__forker_mu;
+static uv_cond_t pp__forker_cond;
+static pp__fork_req *pp__forker_req;
+static pid_t pp__forker_pid;  /* the process whose forker runs; 0: none yet */
+static int pp__forker_err;
+
+static void pp__forker_main(void *unused) {
+  sigset_t all;
+
+  (void) unused;
+  /* Signals are the application's threads' business. */
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, NULL);
+  uv_mutex_lock(&pp__forker_mu);
+  for (;;) {
+    pp__fork_req *q;
+    while ((q = pp__forker_req) == NULL || q->done)
+      uv_cond_wait(&pp__forker_cond, &pp__forker_mu);
+    uv_mutex_unlock(&pp__forker_mu);
+    q->pid = pp__fork_child_here(q->keep, q->nkeep, q->child, q->arg, &q->err);
+    uv_mutex_lock(&pp__forker_mu);
+    q->done = 1;
+    uv_cond_broadcast(&pp__forker_cond);
+  }
+}
+
+static void pp__forker_init(void) {
+  uv_thread_t t;
+
+  if (uv_mutex_init(&pp__forker_mu) != 0 || uv_cond_init(&pp__forker_cond) != 0) {
+    pp__forker_err = UV_ENOMEM;
+    return;
+  }
+  pp__forker_err = uv_thread_create(&t, pp__forker_main, NULL);
+  if (pp__forker_err == 0)
+    pp__forker_pid = getpid();
+}
+
+static uv_once_t pp__forker_once = UV_ONCE_INIT;
+
+/* Forks through the forker; -1 with *err UV_ENOSYS when there is none to be had. */
+static pid_t pp__fork_child_forker(const int *keep, int nkeep,
+                                   void (*child)(void *arg, int report), void *arg,
+                                   int *err) {
+  pp__fork_req q;
+
+  uv_once(&pp__forker_once, pp__forker_init);
+  /* A child of this process has the variables, but not the thread. */
+  if (pp__forker_err != 0 || pp__forker_pid != getpid()) {
+    *err = UV_ENOSYS;
+    return -1;
+  }
+  memset(&q, 0, sizeof(q));
+  q.keep = keep;
+  q.nkeep = nkeep;
+  q.child = child;
+  q.arg = arg;
+  uv_mutex_lock(&pp__forker_mu);
+  while (pp__forker_req != NULL)
+    uv_cond_wait(&pp__forker_cond, &pp__forker_mu);
+  pp__forker_req = &q;
+  uv_cond_broadcast(&pp__forker_cond);
+  while (!q.done)
+    uv_cond_wait(&pp__forker_cond, &pp__forker_mu);
+  pp__forker_req = NULL;
+  uv_cond_broadcast(&pp__forker_cond);
+  uv_mutex_unlock(&pp__forker_mu);
+  *err = q.err;
+  return q.pid;
+}
+#endif
+
+pid_t pp__unix_fork_child(const int *keep, int nkeep, void (*child)(void *arg, int report),
+                          void *arg, int *err) {
+#if defined(__linux__)
+  if ((pid_t) syscall(SYS_gettid) != getpid()) {
+    pid_t pid = pp__fork_child_forker(keep, nkeep, child, arg, err);
+    if (pid != -1 || *err != UV_ENOSYS)
+      return pid;
+  }
+#endif
+  return pp__fork_child_here(keep, nkeep, child, arg, err);
 }
 
 int pp__unix_thread_count(void) {

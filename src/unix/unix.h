@@ -33,8 +33,9 @@ int pp__unix_child_reset(const int *keep, int nkeep);
 void pp__unix_child_fail(int fd, int err);
 
 /* Forks a child that keeps only stdio and `keep` (pp__unix_child_reset), and that on
- * Linux is killed when this process ends, if the calling thread is its main one (so a
- * child that is stuck dies all the same), then calls
+ * Linux is killed when this process ends (so a child that is stuck dies all the same:
+ * a fork asked for on a thread other than the main one is made by a thread of
+ * procpool's that lasts as long as the process), then calls
  * child(arg, report). The child reports a failure of its own set-up with
  * pp__unix_child_fail(report, errno), and success by closing report (or by exec, since
  * report is close-on-exec); child must not return, and makes only async-signal-safe
