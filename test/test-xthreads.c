@@ -256,9 +256,12 @@ typedef struct xt_late {
   int calls;               /* the submitted task's callback */
   uv_mutex_t *mu;
   uv_cond_t *cond;
-  unsigned *ready;         /* threads about to make their call, under mu */
+  unsigned *returned;      /* threads of the quick kinds whose call returned, under mu */
   void *big;
 } xt_late;
+
+/* The kinds whose call returns at once (the others wait for a task of theirs). */
+static int xt_late_quick(unsigned kind) { return kind != 5 && kind != 6; }
 
 static void xt_late_cb(pp_pool *pool, pp_result *res, void *user) {
   xt_late *l = (xt_late *) user;
@@ -270,6 +273,9 @@ static void xt_late_cb(pp_pool *pool, pp_result *res, void *user) {
   uv_mutex_unlock(l->mu);
 }
 
+/* Long enough to be running or queued when the pool ends under the calls that wait. */
+static uint32_t xt_late_ms = 60000;
+
 static void xt_late_main(void *arg) {
   xt_late *l = (xt_late *) arg;
   pp_pool_stats st;
@@ -277,12 +283,6 @@ static void xt_late_main(void *arg) {
   pp_result out;
 
   uv_barrier_wait(l->start);
-  /* Said just before the call: the pool's end (which takes milliseconds at least) comes
-   * after this, so the call begins before it, as the header requires. */
-  uv_mutex_lock(l->mu);
-  (*l->ready)++;
-  uv_cond_signal(l->cond);
-  uv_mutex_unlock(l->mu);
   switch (l->kind) {
     case 0:
       /* Copies 16 MiB while the pool ends. */
@@ -290,22 +290,29 @@ static void xt_late_main(void *arg) {
       break;
     case 1: l->rc = pp_pool_stats_get(l->pool, &st); break;
     case 2: l->rc = pp_cancel(l->pool, ((uint64_t) 1 << 62) + 5); break;
-    case 3: l->rc = pp_pool_wait(l->pool); break;
+    case 3: l->rc = pp_pool_workers(l->pool) == 1 ? 0 : -1; break;
     case 4: l->rc = pp_pool_error(l->pool) == NULL ? 0 : -1; break;
     case 5:
-      l->rc = pp_submit_future(l->pool, "echo", "z", 1, &f);
+      l->rc = pp_submit_future(l->pool, "sleep_ms", &xt_late_ms, sizeof(xt_late_ms), &f);
       if (l->rc == 0) {
         ASSERT_EQ_INT(pp_future_wait(f, -1), 0);
+        l->rc = pp_future_result(f)->status;
         pp_future_free(f);
       }
       break;
     case 6:
-      l->rc = pp_apply(l->pool, "echo", "w", 1, &out);
+      l->rc = pp_apply(l->pool, "sleep_ms", &xt_late_ms, sizeof(xt_late_ms), &out);
       pp_result_free(&out);
       break;
     default:
       l->rc = pp_submit(l->pool, "echo", "v", 1, xt_late_cb, l, NULL);
       break;
+  }
+  if (xt_late_quick(l->kind)) {
+    uv_mutex_lock(l->mu);
+    (*l->returned)++;
+    uv_cond_signal(l->cond);
+    uv_mutex_unlock(l->mu);
   }
 }
 
@@ -318,7 +325,7 @@ static void xt_late_check(xt_late *l) {
       break;
     case 2: ASSERT_EQ_INT(l->rc, PP_ENOENT); break;
     case 5:
-    case 6: ASSERT_TRUE(l->rc == 0 || l->rc == PP_ECLOSED || l->rc == PP_ECANCELED); break;
+    case 6: ASSERT_TRUE(l->rc == PP_ECLOSED || l->rc == PP_ECANCELED); break;
     default: ASSERT_EQ_INT(l->rc, 0); break;
   }
 }
@@ -330,7 +337,7 @@ void test_xt_late_calls(void) {
   uv_barrier_t start;
   uv_mutex_t mu;
   uv_cond_t cond;
-  unsigned ready;
+  unsigned returned;
   uv_loop_t loop;
   pp_pool *pool;
   void *big = calloc(1, XT_LATE_BIG);
@@ -349,7 +356,7 @@ void test_xt_late_calls(void) {
       ASSERT_EQ_INT(uv_loop_init(&loop), 0);
     pool = NEW_POOL(own ? NULL : &loop, &opts);
     ASSERT_EQ_INT(uv_barrier_init(&start, XT_LATE_KINDS + 1), 0);
-    ready = 0;
+    returned = 0;
     for (i = 0; i < XT_LATE_KINDS; i++) {
       memset(&late[i], 0, sizeof(late[i]));
       late[i].pool = pool;
@@ -357,16 +364,30 @@ void test_xt_late_calls(void) {
       late[i].kind = i;
       late[i].mu = &mu;
       late[i].cond = &cond;
-      late[i].ready = &ready;
+      late[i].returned = &returned;
       late[i].big = big;
       ASSERT_EQ_INT(uv_thread_create(&tid[i], xt_late_main, &late[i]), 0);
     }
-    /* Every thread is about to make its call: the pool ends under them. */
+    /* The pool ends under the calls that wait for a task (a future's wait, pp_apply),
+     * once both tasks are in: those calls began before the end, as the header requires,
+     * and are still in it. The quick calls have returned by then: one that began later
+     * would be a call after the end, which no pool can survive. */
     uv_barrier_wait(&start);
-    uv_mutex_lock(&mu);
-    while (ready < XT_LATE_KINDS)
-      uv_cond_wait(&cond, &mu);
-    uv_mutex_unlock(&mu);
+    for (;;) {
+      pp_pool_stats st;
+      unsigned back;
+      uv_mutex_lock(&mu);
+      back = returned;
+      uv_mutex_unlock(&mu);
+      ASSERT_EQ_INT(pp_pool_stats_get(pool, &st), 0);
+      /* The two echo submits and the two waiting calls' tasks. */
+      if (back == XT_LATE_KINDS - 2 && st.submitted == 4)
+        break;
+      if (!own)
+        uv_run(&loop, UV_RUN_NOWAIT);
+      else
+        uv_sleep(1);
+    }
     if (own) {
       ASSERT_TRUE(pp_pool_terminate(pool, test_count_cb, &closed) == 0);
     } else {
