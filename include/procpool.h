@@ -234,7 +234,8 @@ PP_EXTERN void pp_set_warning_handler(pp_warning_cb cb, void *user);
 typedef struct pp_pool pp_pool;
 
 /* Pool options. All zero means the defaults; pp_pool_options_init sets all zero.
- * Every field is checked by pp_pool_new; a value out of range is PP_EINVAL. */
+ * Every field is checked by pp_pool_new; a value out of range is PP_EINVAL.
+ */
 typedef struct pp_pool_options {
   /* Worker processes. 0: the CPUs available to the process (uv_available_parallelism).
    * At most 4096. */
@@ -262,8 +263,12 @@ typedef struct pp_pool_options {
   /* NULL: this program (uv_exepath). Otherwise the path of a program whose main() calls
    * pp_main with the same task table (checked: a worker with another table fails to
    * start). Copied by pp_pool_new; a relative path is taken relative to the current
-   * directory once, there, so a later chdir() changes nothing. Unused (and not checked)
-   * under fork, whose workers are copies of this process; the forkserver runs it. */
+   * directory once, there, so a later chdir() changes nothing. On Windows every form
+   * Windows knows is resolved as Windows resolves it (GetFullPathNameW): "C:\dir\app.exe",
+   * "\\server\share\app.exe", root-relative "\dir\app.exe" or "/dir/app.exe" (on the
+   * current directory's drive), drive-relative "D:app.exe" (in drive D:'s current
+   * directory), and relative ones; / and \ alike. Unused (and not checked) under fork,
+   * whose workers are copies of this process; the forkserver runs it. */
   const char *worker_executable;
   /* 0: 256 MiB. The largest argument, result or initarg, in bytes, at most 4 GiB - 1 MiB.
    * A larger argument fails pp_submit with PP_E2BIG before anything is sent; a larger

@@ -15,6 +15,7 @@ void test_win_static_in_dll(void) { test_skip("Windows only"); }
 void test_win_parent_dies_starting(void) { test_skip("Windows only"); }
 void test_win_parent_dies_starting_nojl(void) { test_skip("Windows only"); }
 void test_win_launcher_kills_tree(void) { test_skip("Windows only"); }
+void test_win_path_forms(void) { test_skip("Windows only"); }
 
 #else
 
@@ -310,6 +311,92 @@ void test_win_launcher_kills_tree(void) {
     }
     test_run_loop(&loop);
     ASSERT_EQ_INT(uv_loop_close(&loop), 0);
+  }
+}
+
+/* ---- win-path-forms: every form of a Windows path names the worker program ----------- */
+
+/* s in UTF-8, in buf (of size bytes). */
+static void narrow(const WCHAR *s, char *buf, size_t size) {
+  ASSERT_TRUE(WideCharToMultiByte(CP_UTF8, 0, s, -1, buf, (int) size, NULL, NULL) > 0);
+}
+
+/* A pool whose worker program is exe, as given, made in the current directory; its two
+ * tasks run in two workers, the second started after the current directory changed to
+ * later_dir: the path was resolved once, when the pool was made. */
+static void run_from(const char *exe, const WCHAR *later_dir) {
+  pp_pool_options o;
+  pp_pool *pool;
+  pp_result r;
+  int i, err;
+
+  pp_pool_options_init(&o);
+  o.start_method = PP_START_SPAWN;
+  o.workers = 1;
+  o.max_tasks_per_worker = 1;
+  o.worker_executable = exe;
+  err = pp_pool_new(&pool, NULL, &o);
+  ASSERT_EQ_INT_MSG(err, 0, exe);
+  ASSERT_TRUE(SetCurrentDirectoryW(later_dir));
+  for (i = 0; i < 2; i++) {
+    ASSERT_EQ_INT_MSG(APPLY(pool, "echo", "form", 4, &r), 0, exe);
+    ASSERT_EQ_MEM(r.data, r.len, "form", 4);
+    pp_result_free(&r);
+  }
+  ASSERT_EQ_INT(pp_pool_close(pool, NULL, NULL), 0);
+}
+
+/* worker_executable root-relative ("\dir\app.exe", "/dir/app.exe"), drive-relative
+ * ("Z:app.exe", in Z:'s current directory, also while the current directory is on
+ * another drive), relative ("app.exe", ".\app.exe", "..\dir\app.exe") and absolute: each
+ * names this program, as Windows resolves it. */
+void test_win_path_forms(void) {
+  WCHAR wexe[4096], wdir[4096], saved[4096], drive_var[4] = L"=?:";
+  char exe[4096], form[4096], *name, *slash;
+  size_t i;
+
+  ASSERT_TRUE(GetCurrentDirectoryW(4096, saved) > 0);
+  ASSERT_TRUE(GetModuleFileNameW(NULL, wexe, 4096) > 0);
+  narrow(wexe, exe, sizeof(exe));
+  own_dir(wdir, 4096);
+  ASSERT_TRUE(exe[1] == ':' && exe[2] == '\\');
+  name = strrchr(exe, '\\') + 1;
+
+  run_from(exe, saved);
+  ASSERT_TRUE(SetCurrentDirectoryW(wdir));
+  run_from(exe + 2, saved);
+
+  snprintf(form, sizeof(form), "%s", exe + 2);
+  for (i = 0; form[i] != '\0'; i++)
+    if (form[i] == '\\')
+      form[i] = '/';
+  ASSERT_TRUE(SetCurrentDirectoryW(wdir));
+  run_from(form, saved);
+
+  snprintf(form, sizeof(form), "%c:%s", exe[0], name);
+  ASSERT_TRUE(SetCurrentDirectoryW(wdir));
+  run_from(form, saved);
+
+  ASSERT_TRUE(SetCurrentDirectoryW(wdir));
+  run_from(name, saved);
+  snprintf(form, sizeof(form), ".\\%s", name);
+  ASSERT_TRUE(SetCurrentDirectoryW(wdir));
+  run_from(form, saved);
+  /* "..\test\run-tests.exe" from the program's own folder. */
+  *(name - 1) = '\0';
+  slash = strrchr(exe, '\\');
+  snprintf(form, sizeof(form), "..\\%s\\%s", slash + 1, name);
+  ASSERT_TRUE(SetCurrentDirectoryW(wdir));
+  run_from(form, saved);
+
+  /* Drive-relative while the current directory is on another drive: the drive's own
+   * current directory is the one its "=Z:" variable names, as cmd.exe keeps them. */
+  if (exe[0] != 'C' && exe[0] != 'c' && SetCurrentDirectoryW(L"C:\\")) {
+    drive_var[1] = (WCHAR) exe[0];
+    ASSERT_TRUE(SetEnvironmentVariableW(drive_var, wdir));
+    snprintf(form, sizeof(form), "%c:%s", exe[0], name);
+    run_from(form, saved);
+    ASSERT_TRUE(SetEnvironmentVariableW(drive_var, NULL));
   }
 }
 

@@ -19,10 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* uv.h first: it brings winsock2.h, which must come before windows.h. */
-#include <uv.h>
-
-#include <windows.h>
+#include "win.h"
 
 #include "../os.h"
 #include "../serve.h"
@@ -73,20 +70,6 @@ static DWORD pp__win_job_new(HANDLE *out) {
     return err;
   }
   *out = job;
-  return 0;
-}
-
-/* s in UTF-16, in *out (to free). Returns 0, UV_EINVAL (s is not UTF-8) or UV_ENOMEM. */
-static int pp__win_widen(const char *s, WCHAR **out) {
-  int n = MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, s, -1, NULL, 0);
-
-  *out = NULL;
-  if (n <= 0)
-    return UV_EINVAL;
-  *out = (WCHAR *) malloc((size_t) n * sizeof(WCHAR));
-  if (*out == NULL)
-    return UV_ENOMEM;
-  MultiByteToWideChar(CP_UTF8, 0, s, -1, *out, n);
   return 0;
 }
 
