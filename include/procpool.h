@@ -374,7 +374,8 @@ PP_EXTERN void pp_pool_options_init(pp_pool_options *opts);
  * PP_ENOTASK (initializer not in the task table), PP_ENOTSUP
  * (method not available here; the message on stderr names PROCPOOL_START_METHOD when it
  * was the cause), PP_ENOMEM, or the libuv error that stopped the first worker from
- * starting (UV_ENOENT for a missing worker_executable, UV_EMFILE, ...).
+ * starting (UV_ENOENT for a missing worker_executable; for one that is not a program,
+ * UV_EACCES on Unix and UV_EFTYPE on Windows; UV_EMFILE, ...).
  *
  * On Unix, a pool sets SIGPIPE to SIG_IGN if it is SIG_DFL, so that a worker that goes
  * away cannot kill the parent; an application's own handler is left alone. */

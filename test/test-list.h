@@ -190,6 +190,7 @@ TEST_ONCE(win_parent_dies_starting)
 TEST_ONCE(win_parent_dies_starting_nojl)
 TEST_ONCE(win_launcher_kills_tree)
 TEST_ONCE(win_path_forms)
+TEST_ONCE(win_not_a_program)
 
 /* Streams and the pool's counters: ordered and unordered delivery, next() ending and
  * failing, failures and dead workers mid-stream, the bounded window, misuse, the counters

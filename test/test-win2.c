@@ -16,10 +16,13 @@ void test_win_parent_dies_starting(void) { test_skip("Windows only"); }
 void test_win_parent_dies_starting_nojl(void) { test_skip("Windows only"); }
 void test_win_launcher_kills_tree(void) { test_skip("Windows only"); }
 void test_win_path_forms(void) { test_skip("Windows only"); }
+void test_win_not_a_program(void) { test_skip("Windows only"); }
 
 #else
 
 #  include <windows.h>
+
+#  include <io.h>
 
 /* src/win/spawn.c's switch to the way Windows before 10 starts workers. */
 extern int pp__win_no_job_list;
@@ -398,6 +401,62 @@ void test_win_path_forms(void) {
     run_from(form, saved);
     ASSERT_TRUE(SetEnvironmentVariableW(drive_var, NULL));
   }
+}
+
+/* ---- win-not-a-program: a worker_executable that is not a program -------------------- */
+
+/* pp_pool_new, with what it printed on stderr in said. */
+static int pool_new_said(pp_pool **pool, const pp_pool_options *o, const char *log,
+                         char *said, size_t size) {
+  int saved, fd, err;
+  FILE *f;
+  size_t n;
+
+  fflush(stderr);
+  saved = _dup(2);
+  ASSERT_TRUE(saved >= 0);
+  f = fopen(log, "w");
+  ASSERT_NOT_NULL(f);
+  fd = _fileno(f);
+  ASSERT_EQ_INT(_dup2(fd, 2), 0);
+  err = pp_pool_new(pool, NULL, o);
+  fflush(stderr);
+  ASSERT_EQ_INT(_dup2(saved, 2), 0);
+  _close(saved);
+  fclose(f);
+  f = fopen(log, "r");
+  ASSERT_NOT_NULL(f);
+  n = fread(said, 1, size - 1, f);
+  said[n] = '\0';
+  fclose(f);
+  remove(log);
+  fprintf(stderr, "pp_pool_new said: %s", said);
+  return err;
+}
+
+/* A text file given as the worker program fails pp_pool_new with UV_EFTYPE, saying that
+ * it is not a program, where libuv 1.44 gives UNKNOWN. */
+void test_win_not_a_program(void) {
+  char path[256], log[256], said[2048];
+  pp_pool_options o;
+  pp_pool *pool = NULL;
+  FILE *f;
+
+  test_marker_path(path, sizeof(path), "not-a-program.txt");
+  test_marker_path(log, sizeof(log), "not-a-program.log");
+  f = fopen(path, "w");
+  ASSERT_NOT_NULL(f);
+  fputs("This is a text file, not a program.\n", f);
+  fclose(f);
+  pp_pool_options_init(&o);
+  o.start_method = PP_START_SPAWN;
+  o.workers = 1;
+  o.worker_executable = path;
+  ASSERT_EQ_INT(pool_new_said(&pool, &o, log, said, sizeof(said)), UV_EFTYPE);
+  ASSERT_NULL(pool);
+  ASSERT_CONTAINS(said, strrchr(path, '/') != NULL ? strrchr(path, '/') + 1 : path);
+  ASSERT_CONTAINS(said, "is not a program");
+  remove(path);
 }
 
 #endif

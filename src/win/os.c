@@ -201,4 +201,15 @@ int pp__win_widen(const char *s, WCHAR **out) {
   return 0;
 }
 
-int pp__win_errcode(DWORD err) { return uv_translate_sys_error((int) err); }
+int pp__win_errcode(DWORD err) {
+  switch (err) {
+  case ERROR_BAD_EXE_FORMAT:
+  case ERROR_EXE_MACHINE_TYPE_MISMATCH:
+  case ERROR_EXE_MARKED_INVALID:
+  case ERROR_INVALID_EXE_SIGNATURE:
+  case ERROR_BAD_FORMAT:
+    return UV_EFTYPE;
+  default:
+    return uv_translate_sys_error((int) err);
+  }
+}

@@ -407,6 +407,8 @@ static int pp__win_spawn_start(pp__worker *w, char *why, size_t why_size) {
   if (!CreateProcessW(app, cmd, NULL, NULL, TRUE, flags, NULL, NULL, &si.StartupInfo,
                       &pi)) {
     syserr = GetLastError();
+    if (pp__win_errcode(syserr) == UV_EFTYPE)
+      step = "it is not a program Windows can run (an .exe for this machine)";
     goto done;
   }
   w->m.win.process = pi.hProcess;
@@ -443,7 +445,7 @@ done:
   free(app);
   free(cmd);
   if (err == 0 && syserr != 0)
-    err = uv_translate_sys_error((int) syserr);
+    err = pp__win_errcode(syserr);
   if (err != 0) {
     /* Never resumed, it ran nothing: the core reports a failed start, not an exit. The
      * process handle and the wait are close()'s to release. */
