@@ -235,7 +235,14 @@ typedef struct pp_pool pp_pool;
 
 /* Pool options. All zero means the defaults; pp_pool_options_init sets all zero.
  * Every field is checked by pp_pool_new; a value out of range is PP_EINVAL.
- */
+ *
+ * Every string here (worker_executable, each worker_launcher argument, initializer) is
+ * UTF-8, on Windows too, where procpool hands paths and command lines to Windows in
+ * UTF-16. A path taken from main()'s argv on Windows is in the ANSI code page instead,
+ * and one with a character outside ASCII in it (a u-umlaut) is then not UTF-8, or names
+ * another file: take it from wmain() or GetCommandLineW() and convert it with
+ * WideCharToMultiByte(CP_UTF8, ...). A string that is not UTF-8 fails pp_pool_new with
+ * UV_EINVAL on Windows. */
 typedef struct pp_pool_options {
   /* Worker processes. 0: the CPUs available to the process (uv_available_parallelism).
    * At most 4096. */
