@@ -328,7 +328,10 @@ typedef struct pp_pool_options {
    *   and its exit status; what it wrote on stderr is on this process's stderr. After
    *   workers + 2 failed starts in a row the pool gives up, as for any failed start.
    * - ssh passes the command through the remote shell: a program path with spaces or
-   *   shell characters needs quoting of its own (e.g. a wrapper script).
+   *   shell characters needs quoting of its own (e.g. a wrapper script). On Windows
+   *   each argument is quoted as the C runtime reads it back, and behind "cmd" /c (or
+   *   /k) what cmd reads as its command is escaped for cmd too (& | < > ( ) ^ ! % in a
+   *   path stay the path's); a .bat or .cmd launcher gets no such escaping.
    * - A launcher forwards bytes only, so its workers get no shared memory: no results
    *   journal (pp_map's batches send each item's result on its own) and no shm_threshold
    *   transport. Without the journal, a cancel or a timeout that kills a worker cannot

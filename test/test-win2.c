@@ -17,6 +17,7 @@ void test_win_parent_dies_starting_nojl(void) { test_skip("Windows only"); }
 void test_win_launcher_kills_tree(void) { test_skip("Windows only"); }
 void test_win_path_forms(void) { test_skip("Windows only"); }
 void test_win_not_a_program(void) { test_skip("Windows only"); }
+void test_win_launcher_cmd_chars(void) { test_skip("Windows only"); }
 
 #else
 
@@ -457,6 +458,52 @@ void test_win_not_a_program(void) {
   ASSERT_CONTAINS(said, strrchr(path, '/') != NULL ? strrchr(path, '/') + 1 : path);
   ASSERT_CONTAINS(said, "is not a program");
   remove(path);
+}
+
+/* ---- win-launcher-cmd-chars: cmd /c runs a worker program whose path has every
+ * character cmd.exe reads as its own ------------------------------------------------- */
+
+/* A copy of this program in a folder whose name has & ( ) ^ ! % and a %NAME% of a set
+ * variable, run through cmd /c: cmd runs it, and hands it its mark, untouched. */
+void test_win_launcher_cmd_chars(void) {
+  static const char *const launcher[] = { "cmd", "/c", NULL };
+  char self[4096], dir[4096], copy[4200];
+  size_t size = sizeof(self);
+  pp_pool_options o;
+  pp_pool *pool;
+  pp_result r;
+  uv_fs_t req;
+  int err;
+
+  ASSERT_EQ_INT(uv_exepath(self, &size), 0);
+  size = sizeof(dir);
+  ASSERT_EQ_INT(uv_os_tmpdir(dir, &size), 0);
+  snprintf(dir + strlen(dir), sizeof(dir) - strlen(dir),
+           "\\pp & (x) ^ 50%%PATH%% !y %% %ld", (long) uv_os_getpid());
+  /* A run that failed half-way may have left the directory (pids repeat under wine). */
+  err = uv_fs_mkdir(NULL, &req, dir, 0700, NULL);
+  uv_fs_req_cleanup(&req);
+  if (err != UV_EEXIST)
+    ASSERT_EQ_INT(err, 0);
+  snprintf(copy, sizeof(copy), "%s\\run tests & ^%%.exe", dir);
+  ASSERT_EQ_INT(uv_fs_copyfile(NULL, &req, self, copy, 0, NULL), 0);
+  uv_fs_req_cleanup(&req);
+
+  pp_pool_options_init(&o);
+  o.start_method = PP_START_SPAWN;
+  o.workers = 1;
+  o.worker_launcher = launcher;
+  o.worker_executable = copy;
+  pool = NEW_POOL(NULL, &o);
+  ASSERT_EQ_INT(APPLY(pool, "echo", "cmd", 3, &r), 0);
+  ASSERT_EQ_MEM(r.data, r.len, "cmd", 3);
+  pp_result_free(&r);
+  ASSERT_EQ_INT(pp_pool_close(pool, NULL, NULL), 0);
+
+  uv_fs_unlink(NULL, &req, copy, NULL);
+  uv_fs_req_cleanup(&req);
+  uv_fs_rmdir(NULL, &req, dir, NULL);
+  uv_fs_req_cleanup(&req);
 }
 
 #endif
