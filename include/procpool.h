@@ -238,7 +238,15 @@ PP_EXTERN void pp_set_warning_handler(pp_warning_cb cb, void *user);
 typedef struct pp_pool pp_pool;
 
 /* Pool options. All zero means the defaults; pp_pool_options_init sets all zero.
- * Every field is checked by pp_pool_new; a value out of range is PP_EINVAL. */
+ * Every field is checked by pp_pool_new; a value out of range is PP_EINVAL.
+ *
+ * Every string here (worker_executable, each worker_launcher argument, initializer) is
+ * UTF-8, on Windows too, where procpool hands paths and command lines to Windows in
+ * UTF-16. A path taken from main()'s argv on Windows is in the ANSI code page instead,
+ * and one with a character outside ASCII in it (a u-umlaut) is then not UTF-8, or names
+ * another file: take it from wmain() or GetCommandLineW() and convert it with
+ * WideCharToMultiByte(CP_UTF8, ...). A string that is not UTF-8 fails pp_pool_new with
+ * UV_EINVAL on Windows. */
 typedef struct pp_pool_options {
   /* Worker processes. 0: the CPUs available to the process (uv_available_parallelism).
    * At most 4096. */
@@ -266,8 +274,12 @@ typedef struct pp_pool_options {
   /* NULL: this program (uv_exepath). Otherwise the path of a program whose main() calls
    * pp_main with the same task table (checked: a worker with another table fails to
    * start). Copied by pp_pool_new; a relative path is taken relative to the current
-   * directory once, there, so a later chdir() changes nothing. Unused (and not checked)
-   * under fork, whose workers are copies of this process; the forkserver runs it. */
+   * directory once, there, so a later chdir() changes nothing. On Windows every form
+   * Windows knows is resolved as Windows resolves it (GetFullPathNameW): "C:\dir\app.exe",
+   * "\\server\share\app.exe", root-relative "\dir\app.exe" or "/dir/app.exe" (on the
+   * current directory's drive), drive-relative "D:app.exe" (in drive D:'s current
+   * directory), and relative ones; / and \ alike. Unused (and not checked) under fork,
+   * whose workers are copies of this process; the forkserver runs it. */
   const char *worker_executable;
   /* 0: 256 MiB. The largest argument, result or initarg, in bytes, at most 4 GiB - 1 MiB.
    * A larger argument fails pp_submit with PP_E2BIG before anything is sent; a larger
@@ -320,7 +332,10 @@ typedef struct pp_pool_options {
    *   and its exit status; what it wrote on stderr is on this process's stderr. After
    *   workers + 2 failed starts in a row the pool gives up, as for any failed start.
    * - ssh passes the command through the remote shell: a program path with spaces or
-   *   shell characters needs quoting of its own (e.g. a wrapper script).
+   *   shell characters needs quoting of its own (e.g. a wrapper script). On Windows
+   *   each argument is quoted as the C runtime reads it back, and behind "cmd" /c (or
+   *   /k) what cmd reads as its command is escaped for cmd too (& | < > ( ) ^ ! % in a
+   *   path stay the path's); a .bat or .cmd launcher gets no such escaping.
    * - A launcher forwards bytes only, so its workers get no shared memory: no results
    *   journal (pp_map's batches send each item's result on its own) and no shm_threshold
    *   transport. Without the journal, a cancel or a timeout that kills a worker cannot
@@ -373,7 +388,8 @@ PP_EXTERN void pp_pool_options_init(pp_pool_options *opts);
  * PP_ENOTASK (initializer not in the task table), PP_ENOTSUP
  * (method not available here; the message on stderr names PROCPOOL_START_METHOD when it
  * was the cause), PP_ENOMEM, or the libuv error that stopped the first worker from
- * starting (UV_ENOENT for a missing worker_executable, UV_EMFILE, ...).
+ * starting (UV_ENOENT for a missing worker_executable; for one that is not a program,
+ * UV_EACCES on Unix and UV_EFTYPE on Windows; UV_EMFILE, ...).
  *
  * On Unix, a pool sets SIGPIPE to SIG_IGN if it is SIG_DFL, so that a worker that goes
  * away cannot kill the parent; an application's own handler is left alone. */

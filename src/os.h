@@ -33,6 +33,11 @@ size_t pp__os_alloc_size(void *p);
 /* Whether path is absolute: "/..." on Unix; a drive ("C:\...") or a share on Windows. */
 int pp__os_path_is_absolute(const char *path);
 
+/* path as an absolute path, in buf (of size bytes), resolved against the current
+ * directory as the OS resolves it for a file call. Returns 0, UV_EINVAL (on Windows: not
+ * UTF-8), UV_ENAMETOOLONG, or the OS's error. */
+int pp__os_full_path(const char *path, char *buf, size_t size);
+
 /* The signal that kills a worker at once (SIGKILL; TerminateProcess on Windows). */
 int pp__os_kill_signal(void);
 

@@ -180,13 +180,14 @@ static int pp__resolve_exe(pp_pool *pool, const char *asked) {
     if (err != 0)
       return err;
     pool->exe = pp__strdup(path);
-  } else if (pp__os_path_is_absolute(asked)) {
-    pool->exe = pp__strdup(asked);
   } else {
-    err = uv_cwd(path, &size);
-    if (err != 0)
+    err = pp__os_full_path(asked, path, sizeof(path));
+    if (err != 0) {
+      fprintf(stderr, "procpool: cannot make worker_executable '%s' an absolute path: %s "
+                      "(%s)\n", asked, uv_strerror(err), uv_err_name(err));
       return err;
-    pool->exe = pp__strdupf("%s/%s", path, asked);
+    }
+    pool->exe = pp__strdup(path);
   }
   return pool->exe == NULL ? PP_ENOMEM : 0;
 }

@@ -190,6 +190,9 @@ TEST_ONCE(win_static_in_dll)
 TEST_ONCE(win_parent_dies_starting)
 TEST_ONCE(win_parent_dies_starting_nojl)
 TEST_ONCE(win_launcher_kills_tree)
+TEST_ONCE(win_path_forms)
+TEST_ONCE(win_not_a_program)
+TEST_ONCE(win_launcher_cmd_chars)
 
 /* Streams and the pool's counters: ordered and unordered delivery, next() ending and
  * failing, failures and dead workers mid-stream, the bounded window, misuse, the counters

@@ -19,7 +19,8 @@
  * seed, or the first of PROCPOOL_MODEL_RUNS consecutive ones), PROCPOOL_MODEL_STEPS,
  * PROCPOOL_MODEL_VERBOSE=1 (print every step), PROCPOOL_MODEL_KEEP_GOING=1 (report every
  * broken promise the run can go on after, and fail at the end of all runs) and
- * PROCPOOL_MODEL_WATCHDOG_S (how long a call may take; 30 s). The sequence of calls is
+ * PROCPOOL_MODEL_WATCHDOG_S (how long a call may take, 30 s, and 1 s more, scaled for
+ * the run, for each task without its outcome yet: see M_TASK_ALLOW_MS). The calls are
  * the seed's; which task a cancel or a kill finds pending can vary with timing. */
 #include <stdarg.h>
 #include <stdio.h>
@@ -223,6 +224,11 @@ typedef struct m_task {
 #define M_TICK_MAX 25
 #define M_TRACE 40
 #define M_WAIT_S 30       /* the watchdog's default; PROCPOOL_MODEL_WATCHDOG_S sets it */
+/* The watchdog's allowance for each task a call may wait for, on top of M_WAIT_S and
+ * scaled for the run: each may end its worker (max_tasks_per_worker = 1, a crash, a
+ * timeout) and so wait for a new one to start, which takes about 0.5 s under wine on a
+ * loaded machine; a pp_map of 54 items through one worker starts 54 in a row. */
+#define M_TASK_ALLOW_MS 1000
 #define M_PIDS 32
 
 typedef struct m_stats {
@@ -293,6 +299,7 @@ typedef struct model {
 
 static model g;
 static unsigned wait_s = M_WAIT_S;
+static unsigned wd_limit_s;  /* the armed call's limit: wait_s and its tasks' allowance */
 static int model_violations;  /* of every run, with PROCPOOL_MODEL_KEEP_GOING */
 static unsigned char scratch[M_REPLY_HDR + M_MAX_PAYLOAD];
 static unsigned char argbuf[M_HDR + M_MAX_PAYLOAD];
@@ -427,10 +434,23 @@ static char wd_msg[10000];
 static size_t wd_len;
 static const char *wd_what;  /* the call the watchdog is armed for, or NULL */
 
+/* How long the call about to be made may take: wait_s, and the allowance for every task
+ * without its outcome yet (those it makes are made before it is armed), which it may wait
+ * for. A bound on a hang, never a measure of speed. */
+static unsigned wd_limit(void) {
+  uint64_t open = 0, ms;
+  size_t i;
+
+  for (i = 0; i < g.nt; i++)
+    open += g.t[i].calls == 0;
+  ms = (uint64_t) wait_s * 1000 + test_scale_ms(open * M_TASK_ALLOW_MS);
+  return (unsigned) ((ms + 999) / 1000);
+}
+
 static void wd_format(const char *what) {
   int n = snprintf(wd_msg, sizeof(wd_msg),
                    "model: VIOLATION: %s did not return within %u s (a hang)\n", what,
-                   wait_s);
+                   wd_limit_s);
   wd_len = (size_t) n;
   wd_len += describe_run(wd_msg + wd_len, sizeof(wd_msg) - wd_len);
 }
@@ -475,8 +495,9 @@ static void wd_end(void) {
 static void wd_arm(const char *what) {
   uv_mutex_lock(&wd_mutex);
   wd_what = what;
+  wd_limit_s = wd_limit();
   wd_format(what);
-  wd_deadline = uv_hrtime() + (uint64_t) wait_s * 1000000000ull;
+  wd_deadline = uv_hrtime() + (uint64_t) wd_limit_s * 1000000000ull;
   uv_mutex_unlock(&wd_mutex);
 }
 
@@ -524,8 +545,9 @@ static void wd_end(void) {
 
 static void wd_arm(const char *what) {
   wd_what = what;
+  wd_limit_s = wd_limit();
   wd_format(what);
-  alarm(wait_s);
+  alarm(wd_limit_s);
 }
 
 static void wd_disarm(void) {

@@ -15,10 +15,15 @@ void test_win_static_in_dll(void) { test_skip("Windows only"); }
 void test_win_parent_dies_starting(void) { test_skip("Windows only"); }
 void test_win_parent_dies_starting_nojl(void) { test_skip("Windows only"); }
 void test_win_launcher_kills_tree(void) { test_skip("Windows only"); }
+void test_win_path_forms(void) { test_skip("Windows only"); }
+void test_win_not_a_program(void) { test_skip("Windows only"); }
+void test_win_launcher_cmd_chars(void) { test_skip("Windows only"); }
 
 #else
 
 #  include <windows.h>
+
+#  include <io.h>
 
 /* src/win/spawn.c's switch to the way Windows before 10 starts workers. */
 extern int pp__win_no_job_list;
@@ -311,6 +316,194 @@ void test_win_launcher_kills_tree(void) {
     test_run_loop(&loop);
     ASSERT_EQ_INT(uv_loop_close(&loop), 0);
   }
+}
+
+/* ---- win-path-forms: every form of a Windows path names the worker program ----------- */
+
+/* s in UTF-8, in buf (of size bytes). */
+static void narrow(const WCHAR *s, char *buf, size_t size) {
+  ASSERT_TRUE(WideCharToMultiByte(CP_UTF8, 0, s, -1, buf, (int) size, NULL, NULL) > 0);
+}
+
+/* A pool whose worker program is exe, as given, made in the current directory; its two
+ * tasks run in two workers, the second started after the current directory changed to
+ * later_dir: the path was resolved once, when the pool was made. */
+static void run_from(const char *exe, const WCHAR *later_dir) {
+  pp_pool_options o;
+  pp_pool *pool;
+  pp_result r;
+  int i, err;
+
+  pp_pool_options_init(&o);
+  o.start_method = PP_START_SPAWN;
+  o.workers = 1;
+  o.max_tasks_per_worker = 1;
+  o.worker_executable = exe;
+  err = pp_pool_new(&pool, NULL, &o);
+  ASSERT_EQ_INT_MSG(err, 0, exe);
+  ASSERT_TRUE(SetCurrentDirectoryW(later_dir));
+  for (i = 0; i < 2; i++) {
+    ASSERT_EQ_INT_MSG(APPLY(pool, "echo", "form", 4, &r), 0, exe);
+    ASSERT_EQ_MEM(r.data, r.len, "form", 4);
+    pp_result_free(&r);
+  }
+  ASSERT_EQ_INT(pp_pool_close(pool, NULL, NULL), 0);
+}
+
+/* worker_executable root-relative ("\dir\app.exe", "/dir/app.exe"), drive-relative
+ * ("Z:app.exe", in Z:'s current directory, also while the current directory is on
+ * another drive), relative ("app.exe", ".\app.exe", "..\dir\app.exe") and absolute: each
+ * names this program, as Windows resolves it. */
+void test_win_path_forms(void) {
+  WCHAR wexe[4096], wdir[4096], saved[4096], drive_var[4] = L"=?:";
+  char exe[4096], form[4096], *name, *slash;
+  size_t i;
+
+  ASSERT_TRUE(GetCurrentDirectoryW(4096, saved) > 0);
+  ASSERT_TRUE(GetModuleFileNameW(NULL, wexe, 4096) > 0);
+  narrow(wexe, exe, sizeof(exe));
+  own_dir(wdir, 4096);
+  ASSERT_TRUE(exe[1] == ':' && exe[2] == '\\');
+  name = strrchr(exe, '\\') + 1;
+
+  run_from(exe, saved);
+  ASSERT_TRUE(SetCurrentDirectoryW(wdir));
+  run_from(exe + 2, saved);
+
+  snprintf(form, sizeof(form), "%s", exe + 2);
+  for (i = 0; form[i] != '\0'; i++)
+    if (form[i] == '\\')
+      form[i] = '/';
+  ASSERT_TRUE(SetCurrentDirectoryW(wdir));
+  run_from(form, saved);
+
+  snprintf(form, sizeof(form), "%c:%s", exe[0], name);
+  ASSERT_TRUE(SetCurrentDirectoryW(wdir));
+  run_from(form, saved);
+
+  ASSERT_TRUE(SetCurrentDirectoryW(wdir));
+  run_from(name, saved);
+  snprintf(form, sizeof(form), ".\\%s", name);
+  ASSERT_TRUE(SetCurrentDirectoryW(wdir));
+  run_from(form, saved);
+  /* "..\test\run-tests.exe" from the program's own folder. */
+  *(name - 1) = '\0';
+  slash = strrchr(exe, '\\');
+  snprintf(form, sizeof(form), "..\\%s\\%s", slash + 1, name);
+  ASSERT_TRUE(SetCurrentDirectoryW(wdir));
+  run_from(form, saved);
+
+  /* Drive-relative while the current directory is on another drive: the drive's own
+   * current directory is the one its "=Z:" variable names, as cmd.exe keeps them. */
+  if (exe[0] != 'C' && exe[0] != 'c' && SetCurrentDirectoryW(L"C:\\")) {
+    drive_var[1] = (WCHAR) exe[0];
+    ASSERT_TRUE(SetEnvironmentVariableW(drive_var, wdir));
+    snprintf(form, sizeof(form), "%c:%s", exe[0], name);
+    run_from(form, saved);
+    ASSERT_TRUE(SetEnvironmentVariableW(drive_var, NULL));
+  }
+}
+
+/* ---- win-not-a-program: a worker_executable that is not a program -------------------- */
+
+/* pp_pool_new, with what it printed on stderr in said. */
+static int pool_new_said(pp_pool **pool, const pp_pool_options *o, const char *log,
+                         char *said, size_t size) {
+  int saved, fd, err;
+  FILE *f;
+  size_t n;
+
+  fflush(stderr);
+  saved = _dup(2);
+  ASSERT_TRUE(saved >= 0);
+  f = fopen(log, "w");
+  ASSERT_NOT_NULL(f);
+  fd = _fileno(f);
+  ASSERT_EQ_INT(_dup2(fd, 2), 0);
+  err = pp_pool_new(pool, NULL, o);
+  fflush(stderr);
+  ASSERT_EQ_INT(_dup2(saved, 2), 0);
+  _close(saved);
+  fclose(f);
+  f = fopen(log, "r");
+  ASSERT_NOT_NULL(f);
+  n = fread(said, 1, size - 1, f);
+  said[n] = '\0';
+  fclose(f);
+  remove(log);
+  fprintf(stderr, "pp_pool_new said: %s", said);
+  return err;
+}
+
+/* A text file given as the worker program fails pp_pool_new with UV_EFTYPE, saying that
+ * it is not a program, where libuv 1.44 gives UNKNOWN. */
+void test_win_not_a_program(void) {
+  char path[256], log[256], said[2048];
+  pp_pool_options o;
+  pp_pool *pool = NULL;
+  FILE *f;
+
+  test_marker_path(path, sizeof(path), "not-a-program.txt");
+  test_marker_path(log, sizeof(log), "not-a-program.log");
+  f = fopen(path, "w");
+  ASSERT_NOT_NULL(f);
+  fputs("This is a text file, not a program.\n", f);
+  fclose(f);
+  pp_pool_options_init(&o);
+  o.start_method = PP_START_SPAWN;
+  o.workers = 1;
+  o.worker_executable = path;
+  ASSERT_EQ_INT(pool_new_said(&pool, &o, log, said, sizeof(said)), UV_EFTYPE);
+  ASSERT_NULL(pool);
+  ASSERT_CONTAINS(said, strrchr(path, '/') != NULL ? strrchr(path, '/') + 1 : path);
+  ASSERT_CONTAINS(said, "is not a program");
+  remove(path);
+}
+
+/* ---- win-launcher-cmd-chars: cmd /c runs a worker program whose path has every
+ * character cmd.exe reads as its own ------------------------------------------------- */
+
+/* A copy of this program in a folder whose name has & ( ) ^ ! % and a %NAME% of a set
+ * variable, run through cmd /c: cmd runs it, and hands it its mark, untouched. */
+void test_win_launcher_cmd_chars(void) {
+  static const char *const launcher[] = { "cmd", "/c", NULL };
+  char self[4096], dir[4096], copy[4200];
+  size_t size = sizeof(self);
+  pp_pool_options o;
+  pp_pool *pool;
+  pp_result r;
+  uv_fs_t req;
+  int err;
+
+  ASSERT_EQ_INT(uv_exepath(self, &size), 0);
+  size = sizeof(dir);
+  ASSERT_EQ_INT(uv_os_tmpdir(dir, &size), 0);
+  snprintf(dir + strlen(dir), sizeof(dir) - strlen(dir),
+           "\\pp & (x) ^ 50%%PATH%% !y %% %ld", (long) uv_os_getpid());
+  /* A run that failed half-way may have left the directory (pids repeat under wine). */
+  err = uv_fs_mkdir(NULL, &req, dir, 0700, NULL);
+  uv_fs_req_cleanup(&req);
+  if (err != UV_EEXIST)
+    ASSERT_EQ_INT(err, 0);
+  snprintf(copy, sizeof(copy), "%s\\run tests & ^%%.exe", dir);
+  ASSERT_EQ_INT(uv_fs_copyfile(NULL, &req, self, copy, 0, NULL), 0);
+  uv_fs_req_cleanup(&req);
+
+  pp_pool_options_init(&o);
+  o.start_method = PP_START_SPAWN;
+  o.workers = 1;
+  o.worker_launcher = launcher;
+  o.worker_executable = copy;
+  pool = NEW_POOL(NULL, &o);
+  ASSERT_EQ_INT(APPLY(pool, "echo", "cmd", 3, &r), 0);
+  ASSERT_EQ_MEM(r.data, r.len, "cmd", 3);
+  pp_result_free(&r);
+  ASSERT_EQ_INT(pp_pool_close(pool, NULL, NULL), 0);
+
+  uv_fs_unlink(NULL, &req, copy, NULL);
+  uv_fs_req_cleanup(&req);
+  uv_fs_rmdir(NULL, &req, dir, NULL);
+  uv_fs_req_cleanup(&req);
 }
 
 #endif

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/mman.h>
 #if defined(__linux__)
 #include <malloc.h>
@@ -121,3 +122,21 @@ size_t pp__os_alloc_size(void *p) {
 }
 
 int pp__os_path_is_absolute(const char *path) { return path[0] == '/'; }
+
+int pp__os_full_path(const char *path, char *buf, size_t size) {
+  size_t len = size;
+  int err;
+
+  if (path[0] == '/') {
+    buf[0] = '\0';
+  } else {
+    err = uv_cwd(buf, &len);
+    if (err != 0)
+      return err;
+  }
+  len = strlen(buf);
+  if (snprintf(buf + len, size - len, "%s%s", len > 0 ? "/" : "", path) >=
+      (int) (size - len))
+    return UV_ENAMETOOLONG;
+  return 0;
+}

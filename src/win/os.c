@@ -1,11 +1,14 @@
 #include "../os.h"
 
+#include <limits.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 
-/* SIGKILL, which Windows's signal.h lacks, comes from libuv (uv/win.h). */
-#include <uv.h>
+/* Through uv.h: SIGKILL, which Windows's signal.h lacks (uv/win.h). */
+#include "win.h"
+
 
 /* Nothing to do. Windows has no SIGPIPE: a write to a worker that went away fails with an
  * error. The two things a Windows parent might want for its workers the spawn method does
@@ -136,4 +139,77 @@ int pp__os_path_is_absolute(const char *path) {
   if ((path[0] == '\\' || path[0] == '/') && (path[1] == '\\' || path[1] == '/'))
     return 1;
   return path[0] != '\0' && path[1] == ':' && (path[2] == '\\' || path[2] == '/');
+}
+
+/* Windows resolves every form itself, as it would for the program's own file calls: a
+ * root-relative "\dir\app.exe" (or with slashes) on the current directory's drive, a
+ * drive-relative "Z:app.exe" in that drive's current directory, "." and ".." parts.
+ * The first call gets room for any path a program is likely to have, and a longer one
+ * is asked again with the room the call said it needs (another thread's chdir() may
+ * change that in between, hence a few tries). Not a call with no buffer first, to learn
+ * the size: wine 8 answers that one wrongly for a drive-relative path whose drive has a
+ * current directory of its own, and fails too for a buffer of 32768 characters. */
+int pp__os_full_path(const char *path, char *buf, size_t size) {
+  WCHAR *wide, *full = NULL;
+  DWORD n, room = 4096;
+  int err, tries;
+
+  err = pp__win_widen(path, &wide);
+  if (err != 0)
+    return err;
+  for (tries = 0;; tries++) {
+    free(full);
+    full = (WCHAR *) malloc((size_t) room * sizeof(WCHAR));
+    if (full == NULL) {
+      err = UV_ENOMEM;
+      goto done;
+    }
+    n = GetFullPathNameW(wide, room, full, NULL);
+    if (n == 0) {
+      err = pp__win_errcode(GetLastError());
+      goto done;
+    }
+    if (n < room)
+      break;
+    if (tries == 3) {
+      err = UV_EAGAIN;
+      goto done;
+    }
+    room = n;
+  }
+  if (size > (size_t) INT_MAX)
+    size = INT_MAX;
+  if (WideCharToMultiByte(CP_UTF8, 0, full, -1, buf, (int) size, NULL, NULL) == 0)
+    err = UV_ENAMETOOLONG;
+
+done:
+  free(full);
+  free(wide);
+  return err;
+}
+
+int pp__win_widen(const char *s, WCHAR **out) {
+  int n = MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, s, -1, NULL, 0);
+
+  *out = NULL;
+  if (n <= 0)
+    return UV_EINVAL;
+  *out = (WCHAR *) malloc((size_t) n * sizeof(WCHAR));
+  if (*out == NULL)
+    return UV_ENOMEM;
+  MultiByteToWideChar(CP_UTF8, 0, s, -1, *out, n);
+  return 0;
+}
+
+int pp__win_errcode(DWORD err) {
+  switch (err) {
+  case ERROR_BAD_EXE_FORMAT:
+  case ERROR_EXE_MACHINE_TYPE_MISMATCH:
+  case ERROR_EXE_MARKED_INVALID:
+  case ERROR_INVALID_EXE_SIGNATURE:
+  case ERROR_BAD_FORMAT:
+    return UV_EFTYPE;
+  default:
+    return uv_translate_sys_error((int) err);
+  }
 }

@@ -19,10 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* uv.h first: it brings winsock2.h, which must come before windows.h. */
-#include <uv.h>
-
-#include <windows.h>
+#include "win.h"
 
 #include "../os.h"
 #include "../serve.h"
@@ -73,20 +70,6 @@ static DWORD pp__win_job_new(HANDLE *out) {
     return err;
   }
   *out = job;
-  return 0;
-}
-
-/* s in UTF-16, in *out (to free). Returns 0, UV_EINVAL (s is not UTF-8) or UV_ENOMEM. */
-static int pp__win_widen(const char *s, WCHAR **out) {
-  int n = MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, s, -1, NULL, 0);
-
-  *out = NULL;
-  if (n <= 0)
-    return UV_EINVAL;
-  *out = (WCHAR *) malloc((size_t) n * sizeof(WCHAR));
-  if (*out == NULL)
-    return UV_ENOMEM;
-  MultiByteToWideChar(CP_UTF8, 0, s, -1, *out, n);
   return 0;
 }
 
@@ -149,11 +132,59 @@ static size_t pp__win_quote(char *buf, size_t used, const char *arg) {
   return used;
 }
 
+/* Whether the launcher is cmd.exe, which reads the rest of its line after /c or /k as a
+ * command of its own: the argument that ends cmd's switches, or 0 when it is none. */
+static size_t pp__win_cmd_switch(char *const *launcher) {
+  const char *base = launcher[0], *p;
+  size_t i;
+
+  for (p = launcher[0]; *p != '\0'; p++)
+    if (*p == '\\' || *p == '/' || *p == ':')
+      base = p + 1;
+  if (_stricmp(base, "cmd") != 0 && _stricmp(base, "cmd.exe") != 0)
+    return 0;
+  for (i = 1; launcher[i] != NULL; i++)
+    if (_stricmp(launcher[i], "/c") == 0 || _stricmp(launcher[i], "/k") == 0)
+      return i;
+  return 0;
+}
+
+/* Escapes buf[from, used) in place for cmd.exe's reading of a command, so that it hands
+ * the program exactly that text; the caller sized buf for 8 bytes per byte. A caret makes
+ * cmd take the next character as it is, outside quotes, and the quotes are escaped too,
+ * so that cmd sees no quoted part at all and every & | < > ( ) ^ ! stays the program's.
+ * A caret cannot stop cmd from expanding %NAME% on a command line (wine's cmd expands
+ * %NAME^% too): a % becomes "%%cd:~,%" instead, a % that starts no name followed by an
+ * empty part of %cd%, which cmd expands to nothing. Returns the new length. */
+static size_t pp__win_cmd_escape(char *buf, size_t from, size_t used) {
+  static const char percent[] = "%%cd:~,%";
+  size_t n = 0, i, at;
+
+  for (i = from; i < used; i++)
+    n += buf[i] == '%' ? sizeof(percent) - 1 : strchr("\"^&|<>()!", buf[i]) != NULL ? 2 : 1;
+  at = from + n;
+  /* From the end, so that nothing is overwritten before it is read. */
+  for (i = used; i-- > from;) {
+    if (buf[i] == '%') {
+      at -= sizeof(percent) - 1;
+      memcpy(buf + at, percent, sizeof(percent) - 1);
+    } else if (strchr("\"^&|<>()!", buf[i]) != NULL) {
+      at -= 2;
+      buf[at + 1] = buf[i];
+      buf[at] = '^';
+    } else {
+      buf[--at] = buf[i];
+    }
+  }
+  return from + n;
+}
+
 /* A launcher's command line: its arguments, the worker program and the mark, each
- * quoted; in *out (to free). Returns 0, UV_EINVAL (not UTF-8) or UV_ENOMEM. */
+ * quoted; in *out (to free). Behind cmd /c (or /k), what cmd reads as the command is
+ * escaped for cmd as well. Returns 0, UV_EINVAL (not UTF-8) or UV_ENOMEM. */
 static int pp__win_launcher_line(const pp_pool *pool, WCHAR **out) {
   char mark[sizeof(PP__WORKER_MARK) + 8];
-  size_t size = 0, used = 0, i;
+  size_t size = 0, used = 0, from, i, cmd_switch = pp__win_cmd_switch(pool->launcher);
   char *buf;
   int err;
 
@@ -161,13 +192,23 @@ static int pp__win_launcher_line(const pp_pool *pool, WCHAR **out) {
   for (i = 0; pool->launcher[i] != NULL; i++)
     size += 2 * strlen(pool->launcher[i]) + 3;
   size += 2 * strlen(pool->exe) + 3 + strlen(mark) + 1 + 1;
+  /* cmd's escapes make at most 8 bytes of each. */
+  if (cmd_switch != 0)
+    size *= 8;
   buf = (char *) malloc(size);
   if (buf == NULL)
     return UV_ENOMEM;
-  for (i = 0; pool->launcher[i] != NULL; i++)
+  for (i = 0; pool->launcher[i] != NULL; i++) {
+    from = used;
     used = pp__win_quote(buf, used, pool->launcher[i]);
+    if (cmd_switch != 0 && i > cmd_switch)
+      used = pp__win_cmd_escape(buf, from, used);
+  }
+  from = used;
   used = pp__win_quote(buf, used, pool->exe);
   used = pp__win_quote(buf, used, mark);
+  if (cmd_switch != 0)
+    used = pp__win_cmd_escape(buf, from, used);
   buf[used] = '\0';
   err = pp__win_widen(buf, out);
   free(buf);
@@ -424,6 +465,8 @@ static int pp__win_spawn_start(pp__worker *w, char *why, size_t why_size) {
   if (!CreateProcessW(app, cmd, NULL, NULL, TRUE, flags, NULL, NULL, &si.StartupInfo,
                       &pi)) {
     syserr = GetLastError();
+    if (pp__win_errcode(syserr) == UV_EFTYPE)
+      step = "it is not a program Windows can run (an .exe for this machine)";
     goto done;
   }
   w->m.win.process = pi.hProcess;
@@ -460,7 +503,7 @@ done:
   free(app);
   free(cmd);
   if (err == 0 && syserr != 0)
-    err = uv_translate_sys_error((int) syserr);
+    err = pp__win_errcode(syserr);
   if (err != 0) {
     /* Never resumed, it ran nothing: the core reports a failed start, not an exit. The
      * process handle and the wait are close()'s to release. */
