@@ -41,7 +41,7 @@
 #define XM_PLEN_MAX 200
 #define XM_ARRAY_PLEN 8
 #define XM_BOUND_MS 120000  /* the watchdog's bound on a run, scaled */
-#define XM_OPS 60
+#define XM_OPS 120
 
 enum { XM_SUBMIT, XM_FUTURE, XM_APPLY, XM_MAP, XM_ARRAY, XM_STREAM };
 static const char *const xm_how[] = { "submit", "future", "apply", "map item",
@@ -1130,7 +1130,7 @@ static void xm_run(uint64_t seed, int ops, int index) {
   free(xm.t);
 }
 
-static const uint64_t xm_seeds[] = { 0x1, 0x2, 0x3 };
+static const uint64_t xm_seeds[] = { 0x1, 0x2, 0x4, 0x6 };
 
 static int xm_env(const char *name, uint64_t *v) {
   char buf[64];
