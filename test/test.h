@@ -28,6 +28,17 @@
 #ifndef TEST_ASAN
 #  define TEST_ASAN 0
 #endif
+/* 1 under ThreadSanitizer. */
+#if defined(__SANITIZE_THREAD__)
+#  define TEST_TSAN 1
+#elif defined(__has_feature)
+#  if __has_feature(thread_sanitizer)
+#    define TEST_TSAN 1
+#  endif
+#endif
+#ifndef TEST_TSAN
+#  define TEST_TSAN 0
+#endif
 
 /* Declares test_<name>(void) for every entry of test-list.h. */
 #define TEST_EACH(name) void test_##name(void);
