@@ -17,17 +17,6 @@
 
 #define TEST_WAIT_LIMIT_MS 30000
 
-#if defined(__SANITIZE_THREAD__)
-#  define TEST_TSAN 1
-#elif defined(__has_feature)
-#  if __has_feature(thread_sanitizer)
-#    define TEST_TSAN 1
-#  endif
-#endif
-#ifndef TEST_TSAN
-#  define TEST_TSAN 0
-#endif
-
 int test_in_submit;
 
 void test_kill_self(void) {

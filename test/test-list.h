@@ -292,6 +292,11 @@ TEST_EACH(xw_array_dry)
 TEST_EACH(xw_fork_parent)
 TEST_ONCE(xw_max_message)
 
+/* test-xmodel.c: the many-thread model (issue 22): 2 to 8 threads and 1 to 3 pools
+ * making random calls, from callbacks and across pools too, checked for one outcome per
+ * task, one run at most, every call returning */
+TEST_EACH(xmodel)
+
 /* Workers that attack their parent on purpose (test-hostile.c) */
 TEST_EACH(hostile_truncate)
 TEST_EACH(hostile_journal_lie)

@@ -43,16 +43,19 @@
 /* ---- The worker side ----------------------------------------------------------------- */
 
 /* What a model task does: the first byte of its argument. */
-enum { K_OK, K_SLOW, K_FAIL, K_ABORT, K_SEGV, K_EXIT, K_SELFKILL, K_HANG, K_N };
+enum { K_OK = TEST_MK_OK, K_SLOW = TEST_MK_SLOW, K_FAIL = TEST_MK_FAIL,
+       K_ABORT = TEST_MK_ABORT, K_SEGV = TEST_MK_SEGV, K_EXIT = TEST_MK_EXIT,
+       K_SELFKILL = TEST_MK_SELFKILL, K_HANG = TEST_MK_HANG, K_N = TEST_MK_N };
 
-static const char *const kind_names[K_N] = { "ok", "slow", "fail", "abort", "segv",
-                                             "exit", "selfkill", "hang" };
+const char *const test_model_kind_names[TEST_MK_N] = { "ok", "slow", "fail", "abort", "segv",
+                                                       "exit", "selfkill", "hang" };
+#define kind_names test_model_kind_names
 
 /* The argument: kind (1 byte), 3 zero bytes, param (u32: a slow task's milliseconds),
  * nonce (u64), then a payload that an ok or slow task returns with every byte xor 0x5a,
  * after its nonce and its pid. */
-#define M_HDR 16
-#define M_REPLY_HDR 16
+#define M_HDR TEST_MODEL_HDR
+#define M_REPLY_HDR TEST_MODEL_REPLY_HDR
 #define M_RECORD 16
 
 /* The run log: a directory per run, whose path the initializer gives every worker, and
@@ -241,7 +244,7 @@ typedef struct m_stats {
   unsigned long npids;
 } m_stats;
 
-typedef struct m_logfile {
+typedef struct test_model_logfile {
   char name[48];           /* a worker's pid and its process's own number */
   uint64_t off;            /* bytes read */
   size_t tail;             /* bytes of a record not yet whole */
@@ -282,13 +285,11 @@ typedef struct model {
   int pool_gone;           /* a close callback ran: the pool pointer is invalid */
   uint64_t pids[M_PIDS];   /* recent workers, from results */
   size_t npids;
-  char log_path[1024];
+  test_model_log log;      /* its path is the initializer's argument */
   uint32_t *runs;          /* by nonce: runs in the log */
   uint64_t *pid_of;        /* by nonce: the worker of its first run */
   uint64_t *rec_pids;      /* the worker of every run */
   size_t nrec, rec_cap;
-  struct m_logfile *logs;  /* the run log's files, as far as they were read */
-  size_t nlogs;
   int keep_going;          /* report violations of the contract and go on */
   int violations;
   m_stats st;
@@ -301,7 +302,6 @@ static model g;
 static unsigned wait_s = M_WAIT_S;
 static unsigned wd_limit_s;  /* the armed call's limit: wait_s and its tasks' allowance */
 static int model_violations;  /* of every run, with PROCPOOL_MODEL_KEEP_GOING */
-static unsigned char scratch[M_REPLY_HDR + M_MAX_PAYLOAD];
 static unsigned char argbuf[M_HDR + M_MAX_PAYLOAD];
 
 /* ---- Randomness: splitmix64, one stream per purpose ---------------------------------- */
@@ -372,7 +372,7 @@ static size_t describe_run(char *buf, size_t size) {
     len += (size_t) snprintf(buf + len, size - len,
                              "  run log (kept): %s\n"
                              "  replay: PROCPOOL_MODEL_SEED=0x%llx PROCPOOL_MODEL_STEPS=%d "
-                             "%s %s %s\n", g.log_path, (unsigned long long) g.seed, g.steps,
+                             "%s %s %s\n", g.log.path, (unsigned long long) g.seed, g.steps,
                              exe, test_name(), pp_start_method_name(test_method));
   return len < size ? len : size - 1;
 }
@@ -574,7 +574,7 @@ static void wd_refresh(void) {
 
 /* A worker of ours: its parent is this process, or the forkserver that this process
  * started. Never a process of another test that runs the same program. */
-static int is_descendant(long pid) {
+int test_model_is_worker(long pid) {
   long p = pid, self = (long) getpid();
   char state;
   int i;
@@ -701,11 +701,8 @@ static void remember_pid(uint64_t pid) {
  * Read as it grows: runs[nonce] counts each task's runs, and a second run is reported at
  * the step that finds it. */
 
-static void log_add(const unsigned char *rec) {
-  uint64_t nonce, pid;
-
-  memcpy(&nonce, rec, 8);
-  memcpy(&pid, rec + 8, 8);
+static void log_add(void *user, uint64_t nonce, uint64_t pid) {
+  (void) user;
   if (nonce == 0 || nonce > g.nt)
     violation("the run log names nonce %llu, which no task had", (unsigned long long) nonce);
   if (g.nrec == g.rec_cap) {
@@ -724,30 +721,45 @@ static void log_add(const unsigned char *rec) {
                  g.t[nonce - 1].calls ? pp_errname(g.t[nonce - 1].status) : "none yet");
 }
 
-static void log_read(m_logfile *f) {
+static void log_fail(void *user, const char *what) {
+  (void) user;
+  violation("%s", what);
+}
+
+static void log_read(test_model_log *log, m_logfile *f) {
   unsigned char chunk[M_RECORD * 256];
-  char path[1100];
+  char path[1100], why[1300];
   uv_fs_t req;
   uv_buf_t buf;
   size_t whole, i;
   int fd, n;
 
-  snprintf(path, sizeof(path), "%s/%s", g.log_path, f->name);
+  snprintf(path, sizeof(path), "%s/%s", log->path, f->name);
   fd = uv_fs_open(NULL, &req, path, UV_FS_O_RDONLY, 0, NULL);
   uv_fs_req_cleanup(&req);
-  if (fd < 0)
-    violation("cannot open the run log %s: %s", path, uv_strerror(fd));
+  if (fd < 0) {
+    snprintf(why, sizeof(why), "cannot open the run log %s: %s", path, uv_strerror(fd));
+    log->fail(log->user, why);
+    return;
+  }
   do {
     buf = uv_buf_init((char *) chunk, sizeof(chunk));
     n = uv_fs_read(NULL, &req, fd, &buf, 1, (int64_t) f->off, NULL);
     uv_fs_req_cleanup(&req);
-    if (n < 0)
-      violation("cannot read the run log %s: %s", path, uv_strerror(n));
+    if (n < 0) {
+      snprintf(why, sizeof(why), "cannot read the run log %s: %s", path, uv_strerror(n));
+      log->fail(log->user, why);
+      break;
+    }
     /* A record is written in one write; part of one is one still being written. */
     whole = (size_t) n / M_RECORD;
     f->tail = (size_t) n % M_RECORD;
-    for (i = 0; i < whole; i++)
-      log_add(chunk + i * M_RECORD);
+    for (i = 0; i < whole; i++) {
+      uint64_t nonce, pid;
+      memcpy(&nonce, chunk + i * M_RECORD, 8);
+      memcpy(&pid, chunk + i * M_RECORD + 8, 8);
+      log->add(log->user, nonce, pid);
+    }
     f->runs += whole;
     f->off += whole * M_RECORD;
   } while (whole > 0);
@@ -755,54 +767,75 @@ static void log_read(m_logfile *f) {
   uv_fs_req_cleanup(&req);
 }
 
-static void log_update(void) {
+int test_model_log_init(test_model_log *log, const char *tag) {
+  uv_fs_t req;
+  int err;
+
+  test_marker_path(log->path, sizeof(log->path), tag);
+  /* A unique name, not the pid alone: Windows (and wine) hand out small pids again at
+   * once, and a run that was skipped or kept its log leaves the directory behind. */
+  err = uv_fs_mkdtemp(NULL, &req, log->path, NULL);
+  if (err == 0)
+    snprintf(log->path, sizeof(log->path), "%s", req.path);
+  uv_fs_req_cleanup(&req);
+  return err;
+}
+
+void test_model_log_update(test_model_log *log) {
+  char why[1200];
   uv_fs_t req;
   uv_dirent_t ent;
   size_t i;
   int n;
 
-  n = uv_fs_scandir(NULL, &req, g.log_path, 0, NULL);
-  if (n < 0)
-    violation("cannot list the run log %s: %s", g.log_path, uv_strerror(n));
+  n = uv_fs_scandir(NULL, &req, log->path, 0, NULL);
+  if (n < 0) {
+    uv_fs_req_cleanup(&req);
+    snprintf(why, sizeof(why), "cannot list the run log %s: %s", log->path, uv_strerror(n));
+    log->fail(log->user, why);
+    return;
+  }
   while (uv_fs_scandir_next(&req, &ent) == 0) {
-    for (i = 0; i < g.nlogs; i++)
-      if (strcmp(g.logs[i].name, ent.name) == 0)
+    for (i = 0; i < log->nfiles; i++)
+      if (strcmp(log->files[i].name, ent.name) == 0)
         break;
-    if (i == g.nlogs) {
-      g.logs = (m_logfile *) realloc(g.logs, (g.nlogs + 1) * sizeof(*g.logs));
-      ASSERT_NOT_NULL(g.logs);
-      memset(&g.logs[i], 0, sizeof(g.logs[i]));
-      snprintf(g.logs[i].name, sizeof(g.logs[i].name), "%s", ent.name);
-      g.nlogs++;
+    if (i == log->nfiles) {
+      log->files = (m_logfile *) realloc(log->files, (log->nfiles + 1) * sizeof(m_logfile));
+      ASSERT_NOT_NULL(log->files);
+      memset(&log->files[i], 0, sizeof(log->files[i]));
+      snprintf(log->files[i].name, sizeof(log->files[i].name), "%s", ent.name);
+      log->nfiles++;
     }
   }
   uv_fs_req_cleanup(&req);
-  for (i = 0; i < g.nlogs; i++)
-    log_read(&g.logs[i]);
+  for (i = 0; i < log->nfiles; i++)
+    log_read(log, &log->files[i]);
 }
+
+static void log_update(void) { test_model_log_update(&g.log); }
 
 static int log_has(uint64_t nonce) {
   log_update();
   return g.runs[nonce] > 0;
 }
 
-static void log_remove(void) {
+void test_model_log_remove(test_model_log *log) {
   char path[1100];
   uv_fs_t req, un;
   uv_dirent_t ent;
 
-  if (uv_fs_scandir(NULL, &req, g.log_path, 0, NULL) >= 0)
+  if (uv_fs_scandir(NULL, &req, log->path, 0, NULL) >= 0)
     while (uv_fs_scandir_next(&req, &ent) == 0) {
-      snprintf(path, sizeof(path), "%s/%s", g.log_path, ent.name);
+      snprintf(path, sizeof(path), "%s/%s", log->path, ent.name);
       uv_fs_unlink(NULL, &un, path, NULL);
       uv_fs_req_cleanup(&un);
     }
   uv_fs_req_cleanup(&req);
-  uv_fs_rmdir(NULL, &req, g.log_path, NULL);
+  uv_fs_rmdir(NULL, &req, log->path, NULL);
   uv_fs_req_cleanup(&req);
-  free(g.logs);
-  g.logs = NULL;
-  g.nlogs = 0;
+  free(log->files);
+  log->files = NULL;
+  log->nfiles = 0;
 }
 
 /* ---- Tasks --------------------------------------------------------------------------- */
@@ -855,15 +888,43 @@ static m_task *new_task(uint64_t *rng, int kind, int origin) {
   return t;
 }
 
-static size_t build_arg(const m_task *t, unsigned char *buf) {
-  uint32_t param = t->param;
-
+size_t test_model_arg(unsigned kind, uint32_t param, uint64_t nonce, size_t plen,
+                      unsigned char *buf) {
   memset(buf, 0, M_HDR);
-  buf[0] = t->kind;
+  buf[0] = (unsigned char) kind;
   memcpy(buf + 4, &param, 4);
-  memcpy(buf + 8, &t->nonce, 8);
-  gen_payload(t->nonce, buf + M_HDR, t->plen);
-  return M_HDR + t->plen;
+  memcpy(buf + 8, &nonce, 8);
+  gen_payload(nonce, buf + M_HDR, plen);
+  return M_HDR + plen;
+}
+
+static size_t build_arg(const m_task *t, unsigned char *buf) {
+  return test_model_arg(t->kind, t->param, t->nonce, t->plen, buf);
+}
+
+const char *test_model_check_reply(uint64_t nonce, size_t plen, const void *data,
+                                   size_t len, uint64_t *pid) {
+  static const char *const what[] = { "a result of the wrong size",
+                                      "the result of another task", "wrong result bytes" };
+  unsigned char *want;
+  size_t i;
+  int bad;
+
+  if (len != M_REPLY_HDR + plen)
+    return what[0];
+  if (memcmp(data, &nonce, 8) != 0)
+    return what[1];
+  memcpy(pid, (const unsigned char *) data + 8, 8);
+  if (plen == 0)
+    return NULL;
+  want = (unsigned char *) malloc(plen);
+  ASSERT_NOT_NULL(want);
+  gen_payload(nonce, want, plen);
+  for (i = 0; i < plen; i++)
+    want[i] ^= 0x5a;
+  bad = memcmp((const unsigned char *) data + M_REPLY_HDR, want, plen) != 0;
+  free(want);
+  return bad ? what[2] : NULL;
 }
 
 static void count_status(int s) {
@@ -956,22 +1017,12 @@ static void check_outcome(m_task *t, const pp_result *r, int must_cancel, int ca
     case K_SLOW:
       if (s != 0)
         break;
-      if (r->len != M_REPLY_HDR + t->plen)
-        violation("%s: a result of %lu bytes, want %lu", task_desc(t),
-                  (unsigned long) r->len, (unsigned long) (M_REPLY_HDR + t->plen));
-      if (memcmp(r->data, &t->nonce, 8) != 0)
-        violation("%s: the result of another task (nonce %llu)", task_desc(t),
-                  (unsigned long long) *(const uint64_t *) r->data);
-      memcpy(&pid, (const unsigned char *) r->data + 8, 8);
-      gen_payload(t->nonce, scratch, t->plen);
       {
-        size_t i;
-        for (i = 0; i < t->plen; i++)
-          scratch[i] ^= 0x5a;
+        const char *bad = test_model_check_reply(t->nonce, t->plen, r->data, r->len, &pid);
+        if (bad != NULL)
+          violation("%s: %s (%lu bytes, want %lu)", task_desc(t), bad,
+                    (unsigned long) r->len, (unsigned long) (M_REPLY_HDR + t->plen));
       }
-      if (t->plen > 0 && memcmp((const unsigned char *) r->data + M_REPLY_HDR, scratch,
-                                t->plen) != 0)
-        violation("%s: wrong result bytes", task_desc(t));
       t->reply_pid = pid;
       remember_pid(pid);
       return;
@@ -1337,7 +1388,7 @@ static void do_terminate(int from_cb) {
  * result. Linux only: there the pid can be checked to be ours first. */
 static void kill_pid(uint64_t pid, const char *why) {
 #ifdef __linux__
-  if (!is_descendant((long) pid)) {
+  if (!test_model_is_worker((long) pid)) {
     trace("kill of worker %llu skipped: gone", (unsigned long long) pid);
     g.st.kill_skipped++;
     return;
@@ -1732,10 +1783,10 @@ static void check_log(uint64_t **pids_out, size_t *npids_out) {
 
   ASSERT_NOT_NULL(ids);
   log_update();
-  for (i = 0; i < g.nlogs; i++)
-    if (g.logs[i].tail != 0)
-      violation("the run log of worker %s ends with %lu bytes of a record", g.logs[i].name,
-                (unsigned long) g.logs[i].tail);
+  for (i = 0; i < g.log.nfiles; i++)
+    if (g.log.files[i].tail != 0)
+      violation("the run log of worker %s ends with %lu bytes of a record",
+                g.log.files[i].name, (unsigned long) g.log.files[i].tail);
   g.st.runs_logged = g.nrec;
   for (i = 0; i < g.nt; i++) {
     m_task *t = &g.t[i];
@@ -1788,10 +1839,10 @@ static void check_log(uint64_t **pids_out, size_t *npids_out) {
       g.st.max_runs_per_pid = runs;
   }
   /* Each run log file is one worker process. */
-  for (i = 0; i < g.nlogs; i++)
-    if (g.opts.max_tasks_per_worker > 0 && g.logs[i].runs > g.opts.max_tasks_per_worker)
-      soft_violation("worker %s ran %lu tasks; max_tasks_per_worker is %u", g.logs[i].name,
-                     (unsigned long) g.logs[i].runs, g.opts.max_tasks_per_worker);
+  for (i = 0; i < g.log.nfiles; i++)
+    if (g.opts.max_tasks_per_worker > 0 && g.log.files[i].runs > g.opts.max_tasks_per_worker)
+      soft_violation("worker %s ran %lu tasks; max_tasks_per_worker is %u",
+                     g.log.files[i].name, (unsigned long) g.log.files[i].runs, g.opts.max_tasks_per_worker);
   /* Distinct pids, for the leak checks. */
   *npids_out = 0;
   for (i = 0; i < nrec; i++)
@@ -1820,8 +1871,8 @@ static void pick_config(void) {
   d = rnd(r, 10);
   g.opts.pipeline_depth = d < 6 ? 0 : d < 8 ? 1 : 2 + rnd(r, 7);
   g.opts.initializer = "model_init";
-  g.opts.initarg = g.log_path;
-  g.opts.initarg_len = strlen(g.log_path);
+  g.opts.initarg = g.log.path;
+  g.opts.initarg_len = strlen(g.log.path);
   if (g.caller && rnd(r, 100) < 35) {
     g.close_step = g.steps / 2 + 1 + (int) rnd(r, (unsigned) (g.steps / 2 + 1));
     g.close_kind = rnd(r, 5) < 3 ? A_CLOSE : A_TERMINATE;
@@ -2009,17 +2060,12 @@ static void run_one(uint64_t seed, int steps, int caller, int index) {
   ASSERT_NOT_NULL(g.runs);
   ASSERT_NOT_NULL(g.pid_of);
   snprintf(tag, sizeof(tag), "model-%d-XXXXXX", index);
-  test_marker_path(g.log_path, sizeof(g.log_path), tag);
+  g.log.add = log_add;
+  g.log.fail = log_fail;
   {
-    /* A unique name, not the pid alone: Windows (and wine) hand out small pids again at
-     * once, and a run that was skipped or kept its log leaves the directory behind. */
-    uv_fs_t req;
-    int err = uv_fs_mkdtemp(NULL, &req, g.log_path, NULL);
-    if (err == 0)
-      snprintf(g.log_path, sizeof(g.log_path), "%s", req.path);
-    uv_fs_req_cleanup(&req);
+    int err = test_model_log_init(&g.log, tag);
     if (err != 0)
-      violation("cannot make the run log's directory %s: %s", g.log_path, uv_strerror(err));
+      violation("cannot make the run log's directory %s: %s", g.log.path, uv_strerror(err));
   }
   pick_config();
 #ifdef __linux__
@@ -2068,7 +2114,7 @@ static void run_one(uint64_t seed, int steps, int caller, int index) {
   fd_compare(fds);
 #endif
   if (g.violations == 0)
-    log_remove();
+    test_model_log_remove(&g.log);
   printf("model %s %s seed=0x%llx: workers=%u timeout=%llu max_tasks=%u depth=%u steps=%d; "
          "%lu submitted (%lu from callbacks, %lu from the timer), %lu refused, %lu maps of "
          "%lu items, %lu applies; outcomes ok=%lu etask=%lu eworker=%lu etimedout=%lu "

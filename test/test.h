@@ -28,6 +28,17 @@
 #ifndef TEST_ASAN
 #  define TEST_ASAN 0
 #endif
+/* 1 under ThreadSanitizer. */
+#if defined(__SANITIZE_THREAD__)
+#  define TEST_TSAN 1
+#elif defined(__has_feature)
+#  if __has_feature(thread_sanitizer)
+#    define TEST_TSAN 1
+#  endif
+#endif
+#ifndef TEST_TSAN
+#  define TEST_TSAN 0
+#endif
 
 /* Declares test_<name>(void) for every entry of test-list.h. */
 #define TEST_EACH(name) void test_##name(void);
@@ -103,6 +114,44 @@ int test_task_win_grandchild(pp_call *call, const void *arg, size_t len);
 int test_task_model(pp_call *call, const void *arg, size_t len);
 int test_task_model_init(pp_call *call, const void *arg, size_t len);
 int test_task_xt_item(pp_call *call, const void *arg, size_t len);
+
+/* test-model.c's "model" task, for the model tests (test-model.c, test-xmodel.c). Its
+ * argument, made by test_model_arg: kind, param (a slow task's milliseconds), nonce (the
+ * task's own number, never 0) and plen bytes of payload. An ok or slow task replies
+ * TEST_MODEL_REPLY_HDR + plen bytes (nonce, pid, payload changed), fail fails with
+ * "nonce=<n>" in its message, the others crash, exit, are killed or hang. Every run
+ * first appends (nonce, pid) to a file of the run log, the directory that the
+ * initializer "model_init" gets as its argument. */
+enum { TEST_MK_OK, TEST_MK_SLOW, TEST_MK_FAIL, TEST_MK_ABORT, TEST_MK_SEGV, TEST_MK_EXIT,
+       TEST_MK_SELFKILL, TEST_MK_HANG, TEST_MK_N };
+extern const char *const test_model_kind_names[TEST_MK_N];
+#define TEST_MODEL_HDR 16
+#define TEST_MODEL_REPLY_HDR 16
+size_t test_model_arg(unsigned kind, uint32_t param, uint64_t nonce, size_t plen,
+                      unsigned char *buf);
+/* NULL when data is the reply of an ok or slow task of that nonce and payload size
+ * (then *pid is the worker's), else what is wrong with it. */
+const char *test_model_check_reply(uint64_t nonce, size_t plen, const void *data,
+                                   size_t len, uint64_t *pid);
+/* The run log, read as it grows: add gets every run's record once, fail what went wrong
+ * reading it (it should end the test). */
+typedef struct test_model_log {
+  char path[1024];
+  struct test_model_logfile *files;
+  size_t nfiles;
+  void (*add)(void *user, uint64_t nonce, uint64_t pid);
+  void (*fail)(void *user, const char *what);
+  void *user;
+} test_model_log;
+/* Makes the log's directory, unique to this process and tag (ending in XXXXXX). */
+int test_model_log_init(test_model_log *log, const char *tag);
+void test_model_log_update(test_model_log *log);
+/* Removes the directory and frees what the log holds. */
+void test_model_log_remove(test_model_log *log);
+#ifdef __linux__
+/* pid is a worker of this process's (its child, or its forkserver's or fork helper's). */
+int test_model_is_worker(long pid);
+#endif
 
 /* What the "mapf" task computes: distinct inputs give distinct outputs. */
 uint64_t test_mapf(uint32_t x);
