@@ -193,6 +193,15 @@ void test_skip(const char *why) {
 
 /* ---- Pools and tasks --------------------------------------------------------------- */
 
+int test_valgrind(void) {
+#ifdef _WIN32
+  return 0;
+#else
+  const char *preload = getenv("LD_PRELOAD");
+  return preload != NULL && strstr(preload, "valgrind") != NULL;
+#endif
+}
+
 /* How many times slower than a plain native run this one may be: valgrind runs code tens
  * of times slower, wine starts processes slowly, and the sanitizers cost a few times. */
 static unsigned test_slowness(void) {
@@ -200,11 +209,9 @@ static unsigned test_slowness(void) {
   HMODULE ntdll = GetModuleHandleA("ntdll.dll");
   if (ntdll != NULL && GetProcAddress(ntdll, "wine_get_version") != NULL)
     return 5;
-#else
-  const char *preload = getenv("LD_PRELOAD");
-  if (preload != NULL && strstr(preload, "valgrind") != NULL)
-    return 10;
 #endif
+  if (test_valgrind())
+    return 10;
   return TEST_ASAN || TEST_TSAN ? 2 : 1;
 }
 

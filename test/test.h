@@ -240,6 +240,9 @@ void test_kill_self(void) __attribute__((noreturn));
  * or -1 where there is no /dev/shm to look in. */
 int test_shm_names_of(long pid);
 
+/* 1 when this process runs under valgrind (so does a worker forked from it). */
+int test_valgrind(void);
+
 /* Ends the test as skipped, saying why. */
 void test_skip(const char *why);
 
