@@ -330,6 +330,10 @@ void test_bm_256mib(void) {
    * minutes; the smaller tests here take the same paths under it. */
   if (preload != NULL && strstr(preload, "valgrind") != NULL)
     test_skip("under valgrind: too slow at this size");
+  /* ThreadSanitizer checks every byte of each 256 MiB copy: minutes. The 2 to 8 MiB bm-
+   * tests take the same paths. */
+  if (TEST_TSAN)
+    test_skip("under ThreadSanitizer: too slow at this size");
   arg = (unsigned char *) malloc(n);
   ASSERT_NOT_NULL(arg);
   /* Cheap but position-dependent: a block shifted or repeated would not match. */
