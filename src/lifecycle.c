@@ -16,7 +16,7 @@
 #include "lifecycle.h"
 #include "os.h"
 #include "results.h"
-#include "worker.h"
+#include "methods.h"
 
 /* How long a worker that ended may keep its channel open (a grandchild that inherited
  * it) before the pool stops waiting for the last bytes; how long one that closed its

@@ -14,7 +14,7 @@
 #include "os.h"
 #include "serve.h"
 #include "threads.h"
-#include "worker.h"
+#include "methods.h"
 
 #define PP__DEFAULT_MAX_MESSAGE ((size_t) 256 << 20)
 #define PP__DEFAULT_START_TIMEOUT_MS 60000

@@ -1,5 +1,5 @@
 /* The pool's internal types, shared by the core's files and the start methods
- * (worker.h). The core is split along its seams: pool.c (options, submit, cancel, close),
+ * (methods.h). The core is split along its seams: pool.c (options, submit, cancel, close),
  * lifecycle.c (a worker's life, one state machine), results.c (what workers send),
  * dispatch.c (what is sent to them) and blocking.c (pp_pool_wait, pp_apply, pp_map). */
 #ifndef PP_POOL_H

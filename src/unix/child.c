@@ -13,7 +13,7 @@
 #  include <sys/syscall.h>
 #endif
 
-#include "../worker.h"
+#include "../methods.h"
 #include "unix.h"
 
 static void pp__child_reap(pp__worker *w) {

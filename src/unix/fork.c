@@ -27,7 +27,7 @@
 #include <unistd.h>
 
 #include "../serve.h"
-#include "../worker.h"
+#include "../methods.h"
 #include "fs.h"
 #include "unix.h"
 

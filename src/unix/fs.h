@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../worker.h"
+#include "../methods.h"
 
 /* One message, either way, on any connection. Both ends are this program, built once,
  * so native byte order and layout are fine. */

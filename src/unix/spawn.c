@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "../serve.h"
-#include "../worker.h"
+#include "../methods.h"
 #include "unix.h"
 
 /* The command line: the launcher's arguments, if any, then the worker program and the

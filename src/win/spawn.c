@@ -23,7 +23,7 @@
 
 #include "../os.h"
 #include "../serve.h"
-#include "../worker.h"
+#include "../methods.h"
 
 /* The exit code TerminateProcess gives a worker the pool kills. With the kill recorded, it
  * tells that end from an exit of the worker's own; 137 is what a Unix shell shows for a

@@ -2,8 +2,8 @@
  * connects it to w->pipe; the core does everything else (protocol, tasks, replacement).
  * spawn lives in src/unix/spawn.c on Unix (posix_spawn) and in src/win/spawn.c on
  * Windows (CreateProcessW with an explicit handle list, in a job object of its own). */
-#ifndef PP_WORKER_H
-#define PP_WORKER_H
+#ifndef PP_METHODS_H
+#define PP_METHODS_H
 
 #include <stddef.h>
 
