@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dispatch.h"
-#include "pool.h"
+#include "pool/dispatch.h"
+#include "pool/pool.h"
 #include "atomics.h"
 #include "seg.h"
 

@@ -7,7 +7,7 @@
 
 #include <stddef.h>
 
-#include "pool.h"
+#include "pool/pool.h"
 
 struct pp__method_ops {
   /* Sets up what the method needs for a pool (pool->method_data), before any worker.

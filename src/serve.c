@@ -8,7 +8,7 @@
 #include <uv.h>
 
 #include "atomics.h"
-#include "bigmsg.h"
+#include "pool/bigmsg.h"
 #include "channel.h"
 #include "journal.h"
 #include "names.h"

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "atomics.h"
-#include "bigmsg.h"
+#include "pool/bigmsg.h"
 #include "seg.h"
 
 /* One of the pool's segments for this worker, as it maps it. */

@@ -1,4 +1,4 @@
-/* pp_map_array (src/maparray.c, the stream engine's array runs in src/stream.c): every
+/* pp_map_array (src/pool/maparray.c, the stream engine's array runs in src/pool/stream.c): every
  * item's result lands in its place, for batches of every shape; an item whose result has
  * the wrong size fails alone with PP_EPROTO and its place is zeroed; failures give the
  * right statuses and the first one's status back; a worker killed in the middle of a

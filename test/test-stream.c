@@ -1,4 +1,4 @@
-/* pp_map_stream and the pool's counters (src/stream.c, src/stats.c): every item taken is
+/* pp_map_stream and the pool's counters (src/pool/stream.c, src/pool/stats.c): every item taken is
  * delivered once, in index order or as it completes; inputs are copied before next() is
  * called again; next() can end or stop a stream; failed items and dead workers fail only
  * their own item; the window stays bounded behind a slow item; and the counters agree

@@ -18,7 +18,7 @@
 
 #include <uv.h>
 
-#include "../pool.h"
+#include "../pool/pool.h"
 #include "../protocol.h"
 #include "unix.h"
 

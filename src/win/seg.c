@@ -12,8 +12,8 @@
 
 #include <windows.h>
 
-#include "../dispatch.h"
-#include "../pool.h"
+#include "../pool/dispatch.h"
+#include "../pool/pool.h"
 #include "../protocol.h"
 
 static int pp__seg_win_error(DWORD err) {

@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "serve.h"
+#include "../serve.h"
 #include "stream.h"
 #include "threads.h"
 

@@ -4,10 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "atomics.h"
+#include "../atomics.h"
 #include "bufcache.h"
 #include "dispatch.h"
-#include "seg.h"
+#include "../seg.h"
 
 /* Segments are made in whole mebibytes, so that a slightly larger message next time
  * still fits the one made for the last. */

@@ -12,11 +12,11 @@
 
 #include "bigmsg.h"
 #include "dispatch.h"
-#include "journal.h"
+#include "../journal.h"
 #include "lifecycle.h"
-#include "os.h"
+#include "../os.h"
 #include "results.h"
-#include "methods.h"
+#include "../methods.h"
 
 /* How long a worker that ended may keep its channel open (a grandchild that inherited
  * it) before the pool stops waiting for the last bytes; how long one that closed its

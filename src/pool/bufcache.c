@@ -5,7 +5,7 @@
 
 #include <uv.h>
 
-#include "os.h"
+#include "../os.h"
 
 #define PP__BUFCACHE_SLOTS 4
 #define PP__BUFCACHE_MAX ((size_t) 512 << 20)

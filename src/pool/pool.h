@@ -11,11 +11,11 @@
 
 #include <uv.h>
 
-#include "names.h"
+#include "../names.h"
 #include "procpool.h"
-#include "protocol.h"
+#include "../protocol.h"
 #include "queue.h"
-#include "seg.h"
+#include "../seg.h"
 #include "tasktab.h"
 
 typedef struct pp__worker pp__worker;

@@ -11,10 +11,10 @@
 #include "bufcache.h"
 #include "dispatch.h"
 #include "lifecycle.h"
-#include "os.h"
-#include "serve.h"
+#include "../os.h"
+#include "../serve.h"
 #include "threads.h"
-#include "methods.h"
+#include "../methods.h"
 
 #define PP__DEFAULT_MAX_MESSAGE ((size_t) 256 << 20)
 #define PP__DEFAULT_START_TIMEOUT_MS 60000

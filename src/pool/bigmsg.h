@@ -17,8 +17,8 @@
 #define PP_BIGMSG_H
 
 #include "pool.h"
-#include "protocol.h"
-#include "seg.h"
+#include "../protocol.h"
+#include "../seg.h"
 
 /* ---- The pool's side (bigmsg.c) --------------------------------------------------------- */
 
