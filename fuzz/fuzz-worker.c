@@ -1,5 +1,5 @@
 /* libFuzzer target for what a worker decodes from bytes the pool sent: the worker's frame
- * reader (src/wreader.c), reading the input in pieces of varying sizes, and, on what it
+ * reader (src/worker/reader.c), reading the input in pieces of varying sizes, and, on what it
  * yields, the decoding the worker's serving loop (pp__serve) does: INIT first, then TASK,
  * BATCH (its items walked, each argument copied to an aligned place when it is not in
  * one), JOURNAL frames, and the shared-memory references of TASK and SHM_OFFER frames; anything else ends the worker, as it would. A batch's results
@@ -15,7 +15,7 @@
 
 #include "../src/journal.h"
 #include "../src/protocol.h"
-#include "../src/wreader.h"
+#include "../src/worker/reader.h"
 #include "procpool.h"
 
 /* Larger frames than this are not worth their allocation here: the reader takes one

@@ -39,7 +39,7 @@ int pp__shm_os_unmap(pp__shm_map *map, size_t size);
 
 /* Removes the name, so that pp__shm_os_open no longer finds it; the memory lives on
  * while mapped. Called by the creator, after pp__shm_os_unmap, and by the transport
- * (bigmsg.c, wbigmsg.c) as soon as the one process that opens a segment has it mapped.
+ * (pool/bigmsg.c, worker/bigmsg.c) as soon as the one process that opens a segment has it mapped.
  * UV_ENOENT when there is no such name; nothing on Windows, where a segment lives as
  * long as a handle to it. */
 int pp__shm_os_unlink(const char *name);

@@ -51,7 +51,7 @@ void pp__bigmsg_task_done(pp__worker *w, const pp__task *t);
 /* w's process is gone: unmaps and removes its segments. */
 void pp__bigmsg_worker_free(pp__worker *w);
 
-/* ---- The worker's side (wbigmsg.c) ------------------------------------------------------- */
+/* ---- The worker's side (worker/bigmsg.c) ------------------------------------------------------- */
 
 typedef struct pp__wbig pp__wbig;
 

@@ -3,14 +3,14 @@
  * callback. The buffer is allocated with malloc so it is suitably aligned; a payload that
  * does not start at an aligned offset is copied to `scratch`, one that does not fit is
  * read into its own block. */
-#ifndef PP_WREADER_H
-#define PP_WREADER_H
+#ifndef PP_WORKER_READER_H
+#define PP_WORKER_READER_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "channel.h"
-#include "protocol.h"
+#include "../channel.h"
+#include "../protocol.h"
 
 /* The alignment the header promises for a task's argument. */
 #define PP__ALIGN 16

@@ -1,10 +1,10 @@
-/* The worker's reader of the pool's frames (wreader.h). */
+/* The worker's reader of the pool's frames (reader.h). */
 #include <stdlib.h>
 #include <string.h>
 
-#include "os.h"
+#include "../os.h"
 #include "procpool.h"
-#include "wreader.h"
+#include "reader.h"
 
 static int pp__reader_read(pp__reader *r, void *buf, size_t cap, size_t *got) {
   if (r->read != NULL)

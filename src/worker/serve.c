@@ -7,16 +7,16 @@
 
 #include <uv.h>
 
-#include "atomics.h"
-#include "pool/bigmsg.h"
-#include "channel.h"
-#include "journal.h"
-#include "names.h"
-#include "os.h"
+#include "../atomics.h"
+#include "../pool/bigmsg.h"
+#include "../channel.h"
+#include "../journal.h"
+#include "../names.h"
+#include "../os.h"
 #include "procpool.h"
-#include "protocol.h"
-#include "serve.h"
-#include "wreader.h"
+#include "../protocol.h"
+#include "../serve.h"
+#include "reader.h"
 
 /* The program's task table, recorded by pp_main in every process, with its names in one
  * array (for the HELLO) and their index (for the initializer's lookup). */

@@ -3,9 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "atomics.h"
-#include "pool/bigmsg.h"
-#include "seg.h"
+#include "../atomics.h"
+#include "../pool/bigmsg.h"
+#include "../seg.h"
 
 /* One of the pool's segments for this worker, as it maps it. */
 typedef struct pp__warg {
