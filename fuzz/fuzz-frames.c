@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/journal.h"
-#include "../src/protocol.h"
+#include "../src/shared/journal.h"
+#include "../src/shared/protocol.h"
 #include "procpool.h"
 
 static volatile uint8_t sink;

@@ -13,8 +13,8 @@
 
 #include <uv.h>
 
-#include "../src/journal.h"
-#include "../src/protocol.h"
+#include "../src/shared/journal.h"
+#include "../src/shared/protocol.h"
 #include "../src/worker/reader.h"
 #include "procpool.h"
 

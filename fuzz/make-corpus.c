@@ -11,8 +11,8 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
-#include "../src/journal.h"
-#include "../src/protocol.h"
+#include "../src/shared/journal.h"
+#include "../src/shared/protocol.h"
 #include "../src/unix/fs.h"
 #include "procpool.h"
 

@@ -1,4 +1,4 @@
-/* Shared memory segments: what the platform-neutral part (src/shm.c) needs of the OS.
+/* Shared memory segments: what the platform-neutral part (src/shared/shm.c) needs of the OS.
  * Implemented in src/unix/shm.c (POSIX shm_open) and src/win/shm.c (file mappings backed
  * by the page file). Names reach this layer checked: "procpool-" and then only lowercase
  * letters, digits and dashes, at most PP__SHM_NAME_MAX bytes. */

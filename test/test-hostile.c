@@ -21,7 +21,7 @@
 #include <unistd.h>
 #endif
 
-/* The journal's size and the offsets of its control words (src/journal.h), as a hostile
+/* The journal's size and the offsets of its control words (src/shared/journal.h), as a hostile
  * task would learn them from the source. */
 #define HS_JOURNAL_SIZE (128 * 1024)
 #define HS_STATE 24

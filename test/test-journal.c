@@ -1,4 +1,4 @@
-/* The results journal (src/journal.c): a worker sends a batch's results in runs, and a
+/* The results journal (src/shared/journal.c): a worker sends a batch's results in runs, and a
  * worker that dies in the middle of a batch leaves the results it has not sent in its
  * journal. Each item that finished runs exactly once, whether its result went over the
  * channel or only into the journal; the one that was running fails with PP_EWORKER; no
@@ -10,8 +10,8 @@
 
 /* First: uv.h brings winsock2.h, which must come before windows.h. */
 #include "test.h"
-#include "../src/journal.h"
-#include "../src/protocol.h"
+#include "../src/shared/journal.h"
+#include "../src/shared/protocol.h"
 
 #ifdef _WIN32
 #  include <windows.h>

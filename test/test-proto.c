@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "test.h"
-#include "../src/protocol.h"
+#include "../src/shared/protocol.h"
 #include "../src/serve.h"
 
 #ifndef _WIN32

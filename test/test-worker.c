@@ -8,7 +8,7 @@
 
 /* First: uv.h brings winsock2.h, which must come before windows.h. */
 #include "test.h"
-#include "../src/names.h"
+#include "../src/shared/names.h"
 #include "../src/serve.h"
 
 #ifdef _WIN32

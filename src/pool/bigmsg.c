@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../atomics.h"
+#include "../shared/atomics.h"
 #include "bufcache.h"
 #include "dispatch.h"
 #include "../seg.h"

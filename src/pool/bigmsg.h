@@ -17,7 +17,7 @@
 #define PP_BIGMSG_H
 
 #include "pool.h"
-#include "../protocol.h"
+#include "../shared/protocol.h"
 #include "../seg.h"
 
 /* ---- The pool's side (bigmsg.c) --------------------------------------------------------- */

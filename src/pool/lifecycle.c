@@ -12,7 +12,7 @@
 
 #include "bigmsg.h"
 #include "dispatch.h"
-#include "../journal.h"
+#include "../shared/journal.h"
 #include "lifecycle.h"
 #include "../os.h"
 #include "results.h"

@@ -11,9 +11,9 @@
 
 #include <uv.h>
 
-#include "../names.h"
+#include "../shared/names.h"
 #include "procpool.h"
-#include "../protocol.h"
+#include "../shared/protocol.h"
 #include "queue.h"
 #include "../seg.h"
 #include "tasktab.h"

@@ -7,7 +7,7 @@
 
 #include "bigmsg.h"
 #include "dispatch.h"
-#include "../journal.h"
+#include "../shared/journal.h"
 #include "lifecycle.h"
 #include "results.h"
 

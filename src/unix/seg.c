@@ -19,7 +19,7 @@
 #include <uv.h>
 
 #include "../pool/pool.h"
-#include "../protocol.h"
+#include "../shared/protocol.h"
 #include "unix.h"
 
 #ifndef MSG_NOSIGNAL

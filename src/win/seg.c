@@ -14,7 +14,7 @@
 
 #include "../pool/dispatch.h"
 #include "../pool/pool.h"
-#include "../protocol.h"
+#include "../shared/protocol.h"
 
 static int pp__seg_win_error(DWORD err) {
   /* What a page file too full to back the section gives; libuv does not know it. */

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../atomics.h"
+#include "../shared/atomics.h"
 #include "../pool/bigmsg.h"
 #include "../seg.h"
 

@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #include "../channel.h"
-#include "../protocol.h"
+#include "../shared/protocol.h"
 
 /* The alignment the header promises for a task's argument. */
 #define PP__ALIGN 16

@@ -7,14 +7,14 @@
 
 #include <uv.h>
 
-#include "../atomics.h"
+#include "../shared/atomics.h"
 #include "../pool/bigmsg.h"
 #include "../channel.h"
-#include "../journal.h"
-#include "../names.h"
+#include "../shared/journal.h"
+#include "../shared/names.h"
 #include "../os.h"
 #include "procpool.h"
-#include "../protocol.h"
+#include "../shared/protocol.h"
 #include "../serve.h"
 #include "reader.h"
 

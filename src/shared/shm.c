@@ -1,6 +1,6 @@
 /* Shared memory segments: the checks, the handle, the reference and the names. What the
  * OS does is in unix/shm.c and win/shm.c. */
-#include "shm.h"
+#include "../shm.h"
 
 #include <stdio.h>
 #include <stdlib.h>

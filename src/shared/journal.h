@@ -44,10 +44,10 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "channel.h"
+#include "../channel.h"
 #include "procpool.h"
 #include "protocol.h"
-#include "seg.h"
+#include "../seg.h"
 
 #if defined(_MSC_VER) && !defined(__clang__)
 #include <intrin.h>

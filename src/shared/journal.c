@@ -5,10 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pool/dispatch.h"
-#include "pool/pool.h"
+#include "../pool/dispatch.h"
+#include "../pool/pool.h"
 #include "atomics.h"
-#include "seg.h"
+#include "../seg.h"
 
 /* The header's count is the one word both sides use to agree on what is written: the
  * worker stores it after the results it counts (release), the pool loads it before it

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "os.h"
+#include "../os.h"
 #include "procpool.h"
 
 void pp__put_u16(uint8_t *p, uint16_t v) {
