@@ -13,7 +13,7 @@
 
 #include <uv.h>
 
-#include "../src/shared/journal.h"
+#include "../src/worker/journal.h"
 #include "../src/shared/protocol.h"
 #include "../src/worker/reader.h"
 #include "procpool.h"

@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
-#include "../src/shared/journal.h"
+#include "../src/worker/journal.h"
 #include "../src/shared/protocol.h"
 #include "../src/unix/fs.h"
 #include "procpool.h"

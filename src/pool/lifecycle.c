@@ -12,7 +12,7 @@
 
 #include "bigmsg.h"
 #include "dispatch.h"
-#include "../shared/journal.h"
+#include "journal.h"
 #include "lifecycle.h"
 #include "../os.h"
 #include "results.h"

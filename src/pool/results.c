@@ -7,7 +7,7 @@
 
 #include "bigmsg.h"
 #include "dispatch.h"
-#include "../shared/journal.h"
+#include "journal.h"
 #include "lifecycle.h"
 #include "results.h"
 

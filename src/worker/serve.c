@@ -10,7 +10,7 @@
 #include "../shared/atomics.h"
 #include "../pool/bigmsg.h"
 #include "../channel.h"
-#include "../shared/journal.h"
+#include "journal.h"
 #include "../shared/names.h"
 #include "../os.h"
 #include "procpool.h"
