@@ -1,4 +1,6 @@
-/* The shared-memory transport for large messages (doc/protocol.md, "Large messages"). An
+/* The shared-memory transport for large messages, the pool's side (bigmsg.c; the
+ * worker's is worker/bigmsg.h, the frames shared/protocol.h, doc/protocol.md "Large
+ * messages"). An
  * argument of the pool's shm_threshold bytes or more goes into one of the pool's segments
  * for its worker, and a result that large into one of the result segments the pool
  * offered the worker (or, when the task replies with bytes of its argument, stays where
@@ -13,14 +15,13 @@
  * holds its own mapping, so a result written by a worker that died since is still there.
  * The pool reads a result segment only for a RESULT frame it reads, which a dead
  * worker's are not, and treats every byte of it as the worker's input. */
-#ifndef PP_BIGMSG_H
-#define PP_BIGMSG_H
+#ifndef PP_POOL_BIGMSG_H
+#define PP_POOL_BIGMSG_H
 
 #include "pool.h"
 #include "../shared/protocol.h"
 #include "../seg.h"
 
-/* ---- The pool's side (bigmsg.c) --------------------------------------------------------- */
 
 /* At a worker's start: its state, and the INIT fields that offer it the transport (left
  * zero when the pool uses none, or it could not be set up: the channel then does). */
@@ -50,41 +51,5 @@ void pp__bigmsg_task_done(pp__worker *w, const pp__task *t);
 
 /* w's process is gone: unmaps and removes its segments. */
 void pp__bigmsg_worker_free(pp__worker *w);
-
-/* ---- The worker's side (worker/bigmsg.c) ------------------------------------------------------- */
-
-typedef struct pp__wbig pp__wbig;
-
-/* From the INIT frame: NULL when the pool offered no transport or memory ran out (the
- * worker then sends everything over the channel). */
-pp__wbig *pp__wbig_new(const pp__init *init);
-
-/* The argument a TASK with PP__FL_SHM points at, in the slot's segment the pool handed
- * over before. Returns 0 and *data, or an error with why filled in (PP_EPROTO: no such
- * segment, or not of that size; another: the segment could not be mapped, and the task
- * is not run). */
-int pp__wbig_arg(pp__wbig *b, const pp__shm_task *ref, const uint8_t **data, char *why,
-                 size_t why_size);
-
-/* Maps the segment an SHM_OFFER frame (aux kind, a pp__seg_kind) just read from chan
- * introduces, in place of what the slot held. Returns 0, or an error with why filled in
- * (PP_EPROTO: a malformed offer; anything else: the slot stays empty: a result goes over
- * the channel, and a TASK that points at an argument there is refused by pp__wbig_arg). */
-int pp__wbig_offer(pp__wbig *b, pp__chan *chan, int kind, const pp__shm_task *ref,
-                   char *why, size_t why_size);
-
-/* Places a result of len bytes for the pool: where it lies already when it is within the
- * running task's argument [arg, arg + arg_len) (arg: what pp__wbig_arg gave for it, NULL
- * when its argument came over the channel), else copied into a free result segment.
- * Fills *res and returns 0, or returns non-zero when there is none that holds it (the
- * result then goes over the channel). */
-int pp__wbig_reply(pp__wbig *b, const uint8_t *arg, size_t arg_len, const void *data,
-                   size_t len, pp__shm_result *res);
-
-/* A result placed by pp__wbig_reply that will not be sent: its segment is free again. */
-void pp__wbig_unreply(pp__wbig *b, const pp__shm_result *res);
-
-/* Unmaps everything. NULL is fine. */
-void pp__wbig_free(pp__wbig *b);
 
 #endif

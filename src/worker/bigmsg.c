@@ -1,10 +1,13 @@
-/* The shared-memory transport, the worker's side (bigmsg.h). */
+/* The shared-memory transport, the worker's side (bigmsg.h; the pool's is
+ * pool/bigmsg.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <uv.h>
+
 #include "../shared/atomics.h"
-#include "../pool/bigmsg.h"
+#include "bigmsg.h"
 #include "../seg.h"
 
 /* One of the pool's segments for this worker, as it maps it. */

@@ -8,7 +8,7 @@
 #include <uv.h>
 
 #include "../shared/atomics.h"
-#include "../pool/bigmsg.h"
+#include "bigmsg.h"
 #include "../channel.h"
 #include "journal.h"
 #include "../shared/names.h"
