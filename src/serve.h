@@ -44,20 +44,4 @@ PP__NORETURN void pp__serve(pp__serve_ctx *ctx);
  * forkservers exist (src/unix/forkserver.c). Elsewhere it returns PP_ENOTSUP. */
 int pp__forkserver_main(const char *spec);
 
-/* 0 when tasks is a well-formed table (sets *count, when not NULL); else PP_EINVAL (or
- * PP_ENOMEM) with what is wrong in why, e.g. "pp_main was given a malformed task table:
- * tasks 3 and 700 are both named 'x'". */
-int pp__table_check(const pp_task *tasks, size_t *count, char *why, size_t why_size);
-
-/* Whether this process is serving tasks: a worker may not make or use pools (a pool a
- * fork worker inherited belongs to its parent). */
-int pp__in_worker(void);
-
-/* The worker's channel (a descriptor or HANDLE), or -1 outside a worker: for the tests
- * that must break the protocol on purpose. */
-intptr_t pp__serve_channel(void);
-
-/* The table pp_main recorded, or NULL (count 0) when pp_main was not called. */
-const pp_task *pp__table_get(size_t *count);
-
 #endif

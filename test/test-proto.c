@@ -5,7 +5,7 @@
 
 #include "test.h"
 #include "../src/shared/protocol.h"
-#include "../src/serve.h"
+#include "../src/shared/registry.h"
 
 #ifndef _WIN32
 #  include <unistd.h>

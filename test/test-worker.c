@@ -9,7 +9,7 @@
 /* First: uv.h brings winsock2.h, which must come before windows.h. */
 #include "test.h"
 #include "../src/shared/names.h"
-#include "../src/serve.h"
+#include "../src/shared/registry.h"
 
 #ifdef _WIN32
 #  include <windows.h>

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "future.h"
-#include "../serve.h"
+#include "../shared/registry.h"
 #include "stream.h"
 #include "threads.h"
 

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "future.h"
-#include "../serve.h"
+#include "../shared/registry.h"
 #include "stream.h"
 #include "threads.h"
 

@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "../serve.h"
+#include "../shared/registry.h"
 #include "stream.h"
 #include "threads.h"
 

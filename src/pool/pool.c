@@ -12,7 +12,7 @@
 #include "dispatch.h"
 #include "lifecycle.h"
 #include "../os.h"
-#include "../serve.h"
+#include "../shared/registry.h"
 #include "threads.h"
 #include "../methods.h"
 

@@ -4,7 +4,7 @@
  * depth), and queued is whatever else was accepted and is not decided yet. */
 #include <string.h>
 
-#include "../serve.h"
+#include "../shared/registry.h"
 #include "threads.h"
 
 int pp_pool_stats_get(pp_pool *pool, pp_pool_stats *stats) {

@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../serve.h"
+#include "../shared/registry.h"
 #include "future.h"
 #include "stream.h"
 #include "threads.h"

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "../serve.h"
+#include "../shared/registry.h"
 #include "../methods.h"
 #include "fs.h"
 #include "unix.h"

@@ -1,5 +1,5 @@
-/* The worker side: pp_main, the task table, and the blocking loop that serves tasks over
- * the channel. The same loop serves every start method. */
+/* The worker side: pp_main and the blocking loop that serves tasks over the channel. The
+ * same loop serves every start method; the table pp_main records is shared/registry.c's. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,29 +11,15 @@
 #include "bigmsg.h"
 #include "../channel.h"
 #include "journal.h"
-#include "../shared/names.h"
 #include "../os.h"
 #include "procpool.h"
 #include "../shared/protocol.h"
+#include "../shared/registry.h"
 #include "../serve.h"
 #include "reader.h"
 
-/* The program's task table, recorded by pp_main in every process, with its names in one
- * array (for the HELLO) and their index (for the initializer's lookup). */
-static const pp_task *pp__table;
-static size_t pp__ntasks;
-static const char **pp__table_names;
-static pp__names pp__table_index;
-static int pp__serving;
-
 /* The longest message a task can give pp_fail; the header promises it. */
 #define PP__TASK_MSG_MAX 4000
-
-static intptr_t pp__channel = -1;
-
-int pp__in_worker(void) { return pp__serving; }
-
-intptr_t pp__serve_channel(void) { return pp__channel; }
 
 struct pp_call {
   pp__chan *chan;
@@ -59,93 +45,6 @@ struct pp_call {
   size_t direct_len;
   int in_direct;
 };
-
-/* What every message about a bad table starts with (but a NULL table's). */
-#define PP__TABLE_BAD "pp_main was given a malformed task table: "
-
-/* Checks the table and indexes its names. On success *names (malloc'd) and *ix are the
- * caller's; on failure nothing is left and why says what is wrong, in words a person can
- * act on. */
-static int pp__table_load(const pp_task *tasks, size_t *count, const char ***names,
-                          pp__names *ix, char *why, size_t why_size) {
-  const char **arr;
-  size_t n, i, first = 0, second = 0;
-  int err;
-
-  if (tasks == NULL) {
-    snprintf(why, why_size, "pp_main was given no task table (NULL)");
-    return PP_EINVAL;
-  }
-  for (n = 0; tasks[n].name != NULL; n++) {
-    size_t len;
-    if (n == PP__MAX_TASKS) {
-      snprintf(why, why_size, PP__TABLE_BAD "it has more than %d tasks", PP__MAX_TASKS);
-      return PP_EINVAL;
-    }
-    len = strlen(tasks[n].name);
-    if (len == 0) {
-      snprintf(why, why_size, PP__TABLE_BAD "task %zu's name is empty", n);
-      return PP_EINVAL;
-    }
-    if (len > PP__MAX_NAME) {
-      snprintf(why, why_size,
-               PP__TABLE_BAD "task %zu's name is longer than %d bytes (%zu: '%.32s...')", n,
-               PP__MAX_NAME, len, tasks[n].name);
-      return PP_EINVAL;
-    }
-    if (tasks[n].fn == NULL) {
-      snprintf(why, why_size, PP__TABLE_BAD "task %zu ('%s') has no function", n,
-               tasks[n].name);
-      return PP_EINVAL;
-    }
-  }
-  arr = malloc((n + 1) * sizeof(*arr));
-  if (arr == NULL) {
-    snprintf(why, why_size, "pp_main: out of memory for a task table of %zu tasks", n);
-    return PP_ENOMEM;
-  }
-  for (i = 0; i < n; i++)
-    arr[i] = tasks[i].name;
-  err = pp__names_init(ix, arr, n, &first, &second);
-  if (err != 0) {
-    if (err == PP_EINVAL)
-      snprintf(why, why_size, PP__TABLE_BAD "tasks %zu and %zu are both named '%s'", first,
-               second, tasks[first].name);
-    else
-      snprintf(why, why_size, "pp_main: out of memory for a task table of %zu tasks", n);
-    free(arr);
-    return err;
-  }
-  *count = n;
-  *names = arr;
-  return 0;
-}
-
-int pp__table_check(const pp_task *tasks, size_t *count, char *why, size_t why_size) {
-  const char **names;
-  pp__names ix;
-  size_t n;
-  int err = pp__table_load(tasks, &n, &names, &ix, why, why_size);
-
-  if (err != 0)
-    return err;
-  pp__names_free(&ix);
-  free(names);
-  if (count != NULL)
-    *count = n;
-  return 0;
-}
-
-const pp_task *pp__table_get(size_t *count) {
-  *count = pp__ntasks;
-  return pp__table;
-}
-
-static int pp__table_find(const char *name, size_t len) {
-  uint32_t index;
-
-  return pp__names_find(&pp__table_index, name, len, &index) == 0 ? (int) index : -1;
-}
 
 /* pp_reply but for a batch item's result of the run's size (pp__serve_fixed). Not inlined:
  * its registers and calls would otherwise cost that path, every item, what only this one
@@ -331,14 +230,16 @@ static int pp__send(pp__chan *chan, uint8_t type, uint16_t aux, uint64_t id,
 
 static int pp__send_hello(pp__chan *chan) {
   uint8_t *buf;
-  size_t size;
+  size_t size, n;
   int err;
 
-  size = pp__hello_size(pp__table_names, pp__ntasks);
+  const char *const *names = pp__table_names(&n);
+
+  size = pp__hello_size(names, n);
   buf = malloc(size);
   if (buf == NULL)
     return PP_ENOMEM;
-  pp__hello_encode(buf, (uint32_t) uv_os_getpid(), pp__table_names, pp__ntasks);
+  pp__hello_encode(buf, (uint32_t) uv_os_getpid(), names, n);
   err = pp__send(chan, PP__F_HELLO, PP__HELLO_OK, 0, buf, size);
   free(buf);
   return err;
@@ -346,11 +247,13 @@ static int pp__send_hello(pp__chan *chan) {
 
 /* Runs task `index` and returns the frame kind; *call holds the result or message. */
 static void pp__run(pp_call *call, size_t index, const void *arg, size_t len) {
+  size_t n;
+  const pp_task *table = pp__table_get(&n);
   int r;
 
-  call->name = pp__table[index].name;
+  call->name = table[index].name;
   pp__chan_busy(call->chan, 1);
-  r = pp__table[index].fn(call, len ? arg : NULL, len);
+  r = table[index].fn(call, len ? arg : NULL, len);
   pp__chan_busy(call->chan, 0);
   if (r != 0 && call->kind == PP__R_OK) {
     call->kind = PP__R_FAIL;
@@ -613,8 +516,10 @@ static int pp__serve_batch(pp__chan *chan, pp_call *call, size_t index, uint64_t
                            const pp__batch *b, size_t max_message, pp__buf *arg,
                            pp__jw *j) {
   const uint8_t *next = b->data;
-  pp_task_fn fn = index < pp__ntasks ? pp__table[index].fn : NULL;
-  const char *name = fn != NULL ? pp__table[index].name : NULL;
+  size_t ntasks;
+  const pp_task *table = pp__table_get(&ntasks);
+  pp_task_fn fn = index < ntasks ? table[index].fn : NULL;
+  const char *name = fn != NULL ? table[index].name : NULL;
   uint32_t i = 0, first = 0, room;
   int err = 0;
 
@@ -704,8 +609,7 @@ void pp__serve(pp__serve_ctx *ctx) {
   int inited = 0;
   int err;
 
-  pp__serving = 1;
-  pp__channel = ctx->chan.h;
+  pp__registry_serving(ctx->chan.h);
   memset(&r, 0, sizeof(r));
   memset(&call, 0, sizeof(call));
   memset(&journal, 0, sizeof(journal));
@@ -797,7 +701,7 @@ void pp__serve(pp__serve_ctx *ctx) {
         call.shm_arg = arg;
         call.shm_arg_len = alen;
       }
-      if (h.aux < pp__ntasks) {
+      if (h.aux < pp__table_count()) {
         pp__run(&call, h.aux, arg, alen);
       } else {
         call.kind = PP__R_NOTASK;
@@ -913,11 +817,8 @@ static PP__NORETURN void pp__refuse(pp__chan *chan, const char *why) {
 int pp_main(int argc, char **argv, const pp_task *tasks) {
   const char *worker = pp__find_mark(argc, argv, PP__WORKER_MARK);
   const char *server = pp__find_mark(argc, argv, PP__FORKSERVER_MARK);
-  const char **names;
-  pp__names ix;
   pp__serve_ctx ctx;
   char why[512];
-  size_t n;
   int err;
 
   /* The channel first, before anything can print: behind a launcher it is stdout, which
@@ -930,7 +831,7 @@ int pp_main(int argc, char **argv, const pp_task *tasks) {
       exit(PP__EXIT_SETUP);
     }
   }
-  err = pp__table_load(tasks, &n, &names, &ix, why, sizeof(why));
+  err = pp__table_set(tasks, why, sizeof(why));
   if (err != 0) {
     if (worker != NULL)
       pp__refuse(&ctx.chan, why);
@@ -941,14 +842,6 @@ int pp_main(int argc, char **argv, const pp_task *tasks) {
     fprintf(stderr, "procpool: %s\n", why);
     return err;
   }
-  /* A second call replaces the table; pools made since the first keep their own copy
-   * of the names. */
-  pp__names_free(&pp__table_index);
-  free(pp__table_names);
-  pp__table = tasks;
-  pp__ntasks = n;
-  pp__table_names = names;
-  pp__table_index = ix;
 
   if (server != NULL) {
     pp__forkserver_main(server);
