@@ -33,6 +33,11 @@ struct pp__method_ops {
 };
 
 extern const pp__method_ops pp__spawn_ops;
+
+/* What the core offers the platform code: appends a small frame of the pool's own to the
+ * batch w is filling, which is written on the loop's next turn even if no task follows
+ * (pool/dispatch.c). Returns 0 or an error code. */
+int pp__wbatch_send(pp__worker *w, const void *frame, size_t len);
 /* The Unix-only methods: NULL where they do not exist (src/win/methods.c). */
 extern const pp__method_ops *const pp__fork_ops;
 extern const pp__method_ops *const pp__forkserver_ops;

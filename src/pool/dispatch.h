@@ -3,6 +3,7 @@
 #ifndef PP_DISPATCH_H
 #define PP_DISPATCH_H
 
+#include "../methods.h"
 #include "pool.h"
 
 /* Hands out queued tasks to the workers that can take them. */
@@ -22,7 +23,7 @@ void pp__worker_writes_landed(pp__worker *w);
 
 /* Appends a small frame of the pool's own, not a task's, to the batch w is filling. */
 int pp__wbatch_put(pp__worker *w, const void *frame, size_t len);
-/* The same, and the batch is written on the loop's next turn even if no task follows. */
-int pp__wbatch_send(pp__worker *w, const void *frame, size_t len);
+/* pp__wbatch_send, the same and written on the loop's next turn, is in methods.h: the
+ * platform code sends frames through it too. */
 
 #endif

@@ -18,7 +18,7 @@
 
 #include <uv.h>
 
-#include "../pool/pool.h"
+#include "../methods.h"
 #include "../shared/protocol.h"
 #include "unix.h"
 

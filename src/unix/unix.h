@@ -4,7 +4,7 @@
 
 #include <sys/types.h>
 
-#include "../pool/pool.h"
+#include "../methods.h"
 
 /* Forks with every signal blocked, so that no handler of the parent's (libuv's among
  * them) runs in the child before the child has reset them. stdio is flushed first, so

@@ -12,8 +12,7 @@
 
 #include <windows.h>
 
-#include "../pool/dispatch.h"
-#include "../pool/pool.h"
+#include "../methods.h"
 #include "../shared/protocol.h"
 
 static int pp__seg_win_error(DWORD err) {
