@@ -26,6 +26,9 @@ run_suite() {  # name, build dir, meson setup arguments...
   logs+=("$dir/meson-logs/testlog.json")
 }
 
+echo "=== layout (which side includes which: doc/design.md, \"The map\")"
+sh scripts/check-layout.sh || status=1
+
 run_suite "native (gcc)" build-test
 
 # The same build again under valgrind's memcheck: leaks and bad reads in the parent,
