@@ -1,4 +1,4 @@
-/* Shared memory segments: what the platform-neutral part (src/shared/shm.c) needs of the OS.
+/* Shared memory segments: what the platform-neutral part (shared/shm.c) needs of the OS.
  * Implemented in src/unix/shm.c (POSIX shm_open) and src/win/shm.c (file mappings backed
  * by the page file). Names reach this layer checked: "procpool-" and then only lowercase
  * letters, digits and dashes, at most PP__SHM_NAME_MAX bytes. */
@@ -39,8 +39,8 @@ int pp__shm_os_unmap(pp__shm_map *map, size_t size);
 
 /* Removes the name, so that pp__shm_os_open no longer finds it; the memory lives on
  * while mapped. Called by the creator, after pp__shm_os_unmap, and by the transport
- * (pool/bigmsg.c, worker/bigmsg.c) as soon as the one process that opens a segment has it mapped.
- * UV_ENOENT when there is no such name; nothing on Windows, where a segment lives as
+ * (pool/bigmsg.c, worker/bigmsg.c) as soon as the one process that opens a segment has
+ * it mapped. UV_ENOENT when there is no such name; nothing on Windows, where a segment lives as
  * long as a handle to it. */
 int pp__shm_os_unlink(const char *name);
 
